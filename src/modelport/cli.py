@@ -1,0 +1,290 @@
+"""The `modelport` command: argv -> settings -> server, registry or demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from modelport import __version__
+from modelport.config import build_serve_settings, current_user, registry_location
+from modelport.errors import InvalidInput, ModelportError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+REGISTRY_HELP = (
+    "Registry directory (SQLite metadata plus content-addressed artifacts). "
+    "Default: $MODELPORT_REGISTRY, else ./.modelport"
+)
+
+
+def registry_option(fn: F) -> F:
+    """The shared --registry option."""
+    return click.option("--registry", metavar="DIR", default=None, help=REGISTRY_HELP)(fn)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn modelport errors into one clear line on stderr and exit status 1."""
+    try:
+        yield
+    except ModelportError as exc:
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+        sys.exit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelport")
+def main() -> None:
+    """Serve trained models over the Open Inference Protocol from a versioned registry.
+
+    \b
+    Quick start:
+      modelport demo                 # train and register the demo models
+      modelport serve                # serve them on http://127.0.0.1:8080
+      curl localhost:8080/v2/models/iris
+    """
+
+
+@main.command()
+@registry_option
+@click.option("--host", default=None, help="Address to bind. Default: 127.0.0.1 (loopback only).")
+@click.option(
+    "--http-port", type=int, default=None, help="REST port (0 picks a free one). Default: 8080."
+)
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    metavar="NAME[:VERSION]",
+    help="Load only these models (repeatable). Default: the newest version of every model.",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="TOML file with a [serve] table of the same settings; flags override it.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["debug", "info", "warning", "error"]),
+    default=None,
+    help="Log level. Default: info.",
+)
+def serve(
+    registry: str | None,
+    host: str | None,
+    http_port: int | None,
+    models: tuple[str, ...],
+    config_file: Path | None,
+    log_level: str | None,
+) -> None:
+    """Serve the registry's models over the Open Inference Protocol (REST).
+
+    Prints where it listens, then a "ready" line once the models are loaded.
+    Ctrl-C (or SIGTERM) finishes in-flight requests and stops.
+    """
+    from modelport.server import serve as run
+
+    with reported():
+        settings = build_serve_settings(
+            {
+                "registry": registry,
+                "host": host,
+                "http_port": http_port,
+                "models": models or None,
+                "log_level": log_level,
+            },
+            config_file,
+        )
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        )
+        run(settings, announce=lambda line: click.echo(line, nl=True))
+
+
+@main.command()
+@registry_option
+def demo(registry: str | None) -> None:
+    """Train the demo models (data shipped with scikit-learn, no downloads) and register them."""
+    from modelport.demo import build_demo
+
+    with reported():
+        location = registry_location(registry)
+        for line in build_demo(location, created_by=current_user()):
+            click.echo(line)
+        click.echo(f"demo registry ready in {location}; serve it with: modelport serve")
+
+
+@main.group()
+def models() -> None:
+    """Register model artifacts and inspect registered versions."""
+
+
+def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
+    meta: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidInput(f"--meta expects KEY=VALUE, got {item!r}")
+        meta[key] = value
+    return meta
+
+
+@models.command("push")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--name", required=True, help="Model name (letters, digits, '.', '_', '-').")
+@click.option(
+    "--format",
+    "fmt",
+    default=None,
+    help="sklearn, xgboost, lightgbm, onnx, python, or package.module:Class for a custom "
+    "runtime. Default: guessed from the file suffix.",
+)
+@click.option(
+    "--meta", multiple=True, metavar="KEY=VALUE", help="Provenance metadata (repeatable)."
+)
+@click.option(
+    "--signature",
+    "signature_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help='JSON {"inputs": [...], "outputs": [...]} for models whose signature cannot be inferred.',
+)
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="Allow a pickle/joblib/cloudpickle artifact. Loading one runs code: "
+    "only for files you trust.",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@registry_option
+def push(
+    file: Path,
+    name: str,
+    fmt: str | None,
+    meta: tuple[str, ...],
+    signature_file: Path | None,
+    trust_pickle: bool,
+    as_json: bool,
+    registry: str | None,
+) -> None:
+    """Register FILE as the next immutable version of a model and print its version number."""
+    from modelport.protocol.signature import Signature
+    from modelport.registry.store import Registry
+    from modelport.serving.artifacts import push_artifact
+
+    with reported():
+        signature = None
+        if signature_file is not None:
+            try:
+                signature = Signature.from_dict(json.loads(signature_file.read_text()))
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(f"--signature file is not valid JSON: {exc}") from None
+        store = Registry.open(registry_location(registry))
+        try:
+            mv = push_artifact(
+                store,
+                file,
+                name=name,
+                format=fmt,
+                signature=signature,
+                metadata=_parse_meta(meta),
+                trust_pickle=trust_pickle,
+                created_by=current_user(),
+            )
+        finally:
+            store.close()
+        click.echo(json.dumps(mv.to_dict(), indent=2) if as_json else str(mv.version))
+
+
+@models.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@registry_option
+def list_models(as_json: bool, registry: str | None) -> None:
+    """List registered models with their newest version."""
+    from modelport.registry.store import Registry
+
+    with reported():
+        store = Registry.open(registry_location(registry))
+        try:
+            rows = [(mv, len(store.versions(mv.name))) for mv in store.latest()]
+        finally:
+            store.close()
+    if as_json:
+        click.echo(
+            json.dumps([{**mv.to_dict(), "versions": count} for mv, count in rows], indent=2)
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table("name", "latest", "versions", "format", "sha256", "created", "by")
+    for mv, count in rows:
+        table.add_row(
+            mv.name,
+            str(mv.version),
+            str(count),
+            mv.format,
+            mv.digest[:12],
+            mv.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+            mv.created_by,
+        )
+    Console().print(
+        table if rows else "no models registered; push one with `modelport models push`"
+    )
+
+
+@models.command("show")
+@click.argument("ref", metavar="NAME[:VERSION]")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@registry_option
+def show(ref: str, as_json: bool, registry: str | None) -> None:
+    """Show one version's provenance and signature (default: the newest)."""
+    from modelport.registry.store import Registry
+
+    with reported():
+        name, _, ver = ref.partition(":")
+        if ver and not ver.isdigit():
+            raise InvalidInput(f"version must be a number, got {ver!r}")
+        store = Registry.open(registry_location(registry))
+        try:
+            mv = store.get(name, int(ver) if ver else None)
+        finally:
+            store.close()
+    if as_json:
+        click.echo(json.dumps(mv.to_dict(), indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    info = Table(show_header=False, title=f"{mv.name} version {mv.version}")
+    info.add_column(style="bold")
+    info.add_column()
+    pickle = "no" if not mv.pickle else ("yes, trusted at push" if mv.trusted_pickle else "yes")
+    for key, value in (
+        ("sha256", mv.digest),
+        ("size", f"{mv.size:,} bytes"),
+        ("format", mv.format),
+        ("pickle", pickle),
+        ("created", mv.created_at.isoformat()),
+        ("created by", mv.created_by),
+        ("source", mv.source),
+        *((f"meta {k}", str(v)) for k, v in sorted(mv.metadata.items())),
+    ):
+        info.add_row(key, value)
+    tensors = Table("", "name", "datatype", "shape", title="signature")
+    for kind, specs in (("input", mv.signature.inputs), ("output", mv.signature.outputs)):
+        for spec in specs:
+            tensors.add_row(kind, spec.name, spec.datatype, str(list(spec.shape)))
+    console = Console()
+    console.print(info)
+    console.print(tensors)

@@ -1,0 +1,1 @@
+"""Which models exist: immutable versions, their artifacts and their provenance."""

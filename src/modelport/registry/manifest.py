@@ -1,0 +1,62 @@
+"""What the registry records about a model version, and the rules for model names."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+from modelport.errors import InvalidInput
+from modelport.protocol.signature import Signature
+
+_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+
+
+def check_model_name(name: str) -> str:
+    """Return `name` if it is safe in URLs and file paths; else InvalidInput says the rule."""
+    if not _NAME.fullmatch(name) or ".." in name:
+        raise InvalidInput(
+            f"invalid model name {name!r}: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit and without '..'"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class ModelVersion:
+    """One immutable registered version of a model and its provenance."""
+
+    name: str
+    version: int
+    digest: str
+    """sha256 of the artifact, lowercase hex."""
+    size: int
+    format: str
+    signature: Signature
+    created_at: datetime
+    created_by: str
+    source: str
+    """File name the artifact was pushed from (no directories)."""
+    pickle: bool
+    """True when loading the artifact can run code (pickle, joblib, cloudpickle)."""
+    trusted_pickle: bool
+    """True when the pusher vouched for a pickle-family artifact (`--trust-pickle`)."""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as `models show --json` prints it."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "size": self.size,
+            "format": self.format,
+            "signature": self.signature.to_dict(),
+            "created_at": self.created_at.isoformat(),
+            "created_by": self.created_by,
+            "source": self.source,
+            "pickle": self.pickle,
+            "trusted_pickle": self.trusted_pickle,
+            "metadata": dict(self.metadata),
+        }

@@ -1,0 +1,1 @@
+"""How one model computes: a Runtime loads an artifact and predicts on numpy arrays."""

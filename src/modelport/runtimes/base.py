@@ -1,0 +1,52 @@
+"""The runtime contract: load an artifact, describe its signature, predict on numpy arrays."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from modelport.protocol.signature import Signature
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+class Runtime(abc.ABC):
+    """One loaded model. Plain synchronous code: the server decides where it runs.
+
+    Subclasses set `format` (the name used by `models push --format`) and implement `load`
+    and `predict`. Import heavy libraries inside `load`, never at module import.
+    """
+
+    format: ClassVar[str]
+    """Name of the artifact format this runtime loads (e.g. "sklearn")."""
+
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    """File suffixes that select this runtime when `--format` is not given."""
+
+    def __init__(self, signature: Signature) -> None:
+        self.signature = signature
+
+    @classmethod
+    @abc.abstractmethod
+    def load(cls, path: Path, signature: Signature | None = None) -> Runtime:
+        """Load the artifact at `path`.
+
+        `signature` is the registered one (or the user's `--signature`); when None the
+        runtime infers it from the model and raises InvalidInput if it cannot.
+        Pickle-family artifacts are only handed to `load` once they are trusted.
+        """
+
+    @abc.abstractmethod
+    def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
+        """Compute `outputs` (a non-empty subset of the signature's) from validated inputs.
+
+        Inputs match the signature's names, datatypes and shapes. Each returned array has the
+        dtype of its output's datatype and the batch size of the inputs.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
+        """Release what the model holds; called once when it is unloaded."""

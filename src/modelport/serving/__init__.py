@@ -1,0 +1,1 @@
+"""What the server does, independent of transport: the dataplane, the catalog, the executor."""

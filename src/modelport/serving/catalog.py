@@ -1,0 +1,89 @@
+"""The models loaded in this process, by name and version, ready to predict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelport.errors import NotFound
+from modelport.protocol.datatypes import numpy_dtype
+from modelport.protocol.signature import RequestValidator
+from modelport.registry.manifest import ModelVersion
+from modelport.runtimes.base import Runtime
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    """A registered version with its runtime and everything precomputed for the hot path."""
+
+    version: ModelVersion
+    runtime: Runtime
+    validator: RequestValidator = field(init=False)
+    output_names: tuple[str, ...] = field(init=False)
+    output_types: dict[str, tuple[str, Any]] = field(init=False)
+    """Output name -> (OIP datatype, numpy dtype)."""
+    provenance: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        signature = self.version.signature
+        self.validator = RequestValidator(signature)
+        self.output_names = signature.output_names
+        self.output_types = {
+            s.name: (s.datatype, numpy_dtype(s.datatype)) for s in signature.outputs
+        }
+        self.provenance = {"modelport.sha256": self.version.digest}
+
+    @property
+    def name(self) -> str:
+        """The model's name."""
+        return self.version.name
+
+    @property
+    def number(self) -> int:
+        """The version number."""
+        return self.version.version
+
+
+class Catalog:
+    """Loaded models by name, then version number; the newest loaded version is the default."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, dict[int, LoadedModel]] = {}
+        self._default: dict[str, LoadedModel] = {}
+
+    def get(self, name: str, version: str | None = None) -> LoadedModel | None:
+        """The loaded model for `name` (newest version unless `version` is given), or None."""
+        if version is None:
+            return self._default.get(name)
+        versions = self._models.get(name)
+        if versions is None or not version.isdigit():
+            return None
+        return versions.get(int(version))
+
+    def add(self, model: LoadedModel) -> None:
+        """Make `model` servable; it becomes the default if it is the newest loaded version."""
+        versions = self._models.setdefault(model.name, {})
+        versions[model.number] = model
+        self._default[model.name] = versions[max(versions)]
+
+    def remove(self, name: str, number: int) -> LoadedModel:
+        """Stop serving one version and return it; NotFound if it is not loaded."""
+        versions = self._models.get(name, {})
+        model = versions.pop(number, None)
+        if model is None:
+            raise NotFound(f"version {number} of model {name!r} is not loaded")
+        if versions:
+            self._default[name] = versions[max(versions)]
+        else:
+            del self._models[name]
+            del self._default[name]
+        return model
+
+    def versions(self, name: str) -> list[LoadedModel]:
+        """Loaded versions of `name`, oldest first."""
+        return [m for _, m in sorted(self._models.get(name, {}).items())]
+
+    def __iter__(self) -> Iterator[LoadedModel]:
+        for name in sorted(self._models):
+            yield from self.versions(name)

@@ -1,0 +1,97 @@
+"""Embedding: load a registered model into this process and predict on numpy arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from modelport.config import registry_location
+from modelport.errors import InvalidInput
+from modelport.protocol.datatypes import numpy_dtype
+from modelport.protocol.signature import Signature
+from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
+from modelport.registry.manifest import ModelVersion
+from modelport.registry.store import Registry
+from modelport.serving.artifacts import load_runtime
+from modelport.serving.catalog import LoadedModel
+
+
+class Model:
+    """A registered model version loaded in-process, with the server's runtime and validation."""
+
+    def __init__(self, loaded: LoadedModel) -> None:
+        self._loaded = loaded
+
+    @property
+    def version(self) -> ModelVersion:
+        """The registered version and its provenance."""
+        return self._loaded.version
+
+    @property
+    def signature(self) -> Signature:
+        """Inputs and outputs, as the server's model metadata gives them."""
+        return self._loaded.version.signature
+
+    def predict(
+        self,
+        inputs: Mapping[str, Any] | np.ndarray[Any, Any],
+        outputs: list[str] | None = None,
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Predict from arrays by input name (a bare array for a one-input model).
+
+        Values are converted to each input's datatype; names, shapes and requested outputs are
+        checked exactly as the server checks them (InvalidInput says what was expected).
+        """
+        if not isinstance(inputs, Mapping):
+            specs = self.signature.inputs
+            if len(specs) != 1:
+                names = ", ".join(s.name for s in specs)
+                raise InvalidInput(f"this model takes several inputs ({names}); pass a dict")
+            inputs = {specs[0].name: inputs}
+        datatypes = {s.name: s.datatype for s in self.signature.inputs}
+        tensors = []
+        for name, value in inputs.items():
+            datatype = datatypes.get(name, "FP32")
+            array = _as_array(value, datatype)
+            tensors.append(Tensor(name, datatype, array.shape, array))
+        request = InferRequest(
+            tensors, outputs=None if outputs is None else [RequestedOutput(n) for n in outputs]
+        )
+        loaded = self._loaded
+        checked = loaded.validator.inputs(request)
+        wanted = loaded.validator.outputs(request) or loaded.output_names
+        return loaded.runtime.predict(checked, wanted)
+
+    def close(self) -> None:
+        """Release the model."""
+        self._loaded.runtime.close()
+
+    def __repr__(self) -> str:
+        mv = self.version
+        return f"<modelport.Model {mv.name}:{mv.version} {mv.format} sha256:{mv.digest[:12]}>"
+
+
+def load(name: str, version: int | None = None, registry: str | Path | None = None) -> Model:
+    """Load `name` (newest version unless `version`) from `registry` (default as the CLI's)."""
+    store = Registry.open(str(registry) if registry is not None else registry_location(None))
+    try:
+        mv = store.get(name, version)
+        return Model(LoadedModel(mv, load_runtime(store, mv)))
+    finally:
+        store.close()
+
+
+def _as_array(value: Any, datatype: str) -> np.ndarray[Any, Any]:
+    if datatype == "BYTES":
+        items = np.asarray(value, dtype=object)
+        flat = [v.encode() if isinstance(v, str) else bytes(v) for v in items.ravel()]
+        out = np.empty(len(flat), dtype=object)
+        out[:] = flat
+        return out.reshape(items.shape)
+    try:
+        return np.asarray(value, dtype=numpy_dtype(datatype))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"cannot convert input to {datatype}: {exc}") from None

@@ -1,0 +1,1 @@
+"""Thin adapters from wire protocols onto the dataplane."""

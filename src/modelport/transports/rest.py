@@ -1,0 +1,286 @@
+"""Open Inference Protocol over HTTP: a raw ASGI app that parses, calls the dataplane, encodes.
+
+ErrorKind is mapped to an HTTP status here, once. Every error body is
+`{"error": "<what to fix>", "code": "<kind>"}` with the request id in `x-request-id`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any, Final
+
+import orjson
+
+from modelport.errors import (
+    ErrorKind,
+    InvalidInput,
+    ModelportError,
+    NotFound,
+    NotReady,
+    TooLarge,
+    Unsupported,
+)
+from modelport.protocol import codec_binary
+from modelport.serving.dataplane import DataPlane
+
+log = logging.getLogger("modelport.rest")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+Hook = Callable[[], Awaitable[None]]
+
+STATUS: Final[dict[ErrorKind, int]] = {
+    ErrorKind.INVALID_INPUT: 400,
+    ErrorKind.NOT_FOUND: 404,
+    ErrorKind.NOT_READY: 503,
+    ErrorKind.OVERLOADED: 503,
+    ErrorKind.UNAUTHENTICATED: 401,
+    ErrorKind.FORBIDDEN: 403,
+    ErrorKind.DEADLINE: 504,
+    ErrorKind.CONFLICT: 409,
+    ErrorKind.UNTRUSTED_ARTIFACT: 400,
+    ErrorKind.UNSUPPORTED: 501,
+    ErrorKind.TOO_LARGE: 413,
+    ErrorKind.INTERNAL: 500,
+}
+
+_JSON: Final = (b"content-type", b"application/json")
+_BINARY: Final = (b"content-type", b"application/octet-stream")
+_HEADER_LENGTH: Final = b"inference-header-content-length"
+_REQUEST_ID: Final = b"x-request-id"
+_SAFE_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_LIVE: Final = orjson.dumps({"live": True})
+_READY: Final = orjson.dumps({"ready": True})
+
+Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class MethodNotAllowed(InvalidInput):
+    """The path exists but not for this HTTP method."""
+
+    def __init__(self, method: str, allowed: str) -> None:
+        super().__init__(f"{method} is not allowed here; use {allowed}")
+        self.allowed = allowed
+
+
+class RestApp:
+    """The OIP REST API as an ASGI application."""
+
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        *,
+        max_body_bytes: int,
+        on_startup: Hook | None = None,
+        on_shutdown: Hook | None = None,
+    ) -> None:
+        self._dp = dataplane
+        self._max_body = max_body_bytes
+        self._on_startup = on_startup
+        self._on_shutdown = on_shutdown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        header_length: bytes | None = None
+        content_length: bytes | None = None
+        request_id: str | None = None
+        for key, value in scope["headers"]:
+            if key == _HEADER_LENGTH:
+                header_length = value
+            elif key == b"content-length":
+                content_length = value
+            elif key == _REQUEST_ID and _SAFE_ID.fullmatch(value):
+                request_id = value.decode("ascii")
+        if request_id is None:
+            request_id = os.urandom(16).hex()
+        try:
+            status, headers, body = await self._route(
+                scope, receive, request_id, header_length, content_length
+            )
+        except ModelportError as exc:
+            status, headers, body = _error(exc)
+        except Exception:
+            log.exception("internal error handling request %s", request_id)
+            status, headers, body = _error(
+                ModelportError(f"internal error; the server log has details under {request_id}")
+            )
+        headers.append((_REQUEST_ID, request_id.encode("ascii")))
+        headers.append((b"content-length", str(len(body)).encode("ascii")))
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        request_id: str,
+        header_length: bytes | None,
+        content_length: bytes | None,
+    ) -> Response:
+        method: str = scope["method"]
+        parts = scope["path"].strip("/").split("/")
+        if not parts or parts[0] != "v2":
+            raise NotFound(f"no such endpoint {scope['path']!r}; the API lives under /v2")
+        n = len(parts)
+        if n >= 3 and parts[1] == "models":
+            name = parts[2]
+            version: str | None = None
+            rest = parts[3:]
+            if len(rest) >= 2 and rest[0] == "versions":
+                version = rest[1]
+                rest = rest[2:]
+            if rest == ["infer"]:
+                _allow(method, "POST")
+                body = await self._body(receive, content_length)
+                request = codec_binary.decode_request(body, _header_length(header_length))
+                response = await self._dp.infer(name, version, request, request_id)
+                out, json_length = codec_binary.encode_response(response, request)
+                if json_length is None:
+                    return 200, [_JSON], out
+                return 200, [_BINARY, (_HEADER_LENGTH, str(json_length).encode())], out
+            if not rest:
+                _allow(method, "GET")
+                return _json(await self._dp.model_metadata(name, version))
+            if rest == ["ready"]:
+                _allow(method, "GET")
+                if await self._dp.model_ready(name, version):
+                    return _json({"name": name, "ready": True})
+                raise NotReady(f"model {name!r} is not loaded")
+        elif n == 1:
+            _allow(method, "GET")
+            return _json(self._dp.server_metadata())
+        elif n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
+            _allow(method, "GET")
+            if parts[2] == "live":
+                return 200, [_JSON], _LIVE
+            if self._dp.ready():
+                return 200, [_JSON], _READY
+            raise NotReady("the server is still loading its models")
+        elif n == 3 and parts[1:] == ["repository", "index"]:
+            _allow(method, "POST")
+            options = _object(await self._body(receive, content_length), "index")
+            ready = options.get("ready", False)
+            if not isinstance(ready, bool):
+                raise InvalidInput('"ready" must be true or false')
+            return _json(await self._dp.repository_index(ready_only=ready))
+        elif n == 5 and parts[1:3] == ["repository", "models"] and parts[4] in ("load", "unload"):
+            _allow(method, "POST")
+            return await self._repository(parts[3], parts[4], receive, content_length)
+        raise NotFound(f"no such endpoint {scope['path']!r}")
+
+    async def _repository(
+        self, name: str, action: str, receive: Receive, content_length: bytes | None
+    ) -> Response:
+        options = _object(await self._body(receive, content_length), action)
+        parameters = options.get("parameters") or {}
+        if not isinstance(parameters, dict):
+            raise InvalidInput('"parameters" must be a JSON object')
+        version = parameters.get("version")
+        if version is not None:
+            version = str(version)
+        if action == "load":
+            if "config" in parameters or any(k.startswith("file:") for k in parameters):
+                raise Unsupported(
+                    "loading with a config or files is not offered; register the artifact "
+                    "with `modelport models push` and load it by name"
+                )
+            model = await self._dp.load(name, version)
+            return _json({"name": name, "version": str(model.number), "load": True})
+        unloaded = await self._dp.unload(name, version)
+        return _json({"name": name, "versions": [str(v) for v in unloaded], "unload": True})
+
+    async def _body(self, receive: Receive, content_length: bytes | None) -> bytes:
+        if content_length is not None:
+            try:
+                declared = int(content_length)
+            except ValueError:
+                raise InvalidInput("Content-Length is not a number") from None
+            if declared > self._max_body:
+                raise TooLarge(
+                    f"request body of {declared} bytes exceeds the limit of {self._max_body}"
+                )
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise InvalidInput("client disconnected before sending the whole body")
+            chunk: bytes = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > self._max_body:
+                    raise TooLarge(f"request body exceeds the limit of {self._max_body} bytes")
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    if self._on_startup is not None:
+                        await self._on_startup()
+                except Exception as exc:
+                    log.exception("start-up failed")
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._on_shutdown is not None:
+                    await self._on_shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowed(method, allowed)
+
+
+def _header_length(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
+
+
+def _object(body: bytes, what: str) -> dict[str, Any]:
+    if not body.strip():
+        return {}
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidInput(f"the {what} request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidInput(f"the {what} request body must be a JSON object")
+    return value
+
+
+def _json(value: Any) -> Response:
+    return 200, [_JSON], orjson.dumps(value)
+
+
+def _error(exc: ModelportError) -> Response:
+    if isinstance(exc, MethodNotAllowed):
+        body = orjson.dumps({"error": exc.message, "code": exc.kind.value})
+        return 405, [_JSON, (b"allow", exc.allowed.encode())], body
+    status = STATUS[exc.kind]
+    headers = [_JSON]
+    if exc.kind is ErrorKind.OVERLOADED:
+        headers.append((b"retry-after", b"1"))
+    return status, headers, orjson.dumps({"error": exc.message, "code": exc.kind.value})
