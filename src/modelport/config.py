@@ -41,7 +41,6 @@ class ServeSettings:
     registry: str = DEFAULT_REGISTRY
     host: str = "127.0.0.1"
     http_port: int = 8080
-    workers: int = 1
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
     """Largest request body accepted, in bytes (413 past it)."""
@@ -51,8 +50,6 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.http_port <= 65535:
             raise InvalidInput(f"http_port must be 0-65535, got {self.http_port}")
-        if self.workers < 1:
-            raise InvalidInput(f"workers must be at least 1, got {self.workers}")
         if self.max_body_bytes < 1024:
             raise InvalidInput("max_body_bytes must be at least 1024")
 
@@ -91,9 +88,19 @@ def build_serve_settings(
     if env_registry:
         values["registry"] = env_registry
     values.update({k: v for k, v in flags.items() if v is not None and k in known})
-    if "models" in values:
-        values["models"] = tuple(values["models"])
-    try:
-        return replace(ServeSettings(), **values)
-    except TypeError as exc:
-        raise InvalidInput(f"invalid setting: {exc}") from None
+    defaults = ServeSettings()
+    for key, value in values.items():
+        expected = type(getattr(defaults, key))
+        if expected is tuple and isinstance(value, list | tuple):
+            values[key] = tuple(str(v) for v in value)
+        elif not isinstance(value, expected) or isinstance(value, bool) is not (expected is bool):
+            raise InvalidInput(f"setting {key!r} must be {_TYPE_NAMES[expected]}, got {value!r}")
+    return replace(defaults, **values)
+
+
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    int: "an integer",
+    bool: "true or false",
+    tuple: "a list of strings",
+}
