@@ -31,13 +31,30 @@ class Runtime(abc.ABC):
         self.signature = signature
 
     @classmethod
+    def recognizes(cls, path: Path) -> bool:
+        """Whether the file's content looks like this format (checked after its suffix matched)."""
+        return True
+
+    @classmethod
+    def runs_code(cls, path: Path) -> bool:
+        """Whether loading this artifact can run code it carries (pickle and kin).
+
+        Such artifacts are registered only with `--trust-pickle`, and `load` gets
+        `trusted=True` only for versions pushed that way.
+        """
+        return False
+
+    @classmethod
     @abc.abstractmethod
-    def load(cls, path: Path, signature: Signature | None = None) -> Runtime:
+    def load(
+        cls, path: Path, signature: Signature | None = None, *, trusted: bool = False
+    ) -> Runtime:
         """Load the artifact at `path`.
 
         `signature` is the registered one (or the user's `--signature`); when None the
-        runtime infers it from the model and raises InvalidInput if it cannot.
-        Pickle-family artifacts are only handed to `load` once they are trusted.
+        runtime infers it from the model and raises InvalidInput if it cannot. `trusted` says
+        the pusher vouched for an artifact that can run code (`--trust-pickle`); artifacts
+        for which `runs_code` is true are only handed to `load` once trusted and digest-checked.
         """
 
     @abc.abstractmethod
