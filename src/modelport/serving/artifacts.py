@@ -41,10 +41,10 @@ def push_artifact(
         raise InvalidInput(f"artifact {path.name!r} is not a readable file")
     fmt = format or detect_format(path)
     runtime_cls = runtime_class(fmt)
-    pickle = is_pickle_family(path) or runtime_cls.format == "python"
+    pickle = is_pickle_family(path) or runtime_cls.runs_code(path)
     if pickle and not trust_pickle:
         raise UntrustedArtifact(PICKLE_REFUSAL.format(what=repr(path.name)))
-    runtime = runtime_cls.load(path, signature)
+    runtime = runtime_cls.load(path, signature, trusted=pickle)
     try:
         inferred = runtime.signature
     finally:
@@ -71,4 +71,6 @@ def load_runtime(registry: Registry, version: ModelVersion) -> Runtime:
     # Re-hash before anything parses the file: a swapped artifact must never load.
     registry.verify(version)
     runtime_cls = runtime_class(version.format)
-    return runtime_cls.load(registry.artifact_path(version), version.signature)
+    return runtime_cls.load(
+        registry.artifact_path(version), version.signature, trusted=version.trusted_pickle
+    )

@@ -22,7 +22,7 @@ class Executor:
         loop = asyncio.get_running_loop()
         if kwargs:
             return await loop.run_in_executor(self._pool, lambda: fn(*args, **kwargs))
-        return await loop.run_in_executor(self._pool, fn, *args)  # type: ignore[arg-type]
+        return await loop.run_in_executor(self._pool, fn, *args)
 
     def shutdown(self) -> None:
         """Stop accepting work and wait for running calls to finish."""

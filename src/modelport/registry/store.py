@@ -1,0 +1,436 @@
+"""The model registry: named models, their immutable numbered versions, and where they came from."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final, Self
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine, RowMapping
+
+from modelport.errors import Conflict, InvalidInput, NotFound, Unsupported, UntrustedArtifact
+from modelport.protocol.signature import Signature
+from modelport.registry.blobs import BlobStore
+from modelport.registry.manifest import ModelVersion, check_model_name
+from modelport.registry.trust import is_pickle_family
+
+HEAD_REVISION: Final = "0001"
+"""The newest migration in migrations/versions; a registry already there is not migrated."""
+
+DATABASE_FILE: Final = "registry.db"
+BLOBS_DIR: Final = "blobs"
+
+_MIGRATIONS: Final = Path(__file__).with_name("migrations")
+_BUSY_TIMEOUT_MS: Final = 30_000
+_WRITE_OPTION: Final = "modelport_write"
+_URL_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+_FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+_PICKLE_REFUSED: Final = (
+    "pickle-family artifacts can run code when loaded; push with --trust-pickle if you trust "
+    "this file, or save the model with skops/ONNX/native format"
+)
+
+# The tables as the queries below see them. The migrations own the DDL; a test checks that the
+# two agree, so change both together (a new migration plus the table here).
+schema = sa.MetaData()
+
+models_table = sa.Table(
+    "models",
+    schema,
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("name", name="pk_models"),
+)
+
+versions_table = sa.Table(
+    "versions",
+    schema,
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("format", sa.String(64), nullable=False),
+    sa.Column("signature", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("pickle", sa.Boolean, nullable=False),
+    sa.Column("trusted_pickle", sa.Boolean, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    sa.PrimaryKeyConstraint("name", "version", name="pk_versions"),
+    sa.ForeignKeyConstraint(["name"], ["models.name"], name="fk_versions_name_models"),
+    sa.UniqueConstraint("name", "digest", name="uq_versions_name_digest"),
+    sa.Index("ix_versions_digest", "digest"),
+)
+
+_V = versions_table.c
+
+
+class Registry:
+    """Models and their versions: metadata in a database, artifacts in a content-addressed store.
+
+    Versions are immutable and numbered 1, 2, 3... per model. Writes return only after they
+    commit; several processes may push to one registry at once. Build it with `Registry.open`.
+    """
+
+    __slots__ = ("_blobs", "_engine", "_pid")
+
+    def __init__(self, engine: Engine, blobs: BlobStore) -> None:
+        self._engine = engine
+        self._blobs = blobs
+        self._pid = os.getpid()
+
+    @classmethod
+    def open(cls, location: str | os.PathLike[str]) -> Registry:
+        """Open the registry at a directory path, creating it and updating its schema as needed.
+
+        Unsupported for a URL (`scheme://...`); InvalidInput when the path cannot be a directory.
+        """
+        text = os.fspath(location)
+        scheme = _URL_SCHEME.match(text)
+        if scheme is not None:
+            raise Unsupported(_unsupported_scheme(scheme.group(1)))
+        root = Path(text).expanduser().absolute()
+        try:
+            _make_private_dir(root)
+        except FileExistsError:
+            raise InvalidInput(
+                "the registry location is a file, not a directory; pass a directory path"
+            ) from None
+        except OSError as exc:
+            raise InvalidInput(f"cannot create the registry directory: {exc.strerror}") from None
+        # The one place a database URL will choose another engine (and artifact store).
+        engine = _sqlite_engine(root / DATABASE_FILE)
+        registry = cls(engine, BlobStore(root / BLOBS_DIR))
+        try:
+            registry._migrate()
+        except BaseException:
+            engine.dispose()
+            raise
+        return registry
+
+    def close(self) -> None:
+        """Release the database connections; the registry is unusable afterwards."""
+        self._engine.dispose()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def push(
+        self,
+        artifact: Path,
+        *,
+        name: str,
+        format: str,
+        signature: Signature,
+        metadata: Mapping[str, Any],
+        pickle: bool,
+        trusted_pickle: bool,
+        created_by: str,
+        source: str,
+    ) -> ModelVersion:
+        """Store `artifact` as the next version of model `name` and return that version.
+
+        The artifact counts as pickle-family when `pickle` says so or its name or bytes do
+        (trust.is_pickle_family); such artifacts need `trusted_pickle`, else UntrustedArtifact.
+        Conflict when the model already holds the same bytes; InvalidInput for a bad name,
+        format or non-JSON metadata. `source` is recorded by its base name only.
+        """
+        check_model_name(name)
+        if not _FORMAT.fullmatch(format):
+            raise InvalidInput(
+                f"invalid model format {format!r}: use 1-64 letters, digits, '.', '_', '+' or '-'"
+            )
+        meta = _json_metadata(metadata)
+        if not artifact.is_file():
+            raise InvalidInput(f"artifact {artifact.name!r} is not a readable file")
+        pickle = pickle or is_pickle_family(artifact)
+        if pickle and not trusted_pickle:
+            raise UntrustedArtifact(_PICKLE_REFUSED)
+        digest, size = self._blobs.put(artifact)
+        # The source file may have changed since it was sniffed; the stored copy cannot.
+        if not pickle and is_pickle_family(self._blobs.path(digest)):
+            raise UntrustedArtifact(_PICKLE_REFUSED)
+        row: dict[str, Any] = {
+            "name": name,
+            "digest": digest,
+            "size": size,
+            "format": format,
+            "signature": signature.to_dict(),
+            "created_at": datetime.now(UTC),
+            "created_by": created_by,
+            "source": _base_name(source) or artifact.name,
+            "pickle": pickle,
+            # Trust is only meaningful, and only recorded, for artifacts that need it.
+            "trusted_pickle": pickle and trusted_pickle,
+            "metadata": meta,
+        }
+        with self._writing() as conn:
+            same = conn.execute(
+                sa.select(_V.version).where(_V.name == name, _V.digest == digest)
+            ).scalar()
+            if same is not None:
+                raise Conflict(
+                    f"model {name!r} already has this artifact as version {same}; "
+                    "versions are immutable, so push a changed file or use that version"
+                )
+            known = conn.execute(
+                sa.select(models_table.c.name).where(models_table.c.name == name)
+            ).first()
+            if known is None:
+                conn.execute(models_table.insert().values(name=name, created_at=row["created_at"]))
+            newest = conn.execute(
+                sa.select(sa.func.max(_V.version)).where(_V.name == name)
+            ).scalar()
+            row["version"] = (newest or 0) + 1
+            conn.execute(versions_table.insert().values(**row))
+        return _model_version(row)
+
+    def get(self, name: str, version: int | None = None) -> ModelVersion:
+        """One version of a model (None: the newest); NotFound says which versions exist."""
+        check_model_name(name)
+        query = sa.select(versions_table).where(_V.name == name)
+        if version is None:
+            query = query.order_by(_V.version.desc()).limit(1)
+        elif isinstance(version, bool) or version < 1:
+            raise InvalidInput(f"invalid version {version!r}: versions are numbered from 1")
+        else:
+            query = query.where(_V.version == version)
+        with self._reading() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is not None:
+                return _model_version(row)
+            existing = list(
+                conn.execute(
+                    sa.select(_V.version).where(_V.name == name).order_by(_V.version)
+                ).scalars()
+            )
+        if not existing:
+            raise NotFound(_unknown_model(name))
+        raise NotFound(
+            f"model {name!r} has no version {version}; its versions are {_spans(existing)}"
+        )
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        """Every version of a model, oldest first; NotFound for an unknown model."""
+        check_model_name(name)
+        with self._reading() as conn:
+            rows = conn.execute(
+                sa.select(versions_table).where(_V.name == name).order_by(_V.version)
+            ).mappings()
+            found = [_model_version(row) for row in rows]
+        if not found:
+            raise NotFound(_unknown_model(name))
+        return found
+
+    def models(self) -> list[str]:
+        """Names of all registered models, sorted."""
+        with self._reading() as conn:
+            names = list(conn.execute(sa.select(models_table.c.name)).scalars())
+        # Sort here so the order does not depend on the database's collation.
+        return sorted(names)
+
+    def latest(self) -> list[ModelVersion]:
+        """The newest version of every model, sorted by model name."""
+        newest = (
+            sa.select(_V.name, sa.func.max(_V.version).label("version"))
+            .group_by(_V.name)
+            .subquery()
+        )
+        query = sa.select(versions_table).join(
+            newest, sa.and_(_V.name == newest.c.name, _V.version == newest.c.version)
+        )
+        with self._reading() as conn:
+            found = [_model_version(row) for row in conn.execute(query).mappings()]
+        return sorted(found, key=lambda mv: mv.name)
+
+    def artifact_path(self, mv: ModelVersion) -> Path:
+        """Where the (read-only) artifact of `mv` is stored."""
+        return self._blobs.path(mv.digest)
+
+    def verify(self, mv: ModelVersion) -> None:
+        """Re-hash the artifact of `mv`; UntrustedArtifact if it changed, NotFound if it is gone."""
+        self._blobs.verify(mv.digest)
+
+    def _connect(self) -> Connection:
+        if os.getpid() != self._pid:
+            # Connections inherited across fork() belong to the parent: start a fresh pool
+            # without closing them under the parent's feet.
+            self._engine.dispose(close=False)
+            self._pid = os.getpid()
+        return self._engine.connect()
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        with self._connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        """A transaction that holds the database's write lock from its first statement."""
+        with self._connect() as conn:
+            conn.execution_options(**{_WRITE_OPTION: True})
+            with conn.begin():
+                yield conn
+
+    def _migrate(self) -> None:
+        """Upgrade the schema to HEAD_REVISION, touching Alembic only when it is behind."""
+        if self._revisions() == [HEAD_REVISION]:
+            return
+        with self._writing() as conn:
+            # Under the write lock: a concurrent opener that got here first has already
+            # upgraded, and Alembic, reading the revision again, then does nothing.
+            _upgrade(conn)
+
+    def _revisions(self) -> list[str]:
+        with self._reading() as conn:
+            return _revisions(conn)
+
+
+def _sqlite_engine(path: Path) -> Engine:
+    """An engine for the embedded database: WAL, durable commits, writers that queue."""
+    engine = sa.create_engine(
+        sa.URL.create("sqlite", database=str(path)),
+        connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000},
+    )
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy (see on_begin) instead of the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # FULL syncs the WAL on every commit: an acknowledged push survives power loss.
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    def on_begin(conn: Connection) -> None:
+        # Writers take the lock up front (IMMEDIATE) so concurrent pushers wait their turn on
+        # busy_timeout; a deferred transaction that later writes fails at once instead.
+        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    sa.event.listen(engine, "connect", on_connect)
+    sa.event.listen(engine, "begin", on_begin)
+    return engine
+
+
+def _upgrade(conn: Connection) -> None:
+    """Run the Alembic migrations up to head on `conn`, inside its open transaction."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    # The option goes through configparser interpolation, where '%' is special.
+    config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
+    config.attributes["connection"] = conn
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if any(revision not in known for revision in _revisions(conn)):
+        raise Unsupported(
+            "this registry was written by a newer modelport (its database schema is unknown "
+            "here); upgrade modelport to use it"
+        )
+    command.upgrade(config, "head")
+
+
+def _revisions(conn: Connection) -> list[str]:
+    """The schema revisions Alembic recorded in the database (none for a new database)."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return []
+    return list(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+
+
+def _make_private_dir(path: Path) -> None:
+    """Create `path` (and parents) if missing; what is created here is private to the owner."""
+    if path.is_dir():
+        return
+    if not path.parent.is_dir():
+        _make_private_dir(path.parent)
+    path.mkdir(mode=0o700, exist_ok=True)
+
+
+def _unsupported_scheme(scheme: str) -> str:
+    # Name only the scheme: the rest of a database URL may hold a password.
+    if scheme.lower().startswith("postgres"):
+        return "PostgreSQL registries are not supported yet; pass a directory path"
+    return f"registry locations with the {scheme!r} scheme are not supported; pass a directory path"
+
+
+def _json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """`metadata` as plain JSON values (tuples become lists); InvalidInput names a bad entry."""
+    clean: dict[str, Any] = {}
+    for key, value in metadata.items():
+        if not isinstance(key, str):
+            raise InvalidInput(f"metadata keys must be strings, got {type(key).__name__}")
+        try:
+            clean[key] = json.loads(json.dumps(value, allow_nan=False))
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                f"metadata {key!r} is not JSON ({type(value).__name__}); use strings, finite "
+                "numbers, booleans, null, lists or objects"
+            ) from None
+    return clean
+
+
+def _base_name(source: str) -> str:
+    """The file name at the end of `source`, whichever separator it uses."""
+    return re.split(r"[\\/]", source)[-1]
+
+
+def _model_version(row: Mapping[str, Any] | RowMapping) -> ModelVersion:
+    created_at: datetime = row["created_at"]
+    # SQLite keeps no time zone; every timestamp is written in UTC.
+    created_at = (
+        created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
+    )
+    return ModelVersion(
+        name=row["name"],
+        version=row["version"],
+        digest=row["digest"],
+        size=row["size"],
+        format=row["format"],
+        signature=Signature.from_dict(row["signature"]),
+        created_at=created_at,
+        created_by=row["created_by"],
+        source=row["source"],
+        pickle=bool(row["pickle"]),
+        trusted_pickle=bool(row["trusted_pickle"]),
+        metadata=dict(row["metadata"]),
+    )
+
+
+def _unknown_model(name: str) -> str:
+    return f"model {name!r} is unknown; run `modelport models list` to see the registered models"
+
+
+def _spans(numbers: list[int]) -> str:
+    """Sorted integers as compact ranges: [1, 2, 3, 5] -> '1-3, 5'."""
+    spans: list[str] = []
+    start = prev = numbers[0]
+    for n in [*numbers[1:], None]:
+        if n is not None and n == prev + 1:
+            prev = n
+            continue
+        spans.append(str(start) if start == prev else f"{start}-{prev}")
+        if n is not None:
+            start = prev = n
+    return ", ".join(spans)
