@@ -24,6 +24,13 @@ REGISTRY_HELP = (
 )
 
 
+def console() -> Any:
+    """A rich console; piped output gets a wide fixed width so tables are not squeezed."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def registry_option(fn: F) -> F:
     """The shared --registry option."""
     return click.option("--registry", metavar="DIR", default=None, help=REGISTRY_HELP)(fn)
@@ -224,7 +231,6 @@ def list_models(as_json: bool, registry: str | None) -> None:
             json.dumps([{**mv.to_dict(), "versions": count} for mv, count in rows], indent=2)
         )
         return
-    from rich.console import Console
     from rich.table import Table
 
     table = Table("name", "latest", "versions", "format", "sha256", "created", "by")
@@ -238,7 +244,7 @@ def list_models(as_json: bool, registry: str | None) -> None:
             mv.created_at.strftime("%Y-%m-%d %H:%M:%S"),
             mv.created_by,
         )
-    Console().print(
+    console().print(
         table if rows else "no models registered; push one with `modelport models push`"
     )
 
@@ -263,7 +269,6 @@ def show(ref: str, as_json: bool, registry: str | None) -> None:
     if as_json:
         click.echo(json.dumps(mv.to_dict(), indent=2))
         return
-    from rich.console import Console
     from rich.table import Table
 
     info = Table(show_header=False, title=f"{mv.name} version {mv.version}")
@@ -285,6 +290,6 @@ def show(ref: str, as_json: bool, registry: str | None) -> None:
     for kind, specs in (("input", mv.signature.inputs), ("output", mv.signature.outputs)):
         for spec in specs:
             tensors.add_row(kind, spec.name, spec.datatype, str(list(spec.shape)))
-    console = Console()
-    console.print(info)
-    console.print(tensors)
+    out = console()
+    out.print(info)
+    out.print(tensors)

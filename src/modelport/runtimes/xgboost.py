@@ -63,7 +63,9 @@ class XGBoostRuntime(Runtime):
         except ImportError:
             raise Unsupported("XGBoost models need xgboost; install modelport[xgboost]") from None
         try:
-            booster = xgboost.Booster(model_file=str(path))
+            # From a buffer XGBoost tells JSON from UBJ by content; registry blobs have no
+            # suffix, and from a file path it would guess the format from the name.
+            booster = xgboost.Booster(model_file=bytearray(path.read_bytes()))
         except xgboost.core.XGBoostError as exc:
             first = str(exc).splitlines()[0] if str(exc) else ""
             detail = _LOG_PREFIX.sub("", first).replace(str(path), path.name)
