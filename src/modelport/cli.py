@@ -115,6 +115,10 @@ def serve(
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s %(message)s",
         )
+        # Alembic narrates every migration step at INFO; only its problems matter here.
+        logging.getLogger("alembic").setLevel(
+            max(logging.getLevelName(settings.log_level.upper()), logging.WARNING)
+        )
         run(settings, announce=lambda line: click.echo(line, nl=True))
 
 

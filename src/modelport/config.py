@@ -34,6 +34,10 @@ def current_user() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+"""The values `log_level` takes."""
+
+
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
     """Everything `modelport serve` needs; fields match the `[serve]` table of the config file."""
@@ -52,6 +56,10 @@ class ServeSettings:
             raise InvalidInput(f"http_port must be 0-65535, got {self.http_port}")
         if self.max_body_bytes < 1024:
             raise InvalidInput("max_body_bytes must be at least 1024")
+        if self.log_level not in LOG_LEVELS:
+            raise InvalidInput(
+                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
+            )
 
 
 def load_config_file(path: Path) -> dict[str, Any]:

@@ -166,7 +166,7 @@ def decode_head(body: bytes | memoryview) -> RequestHead:
     """Decode the JSON part of a request; inputs with `binary_data_size` are left to fill."""
     try:
         head = _REQUEST.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise _request_error(exc, body) from None
     inputs: list[Tensor] = []
     pending: list[BinaryInput] = []

@@ -12,6 +12,19 @@ from modelport.protocol.signature import RequestValidator
 from modelport.registry.manifest import ModelVersion
 from modelport.runtimes.base import Runtime
 
+MAX_VERSION = 2**31 - 1
+"""Largest version number a path may name; larger ones cannot exist in the registry."""
+
+
+def version_number(version: str) -> int | None:
+    """The version number that `version` names (ASCII digits, 1..MAX_VERSION), else None."""
+    # str.isdigit alone accepts other scripts' digits and superscripts, which int() rejects
+    # or reads as another number.
+    if not (version.isascii() and version.isdigit()):
+        return None
+    number = int(version)
+    return number if 1 <= number <= MAX_VERSION else None
+
 
 @dataclass(slots=True)
 class LoadedModel:
@@ -57,9 +70,10 @@ class Catalog:
         if version is None:
             return self._default.get(name)
         versions = self._models.get(name)
-        if versions is None or not version.isdigit():
+        number = version_number(version)
+        if versions is None or number is None:
             return None
-        return versions.get(int(version))
+        return versions.get(number)
 
     def add(self, model: LoadedModel) -> None:
         """Make `model` servable; it becomes the default if it is the newest loaded version."""

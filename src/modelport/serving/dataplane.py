@@ -15,7 +15,7 @@ from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_runtime
-from modelport.serving.catalog import Catalog, LoadedModel
+from modelport.serving.catalog import Catalog, LoadedModel, version_number
 from modelport.serving.executor import Executor
 
 log = logging.getLogger("modelport.dataplane")
@@ -195,9 +195,11 @@ class DataPlane:
     async def _registered(self, name: str, version: str | None) -> ModelVersion:
         number: int | None = None
         if version is not None:
-            if not version.isdigit():
-                raise NotFound(f"model {name!r} has no version {version!r}; versions are numbers")
-            number = int(version)
+            number = version_number(version)
+            if number is None:
+                raise NotFound(
+                    f"model {name!r} has no version {version!r}; versions are numbers from 1"
+                )
         return await self._executor.run(self._registry.get, name, number)
 
     async def _load_logged(self, name: str, version: str | None) -> None:

@@ -183,8 +183,10 @@ class RestApp:
         self, name: str, action: str, receive: Receive, content_length: bytes | None
     ) -> Response:
         options = _object(await self._body(receive, content_length), action)
-        parameters = options.get("parameters") or {}
-        if not isinstance(parameters, dict):
+        parameters = options.get("parameters")
+        if parameters is None:
+            parameters = {}
+        elif not isinstance(parameters, dict):
             raise InvalidInput('"parameters" must be a JSON object')
         version = parameters.get("version")
         if version is not None:

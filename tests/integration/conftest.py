@@ -1,0 +1,261 @@
+"""Integration fixtures: one demo registry per session and real `modelport serve` processes.
+
+Servers listen on port 0; the fixtures learn the address from the server's own start-up line
+and wait for its "ready" line on a queue fed by a reader thread (no sleeping, no polling).
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+
+from modelport.demo import build_demo, build_iris
+from modelport.protocol.datatypes import DATATYPES
+from modelport.protocol.signature import Signature, TensorSpec
+from modelport.registry.store import Registry
+from modelport.serving.artifacts import push_artifact
+
+START_TIMEOUT = 90.0
+"""Seconds a server may take from exec to its ready line (imports and model loads)."""
+STOP_TIMEOUT = 20.0
+"""Seconds a server may take to exit after SIGTERM."""
+CREATED_BY = "tests@integration"
+
+_LISTENING = re.compile(r"serving REST at (http://\S+)")
+_READY = "modelport ready:"
+
+
+class ServerProcess:
+    """One `modelport serve` subprocess; its merged stdout/stderr is kept for failure reports."""
+
+    def __init__(self, args: Sequence[str]) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "MODELPORT_REGISTRY"}
+        env["PYTHONUNBUFFERED"] = "1"
+        self.args = [sys.executable, "-m", "modelport", "serve", "--http-port", "0", *args]
+        self.output: list[str] = []
+        self._lines: queue.Queue[str | None] = queue.Queue()
+        self._proc = subprocess.Popen(
+            self.args,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=env,
+        )
+        # The reader drains the pipe for the whole life of the process, so a chatty server
+        # can never block on a full pipe.
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.url = ""
+        self.ready_line = ""
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            self._lines.put(line.rstrip("\n"))
+        self._lines.put(None)
+
+    def _next_line(self, timeout: float) -> str:
+        try:
+            line = self._lines.get(timeout=timeout)
+        except queue.Empty:
+            self.kill()
+            pytest.fail(f"no output from the server within {timeout:.0f} s:\n{self.log()}")
+        if line is None:
+            self._proc.wait(timeout=STOP_TIMEOUT)
+            code = self._proc.returncode
+            pytest.fail(f"server exited ({code}) before it was ready:\n{self.log()}")
+        self.output.append(line)
+        return line
+
+    def wait_ready(self, timeout: float = START_TIMEOUT) -> ServerProcess:
+        """Read output until the ready line; fail with the server's output if it never comes."""
+        while not self.ready_line:
+            line = self._next_line(timeout)
+            found = _LISTENING.search(line)
+            if found:
+                self.url = found.group(1)
+            elif line.startswith(_READY):
+                self.ready_line = line
+        assert self.url, f"the server never said where it listens:\n{self.log()}"
+        return self
+
+    def log(self) -> str:
+        """Everything the server printed so far."""
+        while True:
+            try:
+                line = self._lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.output.append(line)
+        return "\n".join(self.output)
+
+    @property
+    def hostport(self) -> str:
+        """`host:port`, the form tritonclient takes."""
+        return self.url.removeprefix("http://")
+
+    @property
+    def running(self) -> bool:
+        """True until the process exits."""
+        return self._proc.poll() is None
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
+        """Send `sig` (SIGTERM by default) and wait for the exit status."""
+        if self.running:
+            self._proc.send_signal(sig)
+        try:
+            code = self._proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"server did not stop within {STOP_TIMEOUT:.0f} s of SIGTERM")
+        self._reader.join(timeout=STOP_TIMEOUT)
+        return code
+
+    def kill(self) -> None:
+        """Last resort for a server that hangs."""
+        if self.running:
+            self._proc.kill()
+            self._proc.wait(timeout=STOP_TIMEOUT)
+
+
+ServerFactory = Callable[..., ServerProcess]
+
+
+@pytest.fixture(scope="session")
+def start_server() -> Iterator[ServerFactory]:
+    """Start `modelport serve ARGS...` on port 0 and wait for it; each is stopped at the end.
+
+    Call with `ready=False` to get the process before it is ready (then call wait_ready).
+    Teardown checks that every server still running exits 0 on SIGTERM.
+    """
+    started: list[ServerProcess] = []
+
+    def start(*args: str, ready: bool = True) -> ServerProcess:
+        server = ServerProcess(args)
+        started.append(server)
+        return server.wait_ready() if ready else server
+
+    yield start
+    failures = []
+    for server in started:
+        if not server.running:
+            continue
+        code = server.stop()
+        if code != 0:
+            failures.append(f"{' '.join(server.args)} exited {code}:\n{server.log()}")
+    assert not failures, "\n\n".join(failures)
+
+
+@pytest.fixture(scope="session")
+def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding the demo models, built once per session; treat it as read-only."""
+    location = tmp_path_factory.mktemp("demo") / "registry"
+    lines = list(build_demo(str(location), created_by=CREATED_BY))
+    assert len(lines) == 5, lines
+    return location
+
+
+@pytest.fixture(scope="session")
+def server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
+    """A server with every demo model loaded."""
+    return start_server("--registry", str(demo_registry))
+
+
+@pytest.fixture(scope="session")
+def http(server: ServerProcess) -> Iterator[httpx.Client]:
+    """Raw HTTP to the demo server."""
+    with httpx.Client(base_url=server.url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
+    """tritonclient's HTTP client for the demo server."""
+    tc = triton.InferenceServerClient(server.hostport, network_timeout=30.0)
+    yield tc
+    tc.close()
+
+
+def echo_signature() -> Signature:
+    """One [-1, 2] input per OIP datatype, `in-<type>`, echoed as `out-<type>`."""
+    kinds = sorted(DATATYPES)
+    return Signature(
+        tuple(TensorSpec(f"in-{k.lower()}", k, (-1, 2)) for k in kinds),
+        tuple(TensorSpec(f"out-{k.lower()}", k, (-1, 2)) for k in kinds),
+    )
+
+
+def write_echo_model(path: Path) -> Path:
+    """Cloudpickle an object whose predict returns every input under its output name."""
+    import cloudpickle
+
+    # Defined here, not at module level, so that cloudpickle stores the class by value and
+    # the server can load it without importing this test module.
+    class Echo:
+        def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            return {"out-" + name.removeprefix("in-"): value for name, value in inputs.items()}
+
+    with path.open("wb") as fh:
+        cloudpickle.dump(Echo(), fh)
+    return path
+
+
+def write_iris_c001(out: Path) -> Path:
+    """A second, different iris model (strong regularisation), saved with skops."""
+    import skops.io
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    x, y = load_iris(return_X_y=True)
+    model = LogisticRegression(C=0.01, max_iter=1000).fit(x.astype(np.float32), y)
+    path = out / "iris-c001.skops"
+    skops.io.dump(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def extra_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """iris versions 1 (the demo's) and 2 (C=0.01), and `echo`, a python model of every datatype."""
+    location = tmp_path_factory.mktemp("extra") / "registry"
+    work = tmp_path_factory.mktemp("extra-artifacts")
+    with Registry.open(location) as registry:
+        path, fmt, meta = build_iris(work)
+        push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by=CREATED_BY)
+        push_artifact(
+            registry,
+            write_iris_c001(work),
+            name="iris",
+            metadata={"C": "0.01"},
+            created_by=CREATED_BY,
+        )
+        push_artifact(
+            registry,
+            write_echo_model(work / "echo.cloudpickle"),
+            name="echo",
+            format="python",
+            signature=echo_signature(),
+            trust_pickle=True,
+            created_by=CREATED_BY,
+        )
+    return location
+
+
+@pytest.fixture(scope="session")
+def extra_server(start_server: ServerFactory, extra_registry: Path) -> ServerProcess:
+    """A server for the extra registry (newest versions loaded: iris 2 and echo 1)."""
+    return start_server("--registry", str(extra_registry))
