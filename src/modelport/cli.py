@@ -225,7 +225,7 @@ def list_models(as_json: bool, registry: str | None) -> None:
     from modelport.registry.store import Registry
 
     with reported():
-        store = Registry.open(registry_location(registry))
+        store = Registry.open(registry_location(registry), create=False)
         try:
             rows = [(mv, len(store.versions(mv.name))) for mv in store.latest()]
         finally:
@@ -265,7 +265,7 @@ def show(ref: str, as_json: bool, registry: str | None) -> None:
         name, _, ver = ref.partition(":")
         if ver and not ver.isdigit():
             raise InvalidInput(f"version must be a number, got {ver!r}")
-        store = Registry.open(registry_location(registry))
+        store = Registry.open(registry_location(registry), create=False)
         try:
             mv = store.get(name, int(ver) if ver else None)
         finally:

@@ -85,7 +85,7 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> N
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     sock = bind(settings.host, settings.http_port)
     try:
-        registry = Registry.open(settings.registry)
+        registry = Registry.open(settings.registry, create=False)
     except BaseException:
         sock.close()
         raise

@@ -176,7 +176,14 @@ def test_list_json(demo_registry: Path) -> None:
 
 
 def test_list_empty_registry(registry: str) -> None:
+    Registry.open(registry).close()
     assert "no models registered" in ok(run("models", "list", "--registry", registry))
+
+
+@pytest.mark.parametrize("command", [["models", "list"], ["models", "show", "iris"]])
+def test_reading_a_missing_registry_creates_nothing(registry: str, command: list[str]) -> None:
+    fails(run(*command, "--registry", registry), "no registry", "modelport demo")
+    assert not Path(registry).exists()
 
 
 def test_registry_from_the_environment(demo_registry: Path) -> None:
@@ -268,3 +275,9 @@ def test_serve_reports_config_errors(tmp_path: Path) -> None:
     fails(run("serve", "--config", str(config), "--registry", str(tmp_path)), "log_level")
     config.write_text('[serve]\nhttp_port = "8080"\n')
     fails(run("serve", "--config", str(config), "--registry", str(tmp_path)), "http_port")
+
+
+def test_serve_refuses_a_missing_registry(tmp_path: Path) -> None:
+    missing = tmp_path / "typo"
+    fails(run("serve", "--registry", str(missing), "--http-port", "0"), "no registry", "demo")
+    assert not missing.exists()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -331,3 +332,26 @@ def test_binary_body_over_the_limit_is_413(limited: httpx.Client) -> None:
     raw = np.zeros((400, 4), dtype="<f4").tobytes()
     body, headers = binary_request(raw, size=len(raw), shape=[400, 4])
     assert_error(limited.post(INFER, content=body, headers=headers), 413, "too_large")
+
+
+def test_compressed_body_that_inflates_past_the_limit_is_413(limited: httpx.Client) -> None:
+    rows = 2000
+    payload = json.dumps({"inputs": [iris_input(shape=[rows, 4], data=[1.5] * (rows * 4))]})
+    packed = gzip.compress(payload.encode())
+    assert len(packed) < 4096  # only the inflated body is over the limit
+    response = limited.post(INFER, content=packed, headers={"content-encoding": "gzip"})
+    assert_error(response, 413, "too_large", "decompressed")
+
+
+@pytest.mark.parametrize(
+    ("encoding", "body", "words"),
+    [
+        ("br", b"\x00\x01", ("br", "gzip")),
+        ("gzip", b"not gzip at all", ("gzip",)),
+    ],
+)
+def test_bad_content_encoding_is_400(
+    http: httpx.Client, encoding: str, body: bytes, words: tuple[str, ...]
+) -> None:
+    response = http.post(INFER, content=body, headers={"content-encoding": encoding})
+    assert_error(response, 400, "invalid_input", *words)

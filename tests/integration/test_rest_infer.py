@@ -483,3 +483,17 @@ def test_empty_batch(http: httpx.Client, embedded: dict[str, modelport.Model], n
         (want,) = (s for s in embedded[name].signature.outputs if s.name == out["name"])
         assert out["shape"] == [0, *want.shape[1:]]
         assert out["data"] == []
+
+
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_tritonclient_compressed_request(
+    client: triton.InferenceServerClient,
+    embedded: dict[str, modelport.Model],
+    sample: Sample,
+    algorithm: str,
+) -> None:
+    x = sample("iris", 7)
+    tensor = triton.InferInput("input-0", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    result = client.infer("iris", [tensor], request_compression_algorithm=algorithm)
+    assert_same(result.as_numpy("predict"), embedded["iris"].predict(x)["predict"])

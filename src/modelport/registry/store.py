@@ -31,7 +31,8 @@ _MIGRATIONS: Final = Path(__file__).with_name("migrations")
 _BUSY_TIMEOUT_MS: Final = 30_000
 _WRITE_OPTION: Final = "modelport_write"
 _URL_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
-_FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
+# Entry-point names, or `package.module:Class` for a custom runtime.
+_FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,199}")
 _PICKLE_REFUSED: Final = (
     "pickle-family artifacts can run code when loaded; push with --trust-pickle if you trust "
     "this file, or save the model with skops/ONNX/native format"
@@ -88,16 +89,23 @@ class Registry:
         self._pid = os.getpid()
 
     @classmethod
-    def open(cls, location: str | os.PathLike[str]) -> Registry:
+    def open(cls, location: str | os.PathLike[str], *, create: bool = True) -> Registry:
         """Open the registry at a directory path, creating it and updating its schema as needed.
 
-        Unsupported for a URL (`scheme://...`); InvalidInput when the path cannot be a directory.
+        With `create=False` a missing registry is NotFound instead (for commands that only
+        read). Unsupported for a URL (`scheme://...`); InvalidInput when the path cannot be a
+        directory.
         """
         text = os.fspath(location)
         scheme = _URL_SCHEME.match(text)
         if scheme is not None:
             raise Unsupported(_unsupported_scheme(scheme.group(1)))
         root = Path(text).expanduser().absolute()
+        if not create and not (root / DATABASE_FILE).is_file():
+            raise NotFound(
+                f"no registry at {text!r}; register a model with `modelport models push` "
+                "or build the demo with `modelport demo`"
+            )
         try:
             _make_private_dir(root)
         except FileExistsError:

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from modelport import __version__
-from modelport.errors import InvalidInput, ModelportError, NotFound, NotReady
+from modelport.errors import InternalError, InvalidInput, ModelportError, NotFound, NotReady
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
@@ -144,6 +144,15 @@ class DataPlane:
             except ModelportError as exc:
                 self._failures[name] = exc.message
                 raise
+            except Exception as exc:
+                # A third-party runtime may raise anything; the server must stay up.
+                log.exception("runtime %r failed to load %s:%d", mv.format, name, mv.version)
+                message = (
+                    f"the {mv.format} runtime failed to load version {mv.version} "
+                    f"({type(exc).__name__}); the server log has details"
+                )
+                self._failures[name] = message
+                raise InternalError(message) from exc
             model = LoadedModel(mv, runtime)
             self._catalog.add(model)
             self._failures.pop(name, None)

@@ -76,7 +76,8 @@ class Model:
 
 def load(name: str, version: int | None = None, registry: str | Path | None = None) -> Model:
     """Load `name` (newest version unless `version`) from `registry` (default as the CLI's)."""
-    store = Registry.open(str(registry) if registry is not None else registry_location(None))
+    location = str(registry) if registry is not None else registry_location(None)
+    store = Registry.open(location, create=False)
     try:
         mv = store.get(name, version)
         return Model(LoadedModel(mv, load_runtime(store, mv)))

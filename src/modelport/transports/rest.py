@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
 
@@ -92,22 +93,10 @@ class RestApp:
             await self._lifespan(receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        header_length: bytes | None = None
-        content_length: bytes | None = None
-        request_id: str | None = None
-        for key, value in scope["headers"]:
-            if key == _HEADER_LENGTH:
-                header_length = value
-            elif key == b"content-length":
-                content_length = value
-            elif key == _REQUEST_ID and _SAFE_ID.fullmatch(value):
-                request_id = value.decode("ascii")
-        if request_id is None:
-            request_id = os.urandom(16).hex()
+        incoming = _Incoming(scope["headers"])
+        request_id = incoming.request_id
         try:
-            status, headers, body = await self._route(
-                scope, receive, request_id, header_length, content_length
-            )
+            status, headers, body = await self._route(scope, receive, incoming)
         except ModelportError as exc:
             status, headers, body = _error(exc)
         except Exception:
@@ -120,14 +109,7 @@ class RestApp:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
-    async def _route(
-        self,
-        scope: Scope,
-        receive: Receive,
-        request_id: str,
-        header_length: bytes | None,
-        content_length: bytes | None,
-    ) -> Response:
+    async def _route(self, scope: Scope, receive: Receive, incoming: _Incoming) -> Response:
         method: str = scope["method"]
         parts = scope["path"].strip("/").split("/")
         if not parts or parts[0] != "v2":
@@ -142,9 +124,9 @@ class RestApp:
                 rest = rest[2:]
             if rest == ["infer"]:
                 _allow(method, "POST")
-                body = await self._body(receive, content_length)
-                request = codec_binary.decode_request(body, _header_length(header_length))
-                response = await self._dp.infer(name, version, request, request_id)
+                body = await self._body(receive, incoming)
+                request = codec_binary.decode_request(body, _header_length(incoming.header_length))
+                response = await self._dp.infer(name, version, request, incoming.request_id)
                 out, json_length = codec_binary.encode_response(response, request)
                 if json_length is None:
                     return 200, [_JSON], out
@@ -169,20 +151,20 @@ class RestApp:
             raise NotReady("the server is still loading its models")
         elif n == 3 and parts[1:] == ["repository", "index"]:
             _allow(method, "POST")
-            options = _object(await self._body(receive, content_length), "index")
+            options = _object(await self._body(receive, incoming), "index")
             ready = options.get("ready", False)
             if not isinstance(ready, bool):
                 raise InvalidInput('"ready" must be true or false')
             return _json(await self._dp.repository_index(ready_only=ready))
         elif n == 5 and parts[1:3] == ["repository", "models"] and parts[4] in ("load", "unload"):
             _allow(method, "POST")
-            return await self._repository(parts[3], parts[4], receive, content_length)
+            return await self._repository(parts[3], parts[4], receive, incoming)
         raise NotFound(f"no such endpoint {scope['path']!r}")
 
     async def _repository(
-        self, name: str, action: str, receive: Receive, content_length: bytes | None
+        self, name: str, action: str, receive: Receive, incoming: _Incoming
     ) -> Response:
-        options = _object(await self._body(receive, content_length), action)
+        options = _object(await self._body(receive, incoming), action)
         parameters = options.get("parameters")
         if parameters is None:
             parameters = {}
@@ -202,10 +184,10 @@ class RestApp:
         unloaded = await self._dp.unload(name, version)
         return _json({"name": name, "versions": [str(v) for v in unloaded], "unload": True})
 
-    async def _body(self, receive: Receive, content_length: bytes | None) -> bytes:
-        if content_length is not None:
+    async def _body(self, receive: Receive, incoming: _Incoming) -> bytes:
+        if incoming.content_length is not None:
             try:
-                declared = int(content_length)
+                declared = int(incoming.content_length)
             except ValueError:
                 raise InvalidInput("Content-Length is not a number") from None
             if declared > self._max_body:
@@ -226,7 +208,10 @@ class RestApp:
                 chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if incoming.content_encoding is None or incoming.content_encoding == b"identity":
+            return body
+        return _decompress(body, incoming.content_encoding, self._max_body)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
@@ -245,6 +230,50 @@ class RestApp:
                     await self._on_shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+
+class _Incoming:
+    """The request headers the API reads, picked out in one pass."""
+
+    __slots__ = ("content_encoding", "content_length", "header_length", "request_id")
+
+    def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self.header_length: bytes | None = None
+        self.content_length: bytes | None = None
+        self.content_encoding: bytes | None = None
+        request_id: str | None = None
+        for key, value in headers:
+            if key == _HEADER_LENGTH:
+                self.header_length = value
+            elif key == b"content-length":
+                self.content_length = value
+            elif key == b"content-encoding":
+                self.content_encoding = value.strip().lower()
+            elif key == _REQUEST_ID and _SAFE_ID.fullmatch(value):
+                request_id = value.decode("ascii")
+        self.request_id = request_id if request_id is not None else os.urandom(16).hex()
+
+
+def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
+    """Undo gzip or deflate request compression (tritonclient offers both), within `limit`."""
+    if encoding == b"gzip":
+        wbits = 16 + zlib.MAX_WBITS
+    elif encoding == b"deflate":
+        wbits = zlib.MAX_WBITS
+    else:
+        raise InvalidInput(
+            f"Content-Encoding {encoding.decode('latin-1')!r} is not supported; "
+            "send the body uncompressed, gzip or deflate"
+        )
+    inflater = zlib.decompressobj(wbits)
+    try:
+        # max_length bounds the output, so a small compressed bomb cannot exhaust memory.
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as exc:
+        raise InvalidInput(f"the body is not valid {encoding.decode()} data: {exc}") from None
+    if len(out) > limit or inflater.unconsumed_tail:
+        raise TooLarge(f"the decompressed request body exceeds the limit of {limit} bytes")
+    return out
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -167,7 +167,7 @@ def test_longest_valid_name(registry: Registry, tmp_path: Path) -> None:
     assert _push(registry, _artifact(tmp_path, b"data"), name=name).name == name
 
 
-@pytest.mark.parametrize("fmt", ["", "a/b", "x" * 65, "../onnx"])
+@pytest.mark.parametrize("fmt", ["", "a/b", "x" * 201, "../onnx", "pkg mod:Class"])
 def test_invalid_format_is_refused(registry: Registry, tmp_path: Path, fmt: str) -> None:
     with pytest.raises(InvalidInput, match="invalid model format"):
         _push(registry, _artifact(tmp_path, b"data"), format=fmt)

@@ -12,7 +12,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from modelport.errors import InvalidInput, NotFound, NotReady, UntrustedArtifact
+from modelport.errors import InternalError, InvalidInput, NotFound, NotReady, UntrustedArtifact
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
 from modelport.registry.manifest import ModelVersion
@@ -286,3 +286,34 @@ def test_close_unloads_everything(dataplane: DataPlane) -> None:
     run(dataplane.load_all())
     run(dataplane.close())
     assert run(dataplane.repository_index(ready_only=True)) == []
+
+
+def test_a_runtime_that_raises_anything_on_load_leaves_the_server_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))
+    from flaky_runtime_example import FlakyRuntime
+
+    store = Registry.open(tmp_path / "registry")
+    artifact = tmp_path / "weights.bin"
+    artifact.write_bytes(b"\x01\x02")
+    fmt = "flaky_runtime_example:FlakyRuntime"
+    for name in ("flaky", "flaky-too"):
+        push_artifact(store, artifact, name=name, format=fmt, created_by="tests")
+        artifact.write_bytes(b"\x03\x04")
+    monkeypatch.setattr(FlakyRuntime, "broken", True)
+    executor = Executor(threads=1)
+    plane = DataPlane(store, Catalog(), executor)
+    try:
+        with pytest.raises(InternalError, match="RuntimeError") as caught:
+            run(plane.load("flaky"))
+        assert "caught fire" not in caught.value.message  # details stay in the server log
+        run(plane.load_all())  # start-up goes on past the failure and becomes ready
+        assert plane.ready()
+        index = {e["name"]: e for e in run(plane.repository_index())}
+        assert index["flaky"]["state"] == "UNAVAILABLE"
+        assert "RuntimeError" in index["flaky"]["reason"]
+        assert index["flaky-too"]["state"] == "UNAVAILABLE"  # loading went on past the first
+    finally:
+        executor.shutdown()
+        store.close()
