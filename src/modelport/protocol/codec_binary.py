@@ -73,7 +73,7 @@ def array_from_raw(
         array = np.frombuffer(view, dtype=dtype)
         if not array.flags.aligned:
             array = array.copy()
-    return _reshape(array, shape, name)
+    return codec_json.shaped_input(array, shape, name)
 
 
 def array_to_raw(array: np.ndarray[Any, Any], datatype: str) -> bytes:
@@ -184,19 +184,7 @@ def _bytes_from_raw(
             f"input {name!r}: BYTES data of shape {list(shape)} ({count} elements) is "
             f"{offset} bytes, but {given} bytes were given"
         )
-    return _reshape(out, shape, name)
-
-
-def _reshape(
-    array: np.ndarray[Any, Any], shape: tuple[int, ...], name: str
-) -> np.ndarray[Any, Any]:
-    try:
-        return array.reshape(shape)
-    except ValueError:
-        # Only a zero-element tensor with absurd dimensions gets here.
-        raise InvalidInput(
-            f"input {name!r}: shape {list(shape)} is too large to allocate"
-        ) from None
+    return codec_json.shaped_input(out, shape, name)
 
 
 def _bytes_to_raw(array: np.ndarray[Any, Any]) -> bytes:

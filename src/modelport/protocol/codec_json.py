@@ -320,6 +320,16 @@ def _flat_array(name: str, values: list[Any], datatype: str, shape: tuple[int, .
             array = np.array(values, dtype=_DTYPE[datatype])
         except OverflowError:
             raise InvalidInput(f"input {name!r}: {_HINT[datatype]}") from None
+    return shaped_input(array, shape, name)
+
+
+def shaped_input(
+    array: np.ndarray[Any, Any], shape: tuple[int, ...], name: str
+) -> np.ndarray[Any, Any]:
+    """Input `name`'s flat elements in `shape`; InvalidInput when the shape cannot be allocated.
+
+    The caller has checked that `array` holds as many elements as `shape` does.
+    """
     try:
         return array.reshape(shape)
     except ValueError:

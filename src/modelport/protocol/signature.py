@@ -54,6 +54,17 @@ class TensorSpec:
         return all(want == -1 or want == got for want, got in zip(self.shape, shape, strict=True))
 
 
+def shapes_agree(declared: Sequence[int], actual: Sequence[int]) -> bool:
+    """True when two signature shapes have one rank and agree wherever both are fixed.
+
+    Unlike `TensorSpec.shape_matches`, either side may hold -1 (variable), as when a declared
+    signature is checked against the one a model describes.
+    """
+    return len(declared) == len(actual) and all(
+        d == a or -1 in (d, a) for d, a in zip(declared, actual, strict=True)
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Signature:
     """The inputs a model takes and the outputs it gives, in order."""

@@ -9,7 +9,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from modelport.protocol.signature import Signature
+from modelport.errors import InvalidInput
+from modelport.protocol.datatypes import numpy_dtype
+from modelport.protocol.signature import Signature, TensorSpec
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -67,3 +69,41 @@ class Runtime(abc.ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook, most runtimes hold nothing
         """Release what the model holds; called once when it is unloaded."""
+
+
+def input_text(x: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
+    """BYTES input `name` as an object array of str, for libraries that take text.
+
+    InvalidInput when an element is not UTF-8.
+    """
+    try:
+        decoded = np.fromiter(
+            (v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in x.ravel()),
+            dtype=object,
+            count=x.size,
+        )
+    except UnicodeDecodeError:
+        raise InvalidInput(f"input {name!r} must hold UTF-8 text") from None
+    return decoded.reshape(x.shape)
+
+
+def output_array(values: Any, datatype: str) -> np.ndarray[Any, Any]:
+    """`values` as an array with the dtype of `datatype`, as `Runtime.predict` must return them.
+
+    BYTES becomes an object array of bytes (other values are written as UTF-8 text). Values
+    that do not convert raise TypeError or ValueError; the caller says whose values they were.
+    """
+    array = np.asarray(values)
+    if datatype == "BYTES":
+        encoded = np.fromiter(
+            (v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel()),
+            dtype=object,
+            count=array.size,
+        )
+        return encoded.reshape(array.shape)
+    return array.astype(numpy_dtype(datatype), copy=False)
+
+
+def empty_output(spec: TensorSpec) -> np.ndarray[Any, Any]:
+    """The answer for an empty batch: no rows of the output's dtype, variable inner sizes 0."""
+    return np.empty((0, *(max(d, 0) for d in spec.shape[1:])), dtype=numpy_dtype(spec.datatype))

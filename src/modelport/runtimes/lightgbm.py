@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import numpy as np
 
 from modelport.errors import InvalidInput, Unsupported
-from modelport.protocol.datatypes import numpy_dtype
-from modelport.protocol.signature import Signature, TensorSpec
-from modelport.runtimes.base import Arrays, Runtime
-
-INPUT: Final = "input-0"
-OUTPUT: Final = "predict"
-_FLOATS: Final = (np.dtype(np.float32), np.dtype(np.float64))
+from modelport.protocol.signature import Signature
+from modelport.runtimes.tabular import TabularRuntime
 
 
-class LightGBMRuntime(Runtime):
+class LightGBMRuntime(TabularRuntime):
     """A LightGBM Booster: one FP32 [-1, num_feature] input, one `predict` output.
 
     `predict` is FP64 [-1], or [-1, k] with the class probabilities of a multi-class model.
@@ -27,13 +21,8 @@ class LightGBMRuntime(Runtime):
 
     format: ClassVar[str] = "lightgbm"
     suffixes: ClassVar[tuple[str, ...]] = (".txt", ".lgb")
-
-    def __init__(self, booster: Any, signature: Signature) -> None:
-        super().__init__(signature)
-        self._booster = booster
-        self._input = signature.inputs[0].name
-        self._output = signature.outputs[0]
-        self._dtype = numpy_dtype(self._output.datatype)
+    described_as: ClassVar[str] = "a LightGBM model"
+    output_datatype: ClassVar[str] = "FP64"
 
     @classmethod
     def recognizes(cls, path: Path) -> bool:
@@ -64,60 +53,8 @@ class LightGBMRuntime(Runtime):
                 f"cannot read {path.name!r} as a LightGBM model ({detail}); "
                 "save it with Booster.save_model"
             ) from None
-        n_features = int(booster.num_feature())
-        # One prediction on a dummy row gives the output width (k for multi-class).
-        probe = booster.predict(np.zeros((1, n_features), dtype=np.float32), num_threads=1)
-        inferred = Signature(
-            (TensorSpec(INPUT, "FP32", (-1, n_features)),),
-            (TensorSpec(OUTPUT, "FP64", (-1, *np.shape(probe)[1:])),),
-        )
-        if signature is None:
-            signature = inferred
-        else:
-            _check_signature(signature, inferred)
-        return cls(booster, signature)
+        return cls._from_booster(booster, int(booster.num_feature()), signature)
 
-    def predict(self, inputs: Mapping[str, np.ndarray[Any, Any]], outputs: Sequence[str]) -> Arrays:
-        """Predict every row of the single input."""
-        x = inputs[self._input]
-        if x.shape[0] == 0:
-            shape = (0, *(max(d, 0) for d in self._output.shape[1:]))
-            return {self._output.name: np.empty(shape, dtype=self._dtype)}
-        if x.dtype not in _FLOATS:
-            # Integer or half-precision features: the library reads float32 and float64 only.
-            x = x.astype(np.float32)
-        y = self._booster.predict(x, num_threads=1)
-        return {self._output.name: np.asarray(y).astype(self._dtype, copy=False)}
-
-
-def _check_signature(signature: Signature, inferred: Signature) -> None:
-    n_features = inferred.inputs[0].shape[1]
-    if len(signature.inputs) != 1:
-        raise InvalidInput(
-            f"a LightGBM model takes exactly one input; the signature lists {len(signature.inputs)}"
-        )
-    spec = signature.inputs[0]
-    if spec.datatype in ("BYTES", "BOOL") or len(spec.shape) != 2:
-        raise InvalidInput(
-            f"input {spec.name!r} must be a numeric [-1, {n_features}] tensor, "
-            f"not {spec.datatype} {list(spec.shape)}"
-        )
-    if spec.shape[1] not in (-1, n_features):
-        raise InvalidInput(
-            f"input {spec.name!r} has {spec.shape[1]} features but the model takes "
-            f"{n_features}; fix the signature"
-        )
-    model_output = inferred.outputs[0]
-    if [s.name for s in signature.outputs] != [OUTPUT] or not _compatible(
-        signature.outputs[0].shape, model_output.shape
-    ):
-        raise InvalidInput(
-            f"a LightGBM model has one output, {OUTPUT!r} {list(model_output.shape)}; "
-            "fix the signature"
-        )
-
-
-def _compatible(declared: tuple[int, ...], actual: tuple[int, ...]) -> bool:
-    return len(declared) == len(actual) and all(
-        d == a or -1 in (d, a) for d, a in zip(declared, actual, strict=True)
-    )
+    @staticmethod
+    def _predict_rows(booster: Any, x: np.ndarray[Any, Any]) -> Any:
+        return booster.predict(x, num_threads=1)

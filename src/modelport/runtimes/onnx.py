@@ -9,9 +9,8 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from modelport.errors import InvalidInput, Unsupported
-from modelport.protocol.datatypes import numpy_dtype
-from modelport.protocol.signature import Signature, TensorSpec
-from modelport.runtimes.base import Arrays, Runtime
+from modelport.protocol.signature import Signature, TensorSpec, shapes_agree
+from modelport.runtimes.base import Arrays, Runtime, input_text, output_array
 
 # onnxruntime's type strings for the tensors OIP can carry. Other element types (bfloat16,
 # float8, complex) and non-tensors (sequences, maps) have no OIP datatype.
@@ -84,14 +83,15 @@ class OnnxRuntime(Runtime):
         """Run the graph for the requested outputs only."""
         feeds = dict(inputs)
         for name in self._text_inputs:
-            feeds[name] = _to_text(feeds[name], name)
+            # onnxruntime takes tensor(string) as str, not bytes.
+            feeds[name] = input_text(feeds[name], name)
         try:
             results = self._session.run(list(outputs), feeds)
         except self._invalid_argument as exc:
             # onnxruntime reports inputs its graph rejects (e.g. a fixed inner dimension).
             raise InvalidInput(f"the ONNX model rejected the inputs: {exc}") from None
         return {
-            name: _as_output(value, self._specs[name])
+            name: output_array(value, self._specs[name].datatype)
             for name, value in zip(outputs, results, strict=True)
         }
 
@@ -137,7 +137,7 @@ def _check_signature(signature: Signature, graph: Signature) -> None:
         )
     for name, spec in declared.items():
         graph_spec = wanted[name]
-        if spec.datatype != graph_spec.datatype or not _compatible(spec.shape, graph_spec.shape):
+        if spec.datatype != graph_spec.datatype or not shapes_agree(spec.shape, graph_spec.shape):
             raise InvalidInput(
                 f"input {name!r} is {spec.datatype} {list(spec.shape)} in the signature but "
                 f"{graph_spec.datatype} {list(graph_spec.shape)} in the graph; fix the signature"
@@ -149,30 +149,3 @@ def _check_signature(signature: Signature, graph: Signature) -> None:
             f"the signature names output(s) {', '.join(repr(n) for n in unknown)}, but the "
             f"graph's tensor outputs are: {', '.join(sorted(offered))}"
         )
-
-
-def _compatible(declared: tuple[int, ...], actual: tuple[int, ...]) -> bool:
-    return len(declared) == len(actual) and all(
-        d == a or -1 in (d, a) for d, a in zip(declared, actual, strict=True)
-    )
-
-
-def _to_text(x: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
-    """BYTES (object array of bytes) as the str array onnxruntime takes for tensor(string)."""
-    try:
-        text = [v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in x.ravel()]
-    except UnicodeDecodeError:
-        raise InvalidInput(f"input {name!r} must hold UTF-8 text") from None
-    return np.array(text, dtype=object).reshape(x.shape)
-
-
-def _as_output(value: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
-    array = np.asarray(value)
-    if spec.datatype == "BYTES":
-        encoded = np.fromiter(
-            (v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel()),
-            dtype=object,
-            count=array.size,
-        )
-        return encoded.reshape(array.shape)
-    return array.astype(numpy_dtype(spec.datatype), copy=False)

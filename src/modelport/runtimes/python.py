@@ -15,9 +15,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from modelport.errors import InternalError, InvalidInput
-from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.runtimes.base import Arrays, Runtime
+from modelport.runtimes.base import Arrays, Runtime, output_array
+from modelport.runtimes.pickled import read_object, require_predict
 
 
 class PythonRuntime(Runtime):
@@ -55,11 +55,7 @@ class PythonRuntime(Runtime):
         Signature or its dict form); without either this raises InvalidInput.
         """
         model = _unpickle(path)
-        if not callable(getattr(model, "predict", None)):
-            raise InvalidInput(
-                f"the python artifact holds a {type(model).__name__}, which has no predict "
-                "method; pickle an object with predict(inputs: dict) -> dict"
-            )
+        require_predict(model, "python", "pickle an object with predict(inputs: dict) -> dict")
         if signature is None:
             signature = _own_signature(model)
         return cls(model, signature)
@@ -86,17 +82,14 @@ def _unpickle(path: Path) -> Any:
     # cloudpickle's helpers, which must be importable while loading.
     with contextlib.suppress(ImportError):
         import cloudpickle  # noqa: F401
-    try:
+
+    def read() -> Any:
         with path.open("rb") as file:
             return pickle.load(file)  # noqa: S301 - only reached for trusted, digest-checked files
-    except ModuleNotFoundError as exc:
-        raise InvalidInput(
-            f"the pickled model needs module {exc.name!r}, which is not installed here"
-        ) from None
-    except Exception as exc:
-        raise InvalidInput(
-            f"cannot unpickle {path.name!r} ({_kind(exc)}); save the model with cloudpickle.dump"
-        ) from None
+
+    return read_object(
+        read, f"cannot unpickle {path.name!r}", "save the model with cloudpickle.dump"
+    )
 
 
 def _own_signature(model: Any) -> Signature:
@@ -113,16 +106,8 @@ def _own_signature(model: Any) -> Signature:
 
 def _as_output(value: Any, spec: TensorSpec, batch: int | None) -> np.ndarray[Any, Any]:
     array = np.asarray(value)
-    converted: np.ndarray[Any, Any]
     try:
-        if spec.datatype == "BYTES":
-            converted = np.fromiter(
-                (v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel()),
-                dtype=object,
-                count=array.size,
-            ).reshape(array.shape)
-        else:
-            converted = array.astype(numpy_dtype(spec.datatype), copy=False)
+        converted = output_array(array, spec.datatype)
     except (TypeError, ValueError):
         raise InternalError(
             f"output {spec.name!r}: the model returned {array.dtype} values that do not "
@@ -139,11 +124,3 @@ def _as_output(value: Any, spec: TensorSpec, batch: int | None) -> np.ndarray[An
             f"of {batch}"
         )
     return converted
-
-
-def _kind(exc: BaseException) -> str:
-    """The exception's qualified class name; its message may quote paths, so it is left out."""
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )

@@ -11,9 +11,9 @@ from typing import Any, ClassVar, Final
 import numpy as np
 
 from modelport.errors import InternalError, InvalidInput, Unsupported, UntrustedArtifact
-from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.runtimes.base import Arrays, Runtime
+from modelport.runtimes.base import Arrays, Runtime, empty_output, input_text, output_array
+from modelport.runtimes.pickled import error_class, read_object, require_predict
 
 INPUT: Final = "input-0"
 """Name of the single input of an inferred signature."""
@@ -89,11 +89,7 @@ class SklearnRuntime(Runtime):
         they load: they must only reach this method after the caller's trust and digest checks.
         """
         model = _read(path, trusted)
-        if not callable(getattr(model, "predict", None)):
-            raise InvalidInput(
-                f"the sklearn artifact holds a {type(model).__name__}, which has no predict "
-                "method; push a fitted scikit-learn estimator or pipeline"
-            )
+        require_predict(model, "sklearn", "push a fitted scikit-learn estimator or pipeline")
         if signature is None:
             signature = _infer_signature(model)
         else:
@@ -105,9 +101,9 @@ class SklearnRuntime(Runtime):
         x = inputs[self._input.name]
         if x.shape[0] == 0:
             # scikit-learn rejects empty arrays; an empty batch has an empty answer.
-            return {name: _empty(self._specs[name]) for name in outputs}
+            return {name: empty_output(self._specs[name]) for name in outputs}
         if self._decode:
-            x = _decode_text(x, self._input.name)
+            x = input_text(x, self._input.name)
         return {name: _as_output(self._methods[name](x), self._specs[name]) for name in outputs}
 
 
@@ -123,17 +119,11 @@ def _read(path: Path, trusted: bool) -> Any:
         raise Unsupported(
             "loading joblib/pickle models needs joblib; install modelport[sklearn]"
         ) from None
-    try:
-        return joblib.load(path)
-    except ModuleNotFoundError as exc:
-        raise InvalidInput(
-            f"the pickled model needs module {exc.name!r}, which is not installed here"
-        ) from None
-    except Exception as exc:
-        raise InvalidInput(
-            f"cannot read {path.name!r} as a joblib/pickle file "
-            f"({_kind(exc)}); save the model with joblib.dump or skops.io.dump"
-        ) from None
+    return read_object(
+        lambda: joblib.load(path),
+        f"cannot read {path.name!r} as a joblib/pickle file",
+        "save the model with joblib.dump or skops.io.dump",
+    )
 
 
 def _read_skops(path: Path, trusted: bool) -> Any:
@@ -158,7 +148,7 @@ def _read_skops(path: Path, trusted: bool) -> Any:
         ) from None
     except Exception as exc:
         raise InvalidInput(
-            f"cannot read {path.name!r} as a skops file ({_kind(exc)}); "
+            f"cannot read {path.name!r} as a skops file ({error_class(exc)}); "
             "save the model with skops.io.dump"
         ) from None
 
@@ -264,44 +254,13 @@ def _check_signature(model: Any, signature: Signature) -> None:
         )
 
 
-def _decode_text(x: np.ndarray[Any, Any], name: str) -> np.ndarray[Any, Any]:
-    try:
-        decoded = np.fromiter(
-            (v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in x.ravel()),
-            dtype=object,
-            count=x.size,
-        )
-    except UnicodeDecodeError:
-        raise InvalidInput(f"input {name!r} must hold UTF-8 text") from None
-    return decoded.reshape(x.shape)
-
-
-def _empty(spec: TensorSpec) -> np.ndarray[Any, Any]:
-    return np.empty((0, *(max(d, 0) for d in spec.shape[1:])), dtype=numpy_dtype(spec.datatype))
-
-
 def _as_output(values: Any, spec: TensorSpec) -> np.ndarray[Any, Any]:
-    """`values` with the dtype of the output's datatype (BYTES as an object array of bytes)."""
+    """`values` as output `spec` holds them; InternalError when they do not convert."""
     array = np.asarray(values)
     try:
-        if spec.datatype == "BYTES":
-            encoded = np.fromiter(
-                (v if isinstance(v, bytes) else str(v).encode("utf-8") for v in array.ravel()),
-                dtype=object,
-                count=array.size,
-            )
-            return encoded.reshape(array.shape)
-        return array.astype(numpy_dtype(spec.datatype), copy=False)
+        return output_array(array, spec.datatype)
     except (TypeError, ValueError):
         raise InternalError(
             f"output {spec.name!r}: the model gives {array.dtype} values that do not convert "
             f"to {spec.datatype}; register the model with a matching signature"
         ) from None
-
-
-def _kind(exc: BaseException) -> str:
-    """The exception's qualified class name; its message may quote paths, so it is left out."""
-    cls = type(exc)
-    return (
-        cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-    )
