@@ -13,7 +13,12 @@ from typing import Any, TypeVar
 import click
 
 from modelport import __version__
-from modelport.config import build_serve_settings, current_user, registry_location
+from modelport.config import (
+    build_serve_settings,
+    current_user,
+    parse_workers,
+    registry_location,
+)
 from modelport.errors import InvalidInput, ModelportError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -73,11 +78,30 @@ def main() -> None:
     help="Load only these models (repeatable). Default: the newest version of every model.",
 )
 @click.option(
+    "--workers",
+    default=None,
+    metavar="N|auto",
+    help="Server processes sharing the port; auto = one per available core. Models load "
+    "once, before the workers start, and are shared. Default: 1.",
+)
+@click.option(
+    "--batching/--no-batching",
+    default=None,
+    help="Combine concurrent requests into one model call where the model allows. "
+    "Default: on (tune per model in the config file).",
+)
+@click.option(
+    "--compiled/--no-compiled",
+    default=None,
+    help="Serve a version's compiled (ONNX) artifact when it has one. Default: on.",
+)
+@click.option(
     "--config",
     "config_file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     default=None,
-    help="TOML file with a [serve] table of the same settings; flags override it.",
+    help="TOML file with a [serve] table of these settings and [models.NAME] tables; "
+    "flags override it.",
 )
 @click.option(
     "--log-level",
@@ -90,6 +114,9 @@ def serve(
     host: str | None,
     http_port: int | None,
     models: tuple[str, ...],
+    workers: str | None,
+    batching: bool | None,
+    compiled: bool | None,
     config_file: Path | None,
     log_level: str | None,
 ) -> None:
@@ -107,6 +134,9 @@ def serve(
                 "host": host,
                 "http_port": http_port,
                 "models": models or None,
+                "workers": None if workers is None else parse_workers(workers),
+                "batching": batching,
+                "compiled": compiled,
                 "log_level": log_level,
             },
             config_file,
@@ -119,7 +149,8 @@ def serve(
         logging.getLogger("alembic").setLevel(
             max(logging.getLevelName(settings.log_level.upper()), logging.WARNING)
         )
-        run(settings, announce=lambda line: click.echo(line, nl=True))
+        status = run(settings, announce=lambda line: click.echo(line, nl=True))
+    sys.exit(status)
 
 
 @main.command()

@@ -10,14 +10,16 @@ import os
 import socket
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 from modelport.errors import InvalidInput
 
 DEFAULT_REGISTRY = ".modelport"
 REGISTRY_ENV = "MODELPORT_REGISTRY"
+T = TypeVar("T")
 
 
 def registry_location(flag: str | None) -> str:
@@ -39,21 +41,53 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
 @dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """Per-model overrides from a `[models.NAME]` table; None leaves the model's own choice."""
+
+    batching: bool | None = None
+    """Combine concurrent requests (default: on when the model has a batch dimension)."""
+    max_batch_size: int | None = None
+    """Most rows in one batch (default 64)."""
+    max_batch_delay_ms: float | None = None
+    """Milliseconds a batch may wait to fill under load (default 0: never wait)."""
+    compiled: bool | None = None
+    """Serve the compiled artifact when the version has one (default: yes)."""
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size is not None and self.max_batch_size < 1:
+            raise InvalidInput(f"max_batch_size must be at least 1, got {self.max_batch_size}")
+        if self.max_batch_delay_ms is not None and not 0 <= self.max_batch_delay_ms <= 1000:
+            raise InvalidInput(
+                f"max_batch_delay_ms must be between 0 and 1000, got {self.max_batch_delay_ms}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class ServeSettings:
     """Everything `modelport serve` needs; fields match the `[serve]` table of the config file."""
 
     registry: str = DEFAULT_REGISTRY
     host: str = "127.0.0.1"
     http_port: int = 8080
+    workers: int = 1
+    """Server processes sharing the port; models load once, before they fork."""
     log_level: str = "info"
     max_body_bytes: int = 64 * 1024 * 1024
     """Largest request body accepted, in bytes (413 past it)."""
-    models: tuple[str, ...] = field(default_factory=tuple)
+    models: tuple[str, ...] = ()
     """Models to load at start (NAME or NAME:VERSION); empty = newest version of every model."""
+    batching: bool = True
+    """Adaptive batching for models that support it; False turns it off everywhere."""
+    compiled: bool = True
+    """Serve compiled artifacts where versions have them; False serves the originals."""
+    model_settings: Mapping[str, ModelSettings] = field(default_factory=dict)
+    """Per-model overrides, from `[models.NAME]` tables."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.http_port <= 65535:
             raise InvalidInput(f"http_port must be 0-65535, got {self.http_port}")
+        if not 1 <= self.workers <= 256:
+            raise InvalidInput(f"workers must be between 1 and 256, got {self.workers}")
         if self.max_body_bytes < 1024:
             raise InvalidInput("max_body_bytes must be at least 1024")
         if self.log_level not in LOG_LEVELS:
@@ -61,9 +95,34 @@ class ServeSettings:
                 f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
             )
 
+    def for_model(self, name: str) -> ModelSettings:
+        """The overrides for `name` (all None when the config file has none)."""
+        return self.model_settings.get(name, _NO_OVERRIDES)
+
+
+_NO_OVERRIDES = ModelSettings()
+
+
+def available_cores() -> int:
+    """Cores this process may run on (respects taskset and cgroup CPU sets)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # platforms without affinity
+        return os.cpu_count() or 1
+
+
+def parse_workers(value: str | int) -> int:
+    """`auto` (one per available core) or a positive integer."""
+    if value == "auto":
+        return available_cores()
+    try:
+        return int(value)
+    except ValueError:
+        raise InvalidInput(f"workers must be a number or 'auto', got {value!r}") from None
+
 
 def load_config_file(path: Path) -> dict[str, Any]:
-    """The `[serve]` table of a TOML config file; InvalidInput when it cannot be read."""
+    """The parsed TOML config file; InvalidInput when it cannot be read or has unknown tables."""
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
@@ -71,44 +130,72 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise InvalidInput(f"cannot read config file {path.name!r}: {exc.strerror}") from None
     except tomllib.TOMLDecodeError as exc:
         raise InvalidInput(f"config file {path.name!r} is not valid TOML: {exc}") from None
-    serve = data.get("serve", {})
-    if not isinstance(serve, dict):
-        raise InvalidInput("the config file's [serve] entry must be a table")
-    return serve
+    unknown = sorted(set(data) - {"serve", "models"})
+    if unknown:
+        raise InvalidInput(
+            f"unknown table(s) {', '.join(unknown)} in the config file; "
+            "use [serve] and [models.NAME]"
+        )
+    for key in ("serve", "models"):
+        if not isinstance(data.get(key, {}), dict):
+            raise InvalidInput(f"the config file's [{key}] entry must be a table")
+    return data
 
 
 def build_serve_settings(
     flags: Mapping[str, Any], config_file: Path | None = None
 ) -> ServeSettings:
     """Merge defaults < config file < environment < flags (flags that are None are unset)."""
-    known = {f.name for f in fields(ServeSettings)}
     values: dict[str, Any] = {}
+    model_settings: dict[str, ModelSettings] = {}
     if config_file is not None:
-        file_values = load_config_file(config_file)
-        unknown = sorted(set(file_values) - known)
-        if unknown:
-            raise InvalidInput(
-                f"unknown setting(s) in [serve]: {', '.join(unknown)}; "
-                f"known: {', '.join(sorted(known))}"
-            )
-        values.update(file_values)
+        data = load_config_file(config_file)
+        values.update(data.get("serve", {}))
+        for name, table in data.get("models", {}).items():
+            if not isinstance(table, dict):
+                raise InvalidInput(f"[models.{name}] must be a table of settings")
+            model_settings[name] = _typed(ModelSettings, table, f"[models.{name}]")
+    if "workers" in values and isinstance(values["workers"], str):
+        values["workers"] = parse_workers(values["workers"])
     env_registry = os.environ.get(REGISTRY_ENV)
     if env_registry:
         values["registry"] = env_registry
-    values.update({k: v for k, v in flags.items() if v is not None and k in known})
-    defaults = ServeSettings()
+    values.update({k: v for k, v in flags.items() if v is not None})
+    settings = _typed(ServeSettings, values, "[serve]")
+    return replace(settings, model_settings=model_settings)
+
+
+def _typed(cls: type[T], values: Mapping[str, Any], where: str) -> T:
+    """`cls(**values)` after checking every key is a field and every value has its type."""
+    hints = get_type_hints(cls)
+    hints.pop("model_settings", None)
+    unknown = sorted(set(values) - set(hints))
+    if unknown:
+        raise InvalidInput(
+            f"unknown setting(s) in {where}: {', '.join(unknown)}; "
+            f"known: {', '.join(sorted(hints))}"
+        )
+    checked: dict[str, Any] = {}
     for key, value in values.items():
-        expected = type(getattr(defaults, key))
-        if expected is tuple and isinstance(value, list | tuple):
-            values[key] = tuple(str(v) for v in value)
-        elif not isinstance(value, expected) or isinstance(value, bool) is not (expected is bool):
-            raise InvalidInput(f"setting {key!r} must be {_TYPE_NAMES[expected]}, got {value!r}")
-    return replace(defaults, **values)
+        hint = hints[key]
+        allowed = get_args(hint) if isinstance(hint, UnionType) else (hint,)
+        if get_origin(hint) is tuple:
+            if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+                raise InvalidInput(f"setting {key!r} in {where} must be a list of strings")
+            checked[key] = tuple(value)
+            continue
+        if float in allowed and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if (isinstance(value, bool) and bool not in allowed) or not isinstance(value, allowed):
+            wanted = " or ".join(_TYPE_NAMES[t] for t in allowed if t in _TYPE_NAMES)
+            raise InvalidInput(f"setting {key!r} in {where} must be {wanted}, got {value!r}")
+        checked[key] = value
+    return cls(**checked)
 
 
 _TYPE_NAMES: dict[type, str] = {
     str: "a string",
     int: "an integer",
+    float: "a number",
     bool: "true or false",
-    tuple: "a list of strings",
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
@@ -19,6 +18,7 @@ from modelport.registry.store import Registry
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
+from modelport.supervisor import Supervisor, report_ready
 from modelport.transports.rest import RestApp
 
 log = logging.getLogger("modelport.server")
@@ -48,9 +48,11 @@ class _Server(uvicorn.Server):
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def bind(host: str, port: int) -> socket.socket:
-    """A listening TCP socket on host:port (port 0 picks a free one).
+def bind(host: str, port: int, *, workers: int = 1) -> socket.socket:
+    """A TCP socket bound to host:port (port 0 picks a free one).
 
+    With one worker it listens; with several it only reserves the port (SO_REUSEPORT) and
+    each worker binds and listens on its own socket, so the kernel spreads connections.
     InvalidInput when the address cannot be had (unknown host, port in use, no permission).
     """
     try:
@@ -62,15 +64,17 @@ def bind(host: str, port: int) -> socket.socket:
         raise InvalidInput(f"cannot listen on {host}:{port}: {exc.strerror}") from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if workers > 1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
-        sock.listen(2048)
+        if workers == 1:
+            sock.listen(2048)
     except OSError as exc:
         sock.close()
         raise InvalidInput(
             f"cannot listen on {host}:{port}: {exc.strerror}; choose another --http-port "
             "(0 picks a free one) or --host"
         ) from None
-    sock.set_inheritable(True)
     return sock
 
 
@@ -80,34 +84,57 @@ def url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> None:
-    """Serve the registry's models until SIGINT or SIGTERM, announcing where and when ready."""
+def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> int:
+    """Serve the registry's models until SIGINT or SIGTERM; returns the exit status.
+
+    Announces where it listens, loads the models (before forking workers, so they share the
+    memory), then announces readiness once every worker accepts connections.
+    """
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
-    sock = bind(settings.host, settings.http_port)
+    sock = bind(settings.host, settings.http_port, workers=settings.workers)
     try:
         registry = Registry.open(settings.registry, create=False)
     except BaseException:
         sock.close()
         raise
-    dataplane = DataPlane(registry, Catalog(), Executor())
-    tasks: set[asyncio.Task[None]] = set()
+    workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
+    announce(
+        f"modelport {__version__} serving REST at {url(sock)} "
+        f"(registry: {settings.registry}; {workers})"
+    )
+    catalog = Catalog()
+    dataplane = DataPlane(registry, catalog, Executor(), settings)
+    dataplane.preload(settings.models)
+    loaded = sorted(f"{m.name}:{m.number}" for m in catalog)
+    ready = f"modelport ready: {len(loaded)} model version(s) loaded ({', '.join(loaded)})"
+    try:
+        if settings.workers == 1:
+            run_worker(dataplane, settings, sock, lambda: announce(ready))
+            return 0
+        host, port = sock.getsockname()[:2]
 
-    async def load_models() -> None:
-        await dataplane.load_all(settings.models)
-        loaded = sorted(
-            f"{e['name']}:{e['version']}" for e in await dataplane.repository_index(True)
-        )
-        announce(f"modelport ready: {len(loaded)} model version(s) loaded ({', '.join(loaded)})")
+        def worker(ready_fd: int) -> None:
+            own = bind(host, port, workers=settings.workers)
+            run_worker(dataplane, settings, own, lambda: report_ready(ready_fd))
+
+        return Supervisor(settings.workers, worker).run(lambda: announce(ready))
+    finally:
+        sock.close()
+        registry.close()
+
+
+def run_worker(
+    dataplane: DataPlane,
+    settings: ServeSettings,
+    sock: socket.socket,
+    on_ready: Callable[[], None],
+) -> None:
+    """Serve REST on `sock` in this process until SIGINT or SIGTERM."""
 
     async def on_startup() -> None:
-        # Load in the background so liveness answers at once and readiness tells the truth.
-        task = asyncio.get_running_loop().create_task(load_models())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
+        on_ready()
 
     async def on_shutdown() -> None:
-        for task in tasks:
-            task.cancel()
         await dataplane.close()
 
     app = RestApp(
@@ -126,9 +153,4 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> N
         log_config=None,
         timeout_graceful_shutdown=10,
     )
-    announce(f"modelport {__version__} serving REST at {url(sock)} (registry: {settings.registry})")
-    try:
-        _Server(config).run(sockets=[sock])
-    finally:
-        sock.close()
-        registry.close()
+    _Server(config).run(sockets=[sock])

@@ -147,6 +147,13 @@ class RequestValidator:
                 f"unknown output(s) {', '.join(repr(n) for n in unknown)}; "
                 f"the model gives: {', '.join(sorted(self._outputs))}"
             )
+        if len(set(names)) != len(names):
+            # Each could ask for a different encoding; one answer per name keeps that unambiguous.
+            twice = sorted({n for n in names if names.count(n) > 1})
+            raise InvalidInput(
+                f"output(s) {', '.join(repr(n) for n in twice)} requested more than once; "
+                "list each output once"
+            )
         return names
 
     def _check(self, tensor: Tensor) -> None:

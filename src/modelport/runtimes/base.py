@@ -29,6 +29,10 @@ class Runtime(abc.ABC):
     suffixes: ClassVar[tuple[str, ...]] = ()
     """File suffixes that select this runtime when `--format` is not given."""
 
+    row_independent: ClassVar[bool] = False
+    """True when each output row depends only on the same input row, so the server may stack
+    concurrent requests into one call and split the result (adaptive batching)."""
+
     def __init__(self, signature: Signature) -> None:
         self.signature = signature
 

@@ -30,6 +30,8 @@ class TabularRuntime(Runtime):
     `output_datatype` [-1] or [-1, k] out, the width found by one prediction.
     """
 
+    row_independent: ClassVar[bool] = True
+
     described_as: ClassVar[str]
     """How messages name the model, with its article (e.g. "an XGBoost model")."""
 

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from modelport.errors import NotFound
+import numpy as np
+
+from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import RequestValidator
 from modelport.registry.manifest import ModelVersion
 from modelport.runtimes.base import Runtime
+from modelport.serving.batching import Batcher
 
 MAX_VERSION = 2**31 - 1
 """Largest version number a path may name; larger ones cannot exist in the registry."""
+_MAX_MODEL_MESSAGE = 400
 
 
 def version_number(version: str) -> int | None:
@@ -22,7 +26,11 @@ def version_number(version: str) -> int | None:
     # or reads as another number.
     if not (version.isascii() and version.isdigit()):
         return None
-    number = int(version)
+    # Bounded before int(): a path of thousands of digits would make int() itself refuse.
+    digits = version.lstrip("0")
+    if len(digits) > len(str(MAX_VERSION)):
+        return None
+    number = int(digits or "0")
     return number if 1 <= number <= MAX_VERSION else None
 
 
@@ -37,6 +45,8 @@ class LoadedModel:
     output_types: dict[str, tuple[str, Any]] = field(init=False)
     """Output name -> (OIP datatype, numpy dtype)."""
     provenance: dict[str, Any] = field(init=False)
+    batcher: Batcher = field(init=False)
+    """Set by the dataplane: runs this model's predictions, batching concurrent ones."""
 
     def __post_init__(self) -> None:
         signature = self.version.signature
@@ -46,6 +56,20 @@ class LoadedModel:
             s.name: (s.datatype, numpy_dtype(s.datatype)) for s in signature.outputs
         }
         self.provenance = {"modelport.sha256": self.version.digest}
+
+    def predict(
+        self, inputs: dict[str, np.ndarray[Any, Any]], wanted: Sequence[str]
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        """Run the runtime on validated inputs; a model refusing the values is InvalidInput."""
+        try:
+            return self.runtime.predict(inputs, wanted)
+        except ModelportError:
+            raise
+        except (ValueError, TypeError) as exc:
+            # Inputs already match the signature, so what remains is the model refusing the
+            # values themselves (NaN, unseen category, ...): the caller's to fix, not a fault.
+            message = str(exc)[:_MAX_MODEL_MESSAGE]
+            raise InvalidInput(f"model {self.name!r} rejected the input: {message}") from exc
 
     @property
     def name(self) -> str:

@@ -7,14 +7,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
 from modelport import __version__
-from modelport.errors import InternalError, InvalidInput, ModelportError, NotFound, NotReady
+from modelport.config import ServeSettings
+from modelport.errors import InternalError, ModelportError, NotFound, NotReady, Unsupported
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_runtime
+from modelport.serving.batching import Batcher, policy_for
 from modelport.serving.catalog import Catalog, LoadedModel, version_number
 from modelport.serving.executor import Executor
 
@@ -22,16 +22,22 @@ log = logging.getLogger("modelport.dataplane")
 
 EXTENSIONS = ("binary_tensor_data", "model_repository")
 SERVER_NAME = "modelport"
-_MAX_MODEL_MESSAGE = 400
 
 
 class DataPlane:
     """Everything the server can be asked, independent of transport."""
 
-    def __init__(self, registry: Registry, catalog: Catalog, executor: Executor) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        catalog: Catalog,
+        executor: Executor,
+        settings: ServeSettings | None = None,
+    ) -> None:
         self._registry = registry
         self._catalog = catalog
         self._executor = executor
+        self._settings = settings if settings is not None else ServeSettings()
         self._ready = False
         self._failures: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -97,7 +103,7 @@ class DataPlane:
         model = await self.resolve(name, version)
         inputs = model.validator.inputs(request)
         wanted = model.validator.outputs(request) or model.output_names
-        arrays = await self._executor.run(_predict, model, inputs, wanted)
+        arrays = await model.batcher.predict(inputs, wanted)
         outputs = []
         for out in wanted:
             datatype, dtype = model.output_types[out]
@@ -117,50 +123,81 @@ class DataPlane:
 
     # -- repository ----------------------------------------------------------------------
 
-    async def load_all(self, selection: Sequence[str] = ()) -> None:
-        """Load the start-up models (NAME or NAME:VERSION; none = newest of each); then ready."""
+    def preload(self, selection: Sequence[str] = ()) -> None:
+        """Load the start-up models synchronously (before any event loop or fork), then be ready.
+
+        `selection` holds NAME or NAME:VERSION items; empty means the newest version of each
+        model. A model that fails is logged and listed as unavailable; the rest still load.
+        """
         try:
             if selection:
-                for item in selection:
-                    name, _, ver = item.partition(":")
-                    await self._load_logged(name, ver or None)
+                wanted = [item.partition(":")[::2] for item in selection]
             else:
-                latest = await self._executor.run(self._registry.latest)
-                for mv in latest:
-                    await self._load_logged(mv.name, str(mv.version))
+                wanted = [(mv.name, str(mv.version)) for mv in self._registry.latest()]
+            for name, version in wanted:
+                try:
+                    model = self._build(self._registry.get(name, _number(name, version or None)))
+                except ModelportError as exc:
+                    shown = f"{name}:{version}" if version else name
+                    log.error("could not load %s: %s", shown, exc)
+                    continue
+                self._catalog.add(model)
         finally:
             self._ready = True
 
     async def load(self, name: str, version: str | None = None) -> LoadedModel:
         """Load a version (default: newest registered) unless it is already loaded."""
+        self._one_process("loading")
         mv = await self._registered(name, version)
         lock = self._locks.setdefault(name, asyncio.Lock())
         async with lock:
             existing = self._catalog.get(name, str(mv.version))
             if existing is not None:
                 return existing
-            try:
-                runtime = await self._executor.run(load_runtime, self._registry, mv)
-            except ModelportError as exc:
-                self._failures[name] = exc.message
-                raise
-            except Exception as exc:
-                # A third-party runtime may raise anything; the server must stay up.
-                log.exception("runtime %r failed to load %s:%d", mv.format, name, mv.version)
-                message = (
-                    f"the {mv.format} runtime failed to load version {mv.version} "
-                    f"({type(exc).__name__}); the server log has details"
-                )
-                self._failures[name] = message
-                raise InternalError(message) from exc
-            model = LoadedModel(mv, runtime)
+            model = await self._executor.run(self._build, mv)
             self._catalog.add(model)
-            self._failures.pop(name, None)
-            log.info("loaded %s version %d (sha256 %s)", name, mv.version, mv.digest[:12])
             return model
+
+    def _build(self, mv: ModelVersion) -> LoadedModel:
+        """Load a version's runtime and wrap it for serving; failures are remembered by name."""
+        name = mv.name
+        try:
+            runtime = load_runtime(self._registry, mv)
+            policy = policy_for(
+                mv.signature,
+                runtime.row_independent,
+                mv.metadata,
+                self._settings.for_model(name),
+                enabled=self._settings.batching,
+            )
+        except ModelportError as exc:
+            self._failures[name] = exc.message
+            raise
+        except Exception as exc:
+            # A third-party runtime may raise anything; the server must stay up.
+            log.exception("runtime %r failed to load %s:%d", mv.format, name, mv.version)
+            message = (
+                f"the {mv.format} runtime failed to load version {mv.version} "
+                f"({type(exc).__name__}); the server log has details"
+            )
+            self._failures[name] = message
+            raise InternalError(message) from exc
+        model = LoadedModel(mv, runtime)
+        model.batcher = Batcher(model.predict, model.output_names, self._executor, policy)
+        self._failures.pop(name, None)
+        batching = f"up to {policy.max_batch_size} rows" if policy.enabled else "off"
+        log.info(
+            "loaded %s version %d (sha256 %s; batching %s)",
+            name,
+            mv.version,
+            mv.digest[:12],
+            batching,
+        )
+        return model
 
     async def unload(self, name: str, version: str | None = None) -> list[int]:
         """Unload one version, or every loaded version of `name`; returns the numbers unloaded."""
+        self._one_process("unloading")
         loaded = self._catalog.versions(name)
         if not loaded:
             await self._registered(name, version)
@@ -201,32 +238,23 @@ class DataPlane:
             self._catalog.remove(model.name, model.number)
             model.runtime.close()
 
+    def _one_process(self, action: str) -> None:
+        # A request reaches one worker; changing what one worker serves would split the fleet.
+        if self._settings.workers > 1:
+            raise Unsupported(
+                f"{action} models on a running server with {self._settings.workers} workers is "
+                "not offered; choose the models at start (--model) or serve with one worker"
+            )
+
     async def _registered(self, name: str, version: str | None) -> ModelVersion:
-        number: int | None = None
-        if version is not None:
-            number = version_number(version)
-            if number is None:
-                raise NotFound(
-                    f"model {name!r} has no version {version!r}; versions are numbers from 1"
-                )
-        return await self._executor.run(self._registry.get, name, number)
-
-    async def _load_logged(self, name: str, version: str | None) -> None:
-        try:
-            await self.load(name, version)
-        except ModelportError as exc:
-            log.error("could not load %s%s: %s", name, f":{version}" if version else "", exc)
+        return await self._executor.run(self._registry.get, name, _number(name, version))
 
 
-def _predict(
-    model: LoadedModel, inputs: dict[str, np.ndarray[Any, Any]], wanted: Sequence[str]
-) -> dict[str, np.ndarray[Any, Any]]:
-    try:
-        return model.runtime.predict(inputs, wanted)
-    except ModelportError:
-        raise
-    except (ValueError, TypeError) as exc:
-        # Inputs already match the signature, so what remains is the model refusing the values
-        # themselves (NaN, unseen category, ...): the client's to fix, not a server fault.
-        message = str(exc)[:_MAX_MODEL_MESSAGE]
-        raise InvalidInput(f"model {model.name!r} rejected the input: {message}") from exc
+def _number(name: str, version: str | None) -> int | None:
+    """The version number a path or selection names (None: the newest); NotFound if invalid."""
+    if version is None:
+        return None
+    number = version_number(version)
+    if number is None:
+        raise NotFound(f"model {name!r} has no version {version!r}; versions are numbers from 1")
+    return number

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_runtime
-from modelport.serving.catalog import LoadedModel
+from modelport.serving.catalog import MAX_VERSION, LoadedModel
 
 
 class Model:
@@ -63,7 +64,7 @@ class Model:
         loaded = self._loaded
         checked = loaded.validator.inputs(request)
         wanted = loaded.validator.outputs(request) or loaded.output_names
-        return loaded.runtime.predict(checked, wanted)
+        return loaded.predict(checked, wanted)
 
     def close(self) -> None:
         """Release the model."""
@@ -76,6 +77,13 @@ class Model:
 
 def load(name: str, version: int | None = None, registry: str | Path | None = None) -> Model:
     """Load `name` (newest version unless `version`) from `registry` (default as the CLI's)."""
+    if version is not None:
+        # True would pass as 1; numpy integers (not int subclasses) are fine.
+        if isinstance(version, bool) or not isinstance(version, numbers.Integral):
+            raise InvalidInput(f"version must be a whole number, got {version!r}")
+        version = int(version)
+        if not 1 <= version <= MAX_VERSION:
+            raise InvalidInput(f"version must be from 1 to {MAX_VERSION}, got {version}")
     location = str(registry) if registry is not None else registry_location(None)
     store = Registry.open(location, create=False)
     try:
@@ -88,11 +96,22 @@ def load(name: str, version: int | None = None, registry: str | Path | None = No
 def _as_array(value: Any, datatype: str) -> np.ndarray[Any, Any]:
     if datatype == "BYTES":
         items = np.asarray(value, dtype=object)
-        flat = [v.encode() if isinstance(v, str) else bytes(v) for v in items.ravel()]
-        out = np.empty(len(flat), dtype=object)
-        out[:] = flat
+        out = np.empty(items.size, dtype=object)
+        out[:] = [_element_bytes(v) for v in items.ravel()]
         return out.reshape(items.shape)
     try:
         return np.asarray(value, dtype=numpy_dtype(datatype))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InvalidInput(f"cannot convert input to {datatype}: {exc}") from None
+
+
+def _element_bytes(value: Any) -> bytes:
+    # Only text and bytes-like values: bytes(5) would be five zero bytes, not b"5".
+    if isinstance(value, str):
+        try:
+            return value.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput("a BYTES string is not valid Unicode") from None
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise InvalidInput(f"BYTES elements must be str or bytes, got {type(value).__name__}")

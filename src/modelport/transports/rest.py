@@ -12,6 +12,7 @@ import re
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Final
+from urllib.parse import unquote_to_bytes
 
 import orjson
 
@@ -54,6 +55,7 @@ _JSON: Final = (b"content-type", b"application/json")
 _BINARY: Final = (b"content-type", b"application/octet-stream")
 _HEADER_LENGTH: Final = b"inference-header-content-length"
 _REQUEST_ID: Final = b"x-request-id"
+_MAX_LENGTH_DIGITS: Final = 20
 _SAFE_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 _LIVE: Final = orjson.dumps({"live": True})
 _READY: Final = orjson.dumps({"ready": True})
@@ -111,7 +113,7 @@ class RestApp:
 
     async def _route(self, scope: Scope, receive: Receive, incoming: _Incoming) -> Response:
         method: str = scope["method"]
-        parts = scope["path"].strip("/").split("/")
+        parts = _segments(scope)
         if not parts or parts[0] != "v2":
             raise NotFound(f"no such endpoint {scope['path']!r}; the API lives under /v2")
         n = len(parts)
@@ -171,8 +173,12 @@ class RestApp:
         elif not isinstance(parameters, dict):
             raise InvalidInput('"parameters" must be a JSON object')
         version = parameters.get("version")
-        if version is not None:
+        if isinstance(version, int) and not isinstance(version, bool):
             version = str(version)
+        elif version is not None and not isinstance(version, str):
+            raise InvalidInput(
+                f'parameters.version must be a version number such as "2", got {version!r}'
+            )
         if action == "load":
             if "config" in parameters or any(k.startswith("file:") for k in parameters):
                 raise Unsupported(
@@ -243,15 +249,37 @@ class _Incoming:
         self.content_encoding: bytes | None = None
         request_id: str | None = None
         for key, value in headers:
+            # A repeated header means its values joined by commas (RFC 9110, 5.3), which the
+            # checks on these two then refuse instead of silently taking the last one.
             if key == _HEADER_LENGTH:
-                self.header_length = value
+                self.header_length = _joined(self.header_length, value)
             elif key == b"content-length":
                 self.content_length = value
             elif key == b"content-encoding":
-                self.content_encoding = value.strip().lower()
+                self.content_encoding = _joined(self.content_encoding, value.strip().lower())
             elif key == _REQUEST_ID and _SAFE_ID.fullmatch(value):
                 request_id = value.decode("ascii")
         self.request_id = request_id if request_id is not None else os.urandom(16).hex()
+
+
+def _joined(previous: bytes | None, value: bytes) -> bytes:
+    return value if previous is None else previous + b", " + value
+
+
+def _segments(scope: Scope) -> list[str]:
+    """The path's segments, each percent-decoded on its own.
+
+    Splitting the raw path first keeps an encoded slash (`%2F`) inside its segment, where
+    it is part of a name rather than a separator that would re-route the request.
+    """
+    raw: bytes | None = scope.get("raw_path")
+    if raw is None:
+        segments: list[str] = scope["path"].strip("/").split("/")
+        return segments
+    raw = raw.partition(b"?")[0].strip(b"/")
+    if b"%" not in raw:
+        return raw.decode("utf-8", "replace").split("/")
+    return [unquote_to_bytes(p).decode("utf-8", "replace") for p in raw.split(b"/")]
 
 
 def _decompress(body: bytes, encoding: bytes, limit: int) -> bytes:
@@ -284,10 +312,16 @@ def _allow(method: str, allowed: str) -> None:
 def _header_length(value: bytes | None) -> int | None:
     if value is None:
         return None
-    try:
+    # int() would also take "+12" and "1_2"; a byte count is ASCII digits only.
+    value = value.strip(b" \t")
+    if value.isdigit():
+        if len(value) > _MAX_LENGTH_DIGITS:  # int() refuses thousands of digits anyway
+            raise InvalidInput(f"Inference-Header-Content-Length has {len(value)} digits; too long")
         return int(value)
-    except ValueError:
-        raise InvalidInput("Inference-Header-Content-Length must be an integer") from None
+    raise InvalidInput(
+        "Inference-Header-Content-Length must be one non-negative integer, the byte length "
+        "of the JSON part of the body"
+    )
 
 
 def _object(body: bytes, what: str) -> dict[str, Any]:

@@ -1,0 +1,272 @@
+"""Adaptive batching: concurrent requests for one model become one runtime call.
+
+While a batch runs, new requests queue; when it finishes, everything queued (up to
+`max_batch_size` rows) runs next as one call. A request that arrives when the model is idle
+runs at once, so one request in flight waits for nothing. Under load, batches grow by
+themselves; `max_batch_delay` can hold a batch a little longer to fill it, but only while
+traffic is heavy enough to have batched the previous time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from modelport.config import ModelSettings
+from modelport.errors import InvalidInput
+from modelport.protocol.signature import Signature
+from modelport.serving.executor import Executor
+
+V = TypeVar("V")
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+PredictFn = Callable[[Arrays, Sequence[str]], Arrays]
+
+# Calls faster than this run on the event loop: a hop to a thread would cost more than the
+# call itself. Slower ones go to the executor so the loop keeps reading requests meanwhile.
+INLINE_BELOW_SECONDS = 0.0005
+_EWMA = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class BatchPolicy:
+    """How one model batches; `max_batch_size` 1 turns batching off."""
+
+    max_batch_size: int = 64
+    max_batch_delay: float = 0.0
+    """Seconds a batch may wait to fill up, only while the previous batch had company."""
+
+    @property
+    def enabled(self) -> bool:
+        """True when requests may be combined."""
+        return self.max_batch_size > 1
+
+
+@dataclass(slots=True)
+class _Pending:
+    inputs: Arrays
+    outputs: Sequence[str]
+    rows: int
+    key: tuple[Any, ...]
+    future: asyncio.Future[Arrays]
+
+
+class Batcher:
+    """Runs one model's predictions, combining concurrent requests into batches."""
+
+    def __init__(
+        self,
+        predict: PredictFn,
+        output_order: Sequence[str],
+        executor: Executor,
+        policy: BatchPolicy,
+    ) -> None:
+        self._predict = predict
+        self._order = tuple(output_order)
+        self._executor = executor
+        self._policy = policy
+        self._queue: deque[_Pending] = deque()
+        self._worker: asyncio.Task[None] | None = None
+        self._arrived: asyncio.Event | None = None
+        self._cost = 1.0  # seconds per call (EWMA); pessimistic until measured
+        self._last_batch = 0
+        self.batches = 0
+        """Runtime calls made so far (for tests and metrics)."""
+
+    @property
+    def policy(self) -> BatchPolicy:
+        """The batching policy in force."""
+        return self._policy
+
+    async def predict(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        """Predict `outputs` for validated `inputs`, possibly as part of a larger batch."""
+        if not self._policy.enabled:
+            return await self._call(inputs, outputs)
+        first = next(iter(inputs.values()), None)
+        rows = int(first.shape[0]) if first is not None and first.ndim else 0
+        key = tuple((name, a.shape[1:], a.dtype.str) for name, a in inputs.items())
+        future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
+        self._queue.append(_Pending(inputs, outputs, rows, key, future))
+        if self._arrived is not None:
+            self._arrived.set()
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def close(self) -> None:
+        """Finish what is queued, then stop."""
+        worker = self._worker
+        if worker is not None:
+            await asyncio.shield(worker)
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                await self._fill()
+                batch = self._take()
+                try:
+                    await self._run(batch)
+                except BaseException as exc:
+                    # Never leave a caller waiting forever, whatever went wrong here.
+                    for pending in batch:
+                        if not pending.future.done():
+                            pending.future.set_exception(exc)
+                    raise
+        finally:
+            self._worker = None
+
+    async def _fill(self) -> None:
+        policy = self._policy
+        if policy.max_batch_delay <= 0 or self._last_batch < 2:
+            return
+        deadline = time.monotonic() + policy.max_batch_delay
+        self._arrived = asyncio.Event()
+        try:
+            while sum(p.rows for p in self._queue) < policy.max_batch_size:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), remaining)
+                except TimeoutError:
+                    break
+        finally:
+            self._arrived = None
+
+    def _take(self) -> list[_Pending]:
+        """The oldest request plus the following compatible ones, within max_batch_size rows."""
+        head = self._queue.popleft()
+        batch = [head]
+        rows = head.rows
+        skipped: list[_Pending] = []
+        while self._queue and rows < self._policy.max_batch_size:
+            item = self._queue.popleft()
+            if item.key != head.key or rows + item.rows > self._policy.max_batch_size:
+                skipped.append(item)
+                continue
+            batch.append(item)
+            rows += item.rows
+        self._queue.extendleft(reversed(skipped))
+        return batch
+
+    async def _run(self, batch: list[_Pending]) -> None:
+        self._last_batch = len(batch)
+        if len(batch) == 1:
+            await self._settle(batch[0])
+            return
+        wanted = set().union(*(p.outputs for p in batch))
+        outputs = [name for name in self._order if name in wanted]
+        names = batch[0].inputs.keys()
+        merged = {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
+        total = sum(p.rows for p in batch)
+        try:
+            result = await self._call(merged, outputs)
+        except Exception:
+            # One bad row must not fail its neighbours: retry each request on its own.
+            for pending in batch:
+                await self._settle(pending)
+            return
+        if any(np.ndim(a) == 0 or len(a) != total for a in result.values()):
+            # Outputs not aligned with input rows cannot be split; answer one by one.
+            for pending in batch:
+                await self._settle(pending)
+            return
+        start = 0
+        for pending in batch:
+            end = start + pending.rows
+            if not pending.future.done():
+                pending.future.set_result({n: result[n][start:end] for n in pending.outputs})
+            start = end
+
+    async def _settle(self, pending: _Pending) -> None:
+        try:
+            result = await self._call(pending.inputs, pending.outputs)
+        except Exception as exc:
+            if not pending.future.done():
+                pending.future.set_exception(exc)
+        else:
+            if not pending.future.done():
+                pending.future.set_result(result)
+
+    async def _call(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        if self._cost < INLINE_BELOW_SECONDS:
+            result, seconds = self._timed(inputs, outputs)
+        else:
+            result, seconds = await self._executor.run(self._timed, inputs, outputs)
+        self._observe(seconds)
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def _timed(self, inputs: Arrays, outputs: Sequence[str]) -> tuple[Arrays | Exception, float]:
+        """The call's result (or the exception it raised) and how long it took."""
+        start = time.perf_counter()
+        try:
+            result: Arrays | Exception = self._predict(inputs, outputs)
+        except Exception as exc:
+            result = exc
+        return result, time.perf_counter() - start
+
+    def _observe(self, seconds: float) -> None:
+        self.batches += 1
+        if self._cost >= 1.0:
+            self._cost = seconds
+        else:
+            self._cost += _EWMA * (seconds - self._cost)
+
+
+def policy_for(
+    signature: Signature,
+    row_independent: bool,
+    metadata: Mapping[str, Any],
+    overrides: ModelSettings,
+    enabled: bool = True,
+) -> BatchPolicy:
+    """The batching policy for one model version.
+
+    Settings win over the version's registry metadata (`batching`, `max_batch_size`,
+    `max_batch_delay_ms`), which wins over the default: on, when the runtime is row-independent
+    and every input and output has a variable first (batch) dimension. `enabled` False (the
+    server's `--no-batching`) turns it off whatever else says.
+    """
+    size = _setting(overrides.max_batch_size, metadata, "max_batch_size", int, 64)
+    delay_ms = _setting(overrides.max_batch_delay_ms, metadata, "max_batch_delay_ms", float, 0.0)
+    if size < 1 or not 0 <= delay_ms <= 1000:
+        raise InvalidInput(
+            "max_batch_size must be at least 1 and max_batch_delay_ms between 0 and 1000"
+        )
+    batch_dim = all(s.shape[:1] == (-1,) for s in (*signature.inputs, *signature.outputs))
+    wanted = _setting(overrides.batching, metadata, "batching", _boolean, row_independent)
+    if not (enabled and wanted and batch_dim):
+        return BatchPolicy(max_batch_size=1)
+    return BatchPolicy(max_batch_size=size, max_batch_delay=delay_ms / 1000)
+
+
+def _setting(
+    override: V | None, metadata: Mapping[str, Any], key: str, parse: Callable[[Any], V], default: V
+) -> V:
+    if override is not None:
+        return override
+    raw = metadata.get(key)
+    if raw is None:
+        return default
+    try:
+        return parse(raw)
+    except ValueError:
+        raise InvalidInput(f"registry metadata {key}={raw!r} is not valid") from None
+
+
+def _boolean(raw: Any) -> bool:
+    text = str(raw).strip().lower()
+    if text in ("true", "1", "yes", "on"):
+        return True
+    if text in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(text)
