@@ -63,7 +63,7 @@ class Supervisor:
             os.close(self._ready_r)
             os.close(self._ready_w)
 
-    def _spawn(self) -> None:
+    def _spawn(self) -> int:
         pid = os.fork()
         if pid == 0:  # the worker
             status = 1
@@ -80,6 +80,7 @@ class Supervisor:
                 os._exit(status)
         self._children[pid] = time.monotonic()
         log.info("started worker %d", pid)
+        return pid
 
     def _await_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
@@ -116,8 +117,8 @@ class Supervisor:
                 self._stopping = True
                 self._stop_all()
                 return 1
-            log.warning("worker %d %s; starting a replacement", pid, _describe(status))
-            self._spawn()
+            replacement = self._spawn()
+            log.warning("worker %d %s; replaced by worker %d", pid, _describe(status), replacement)
         return 0
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:

@@ -93,6 +93,18 @@ class ServerProcess:
         assert self.url, f"the server never said where it listens:\n{self.log()}"
         return self
 
+    def wait_for(self, text: str, timeout: float = START_TIMEOUT) -> str:
+        """Read output until a line containing `text` and return it."""
+        while True:
+            line = self._next_line(timeout)
+            if text in line:
+                return line
+
+    @property
+    def pid(self) -> int:
+        """The server's process id."""
+        return self._proc.pid
+
     def log(self) -> str:
         """Everything the server printed so far."""
         while True:

@@ -1,0 +1,96 @@
+"""`serve --workers N`: pre-forked workers on one port, replaced when they die, stopped together."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+import modelport
+
+pytestmark = pytest.mark.integration
+
+ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], np.float32)
+
+
+def children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return {int(p) for p in fh.read().split()}
+
+
+def infer_many(url: str, count: int) -> list[int]:
+    body = {
+        "inputs": [
+            {"name": "input-0", "datatype": "FP32", "shape": [3, 4], "data": ROWS.ravel().tolist()}
+        ]
+    }
+
+    def one(_: int) -> list[int]:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            response = http.post("/v2/models/iris/infer", json=body)
+            assert response.status_code == 200, response.text
+            return list(response.json()["outputs"][0]["data"])
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(count)))
+    assert len({tuple(r) for r in results}) == 1
+    return results[0]
+
+
+def test_workers_serve_are_replaced_and_stop_together(
+    start_server: Callable[..., Any], demo_registry: Path
+) -> None:
+    server = start_server("--registry", str(demo_registry), "--workers", "2", "--model", "iris")
+    assert "2 workers" in server.output[0]
+    workers = children(server.pid)
+    assert len(workers) == 2
+    expected = modelport.load("iris", registry=demo_registry).predict(ROWS)["predict"]
+    assert infer_many(server.url, 40) == expected.tolist()
+
+    victim = sorted(workers)[0]
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for("replaced by worker")
+    replaced = children(server.pid)
+    assert victim not in replaced
+    assert len(replaced) == 2
+    # The replacement was forked from the loaded parent: it answers without loading anything.
+    assert infer_many(server.url, 40) == expected.tolist()
+
+    assert server.stop(signal.SIGTERM) == 0
+    for pid in replaced:
+        assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
+
+
+def test_repository_changes_are_refused_with_several_workers(
+    start_server: Callable[..., Any], demo_registry: Path
+) -> None:
+    server = start_server("--registry", str(demo_registry), "--workers", "2", "--model", "iris")
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        for action in ("load", "unload"):
+            response = http.post(f"/v2/repository/models/iris/{action}")
+            assert response.status_code == 501, response.text
+            assert response.json()["code"] == "unsupported"
+            assert "--model" in response.json()["error"]
+        assert http.get("/v2/models/iris/ready").status_code == 200
+    assert server.stop() == 0
+
+
+def test_workers_auto_and_bad_values(start_server: Callable[..., Any], demo_registry: Path) -> None:
+    server = start_server("--registry", str(demo_registry), "--workers", "auto", "--model", "iris")
+    assert len(children(server.pid)) == len(os.sched_getaffinity(0))
+    assert server.stop() == 0
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split()[2] == "Z"
+    except FileNotFoundError:
+        return True

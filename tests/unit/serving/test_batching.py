@@ -1,0 +1,167 @@
+"""The adaptive batcher: combines concurrent requests, splits answers back, isolates failures."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from modelport.config import ModelSettings
+from modelport.errors import InvalidInput
+from modelport.protocol.signature import Signature, TensorSpec
+from modelport.serving.batching import Batcher, BatchPolicy, policy_for
+from modelport.serving.executor import Executor
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+class Recorder:
+    """A row-wise model (y = 2x, s = row sum) that records the batch sizes it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        x = inputs["x"]
+        self.calls.append(len(x))
+        if np.isnan(x).any():
+            raise InvalidInput("x holds NaN")
+        result = {"y": x * 2, "s": x.sum(axis=1)}
+        return {name: result[name] for name in outputs}
+
+
+def gather(
+    batcher: Batcher, requests: list[tuple[np.ndarray[Any, Any], Sequence[str]]]
+) -> list[Any]:
+    async def main() -> list[Any]:
+        return await asyncio.gather(
+            *(batcher.predict({"x": x}, outs) for x, outs in requests), return_exceptions=True
+        )
+
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def executor() -> Any:
+    pool = Executor(threads=1)
+    yield pool
+    pool.shutdown()
+
+
+def rows(n: int, start: float) -> np.ndarray[Any, Any]:
+    return np.arange(start, start + 3 * n, dtype=np.float32).reshape(n, 3)
+
+
+def test_concurrent_requests_share_one_call_and_get_their_own_rows(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y", "s"), executor, BatchPolicy(max_batch_size=64))
+    requests = [(rows(i % 3 + 1, 10.0 * i), ("y", "s") if i % 2 else ("s",)) for i in range(10)]
+    results = gather(batcher, requests)
+    assert model.calls == [sum(len(x) for x, _ in requests)]
+    for (x, outs), got in zip(requests, results, strict=True):
+        assert list(got) == list(outs)  # each request keeps its own outputs, in its order
+        np.testing.assert_array_equal(got["s"], x.sum(axis=1))
+        if "y" in outs:
+            np.testing.assert_array_equal(got["y"], x * 2)
+
+
+def test_a_lone_request_runs_at_once(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(
+        model, ("y", "s"), executor, BatchPolicy(max_batch_size=64, max_batch_delay=5)
+    )
+    (got,) = gather(batcher, [(rows(2, 0), ("y",))])
+    # A five-second delay was allowed, but with nothing else in flight it is never used.
+    assert model.calls == [2]
+    np.testing.assert_array_equal(got["y"], rows(2, 0) * 2)
+
+
+def test_batches_respect_max_batch_size(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y", "s"), executor, BatchPolicy(max_batch_size=8))
+    requests = [(rows(3, i), ("y",)) for i in range(7)]
+    results = gather(batcher, requests)
+    assert all(size <= 8 for size in model.calls)
+    assert sum(model.calls) == 21
+    assert len(model.calls) < len(requests)
+    for (x, _), got in zip(requests, results, strict=True):
+        np.testing.assert_array_equal(got["y"], x * 2)
+
+
+def test_a_bad_row_fails_only_its_own_request(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y", "s"), executor, BatchPolicy(max_batch_size=64))
+    bad = rows(2, 0)
+    bad[1, 1] = np.nan
+    requests = [(rows(1, 1), ("y",)), (bad, ("y",)), (rows(2, 5), ("y",))]
+    results = gather(batcher, requests)
+    assert isinstance(results[1], InvalidInput)
+    np.testing.assert_array_equal(results[0]["y"], rows(1, 1) * 2)
+    np.testing.assert_array_equal(results[2]["y"], rows(2, 5) * 2)
+    assert model.calls == [5, 1, 2, 2]  # the batch, then each request on its own
+
+
+def test_requests_with_other_trailing_shapes_are_not_mixed(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y", "s"), executor, BatchPolicy(max_batch_size=64))
+    wide = np.ones((2, 5), np.float32)
+    results = gather(batcher, [(rows(1, 0), ("s",)), (wide, ("s",)), (rows(2, 3), ("s",))])
+    assert sorted(model.calls) == [2, 3]
+    np.testing.assert_array_equal(results[1]["s"], [5, 5])
+
+
+def test_outputs_not_aligned_with_rows_fall_back_to_one_call_each(executor: Executor) -> None:
+    calls: list[int] = []
+
+    def summary(inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        calls.append(len(inputs["x"]))
+        return {"total": np.array([inputs["x"].sum()])}  # one value whatever the batch
+
+    batcher = Batcher(summary, ("total",), executor, BatchPolicy(max_batch_size=64))
+    results = gather(batcher, [(rows(2, 0), ("total",)), (rows(3, 9), ("total",))])
+    assert calls == [5, 2, 3]
+    assert results[0]["total"][0] == rows(2, 0).sum()
+    assert results[1]["total"][0] == rows(3, 9).sum()
+
+
+def test_batching_off_calls_once_per_request(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y", "s"), executor, BatchPolicy(max_batch_size=1))
+    gather(batcher, [(rows(1, i), ("y",)) for i in range(4)])
+    assert model.calls == [1, 1, 1, 1]
+
+
+BATCHED = Signature((TensorSpec("x", "FP32", (-1, 3)),), (TensorSpec("y", "FP32", (-1,)),))
+FIXED = Signature((TensorSpec("x", "FP32", (2, 3)),), (TensorSpec("y", "FP32", (2,)),))
+
+
+def test_policy_defaults() -> None:
+    assert policy_for(BATCHED, True, {}, ModelSettings()) == BatchPolicy(64, 0.0)
+    assert not policy_for(BATCHED, False, {}, ModelSettings()).enabled  # not row-independent
+    assert not policy_for(FIXED, True, {}, ModelSettings()).enabled  # no batch dimension
+    assert not policy_for(BATCHED, True, {}, ModelSettings(), enabled=False).enabled
+
+
+def test_policy_from_metadata_and_settings() -> None:
+    meta = {"max_batch_size": "16", "max_batch_delay_ms": "2.5"}
+    assert policy_for(BATCHED, True, meta, ModelSettings()) == BatchPolicy(16, 0.0025)
+    overrides = ModelSettings(max_batch_size=8, max_batch_delay_ms=0)
+    assert policy_for(BATCHED, True, meta, overrides) == BatchPolicy(8, 0.0)
+    assert not policy_for(BATCHED, True, {"batching": "false"}, ModelSettings()).enabled
+    # A custom runtime may opt in through its metadata or the config file.
+    assert policy_for(BATCHED, False, {"batching": "yes"}, ModelSettings()).enabled
+    assert policy_for(BATCHED, False, {}, ModelSettings(batching=True)).enabled
+    # Nothing turns it on for tensors without a batch dimension.
+    assert not policy_for(FIXED, True, {}, ModelSettings(batching=True)).enabled
+
+
+@pytest.mark.parametrize(
+    "meta",
+    [{"max_batch_size": "many"}, {"batching": "sometimes"}, {"max_batch_size": "0"}],
+)
+def test_invalid_policy_metadata(meta: dict[str, str]) -> None:
+    with pytest.raises(InvalidInput, match=r"max_batch_size|batching"):
+        policy_for(BATCHED, True, meta, ModelSettings())
