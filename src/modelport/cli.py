@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -20,6 +20,9 @@ from modelport.config import (
     registry_location,
 )
 from modelport.errors import InvalidInput, ModelportError
+
+if TYPE_CHECKING:
+    from modelport.registry.manifest import ModelVersion
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -207,6 +210,22 @@ def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
     help="Allow a pickle/joblib/cloudpickle artifact. Loading one runs code: "
     "only for files you trust.",
 )
+@click.option(
+    "--compile",
+    "compile_to",
+    type=click.Choice(["onnx"]),
+    default=None,
+    help="Also convert the model (scikit-learn, XGBoost, LightGBM) to ONNX and serve that "
+    "form, kept only if its outputs match the original's on a verification sample.",
+)
+@click.option(
+    "--reference",
+    "reference_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="Rows to verify the compiled model on (.npy, or .csv of numbers without a header). "
+    "Default: rows generated from the signature.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
 @registry_option
 def push(
@@ -216,10 +235,15 @@ def push(
     meta: tuple[str, ...],
     signature_file: Path | None,
     trust_pickle: bool,
+    compile_to: str | None,
+    reference_file: Path | None,
     as_json: bool,
     registry: str | None,
 ) -> None:
-    """Register FILE as the next immutable version of a model and print its version number."""
+    """Register FILE as the next immutable version of a model and print its version number.
+
+    With --compile, a line on stderr says whether the compiled form was kept, and why not.
+    """
     from modelport.protocol.signature import Signature
     from modelport.registry.store import Registry
     from modelport.serving.artifacts import push_artifact
@@ -231,6 +255,9 @@ def push(
                 signature = Signature.from_dict(json.loads(signature_file.read_text()))
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"--signature file is not valid JSON: {exc}") from None
+        if reference_file is not None and compile_to is None:
+            raise InvalidInput("--reference is only used with --compile; add --compile onnx")
+        reference = None if reference_file is None else _read_reference(reference_file)
         store = Registry.open(registry_location(registry))
         try:
             mv = push_artifact(
@@ -242,10 +269,47 @@ def push(
                 metadata=_parse_meta(meta),
                 trust_pickle=trust_pickle,
                 created_by=current_user(),
+                compile=compile_to,
+                reference=reference,
             )
         finally:
             store.close()
         click.echo(json.dumps(mv.to_dict(), indent=2) if as_json else str(mv.version))
+        report = mv.compile_report
+        if report is not None:
+            # stderr, so that stdout stays the bare version number scripts read.
+            if mv.compiled is not None:
+                click.echo(
+                    f"compiled to {mv.compiled.format}: kept (sha256 {mv.compiled.digest[:12]}); "
+                    f"{report.get('headline', '')}",
+                    err=True,
+                )
+            else:
+                click.secho(
+                    f"warning: compiled {report.get('target', compile_to)} form not kept, the "
+                    f"original serves: {report.get('headline', '')}",
+                    fg="yellow",
+                    err=True,
+                )
+
+
+def _read_reference(path: Path) -> Any:
+    """The rows of a --reference file: .npy (no pickled objects) or .csv of numbers."""
+    import numpy as np
+
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npy":
+            return np.load(path, allow_pickle=False)
+        if suffix == ".csv":
+            return np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise InvalidInput(
+            f"cannot read --reference {path.name!r} ({first.replace(str(path), path.name)}); "
+            "give a .npy array (saved with numpy.save) or a .csv of numbers without a header"
+        ) from None
+    raise InvalidInput(f"--reference {path.name!r}: give a .npy or a .csv file")
 
 
 @models.command("list")
@@ -319,6 +383,7 @@ def show(ref: str, as_json: bool, registry: str | None) -> None:
         ("created by", mv.created_by),
         ("source", mv.source),
         *((f"meta {k}", str(v)) for k, v in sorted(mv.metadata.items())),
+        *_compiled_rows(mv),
     ):
         info.add_row(key, value)
     tensors = Table("", "name", "datatype", "shape", title="signature")
@@ -328,3 +393,52 @@ def show(ref: str, as_json: bool, registry: str | None) -> None:
     out = console()
     out.print(info)
     out.print(tensors)
+    checks = (mv.compile_report or {}).get("outputs")
+    if checks:
+        table = Table(
+            "output",
+            "tolerance",
+            "max abs diff",
+            "max rel diff",
+            "mismatches",
+            "ties",
+            "passed",
+            title="compile check",
+        )
+        for output, check in checks.items():
+            tolerance = check.get("tolerance")
+            table.add_row(
+                output,
+                tolerance
+                if isinstance(tolerance, str)
+                else f"atol {tolerance['atol']:g} + rtol {tolerance['rtol']:g}",
+                _number(check.get("max_abs_diff")),
+                _number(check.get("max_rel_diff")),
+                str(check.get("mismatches")),
+                str(check.get("ties", 0)),
+                "yes" if check.get("passed") else "no",
+            )
+        out.print(table)
+
+
+def _compiled_rows(mv: ModelVersion) -> list[tuple[str, str]]:
+    """`models show` rows for the compiled artifact and its check (none without --compile)."""
+    report = mv.compile_report
+    if report is None:
+        return []
+    compiled = mv.compiled
+    if compiled is None:
+        kept = f"{report.get('target', '?')}: not kept (the original serves)"
+    else:
+        kept = f"{compiled.format} sha256 {compiled.digest} ({compiled.size:,} bytes)"
+    sample = report.get("sample")
+    rows = [("compiled", kept), ("compile check", str(report.get("headline", "")))]
+    if sample:
+        rows.append(("check sample", f"{sample['rows']} {sample['source']} rows"))
+    if report.get("converter"):
+        rows.append(("converter", str(report["converter"])))
+    return rows
+
+
+def _number(value: Any) -> str:
+    return "-" if value is None else f"{value:.3g}"

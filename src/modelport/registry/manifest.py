@@ -24,6 +24,25 @@ def check_model_name(name: str) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class CompiledArtifact:
+    """A second, faster form of a version's artifact (e.g. ONNX), kept because it checked out.
+
+    The original artifact stays the source of truth: the compiled one was converted from it
+    at push and kept only when its outputs matched the original's on a verification sample.
+    """
+
+    format: str
+    """Runtime that loads it (e.g. "onnx")."""
+    digest: str
+    """sha256 of the compiled artifact, lowercase hex."""
+    size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form: {"format", "digest", "size"}."""
+        return {"format": self.format, "digest": self.digest, "size": self.size}
+
+
+@dataclass(frozen=True, slots=True)
 class ModelVersion:
     """One immutable registered version of a model and its provenance."""
 
@@ -43,6 +62,11 @@ class ModelVersion:
     trusted_pickle: bool
     """True when the pusher vouched for a pickle-family artifact (`--trust-pickle`)."""
     metadata: dict[str, Any] = field(default_factory=dict)
+    compiled: CompiledArtifact | None = None
+    """The compiled form of the artifact, when one was made at push and passed its check."""
+    compile_report: dict[str, Any] | None = None
+    """The conversion and verification report, whenever compilation was asked for at push
+    (also when the compiled form was not kept: the report says why)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as `models show --json` prints it."""
@@ -59,4 +83,6 @@ class ModelVersion:
             "pickle": self.pickle,
             "trusted_pickle": self.trusted_pickle,
             "metadata": dict(self.metadata),
+            "compiled": None if self.compiled is None else self.compiled.to_dict(),
+            "compile_report": self.compile_report,
         }

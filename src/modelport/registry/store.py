@@ -18,10 +18,10 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from modelport.errors import Conflict, InvalidInput, NotFound, Unsupported, UntrustedArtifact
 from modelport.protocol.signature import Signature
 from modelport.registry.blobs import BlobStore
-from modelport.registry.manifest import ModelVersion, check_model_name
+from modelport.registry.manifest import CompiledArtifact, ModelVersion, check_model_name
 from modelport.registry.trust import is_pickle_family
 
-HEAD_REVISION: Final = "0001"
+HEAD_REVISION: Final = "0002"
 """The newest migration in migrations/versions; a registry already there is not migrated."""
 
 DATABASE_FILE: Final = "registry.db"
@@ -65,10 +65,17 @@ versions_table = sa.Table(
     sa.Column("pickle", sa.Boolean, nullable=False),
     sa.Column("trusted_pickle", sa.Boolean, nullable=False),
     sa.Column("metadata", sa.JSON, nullable=False),
+    # Revision 0002: the compiled form of the artifact (all or none of the first three set)
+    # and the report of the check that decided whether it was kept.
+    sa.Column("compiled_format", sa.String(64), nullable=True),
+    sa.Column("compiled_digest", sa.String(64), nullable=True),
+    sa.Column("compiled_size", sa.BigInteger, nullable=True),
+    sa.Column("compile_report", sa.JSON, nullable=True),
     sa.PrimaryKeyConstraint("name", "version", name="pk_versions"),
     sa.ForeignKeyConstraint(["name"], ["models.name"], name="fk_versions_name_models"),
     sa.UniqueConstraint("name", "digest", name="uq_versions_name_digest"),
     sa.Index("ix_versions_digest", "digest"),
+    sa.Index("ix_versions_compiled_digest", "compiled_digest"),
 )
 
 _V = versions_table.c
@@ -151,6 +158,9 @@ class Registry:
         trusted_pickle: bool,
         created_by: str,
         source: str,
+        compiled: Path | None = None,
+        compiled_format: str = "onnx",
+        compile_report: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Store `artifact` as the next version of model `name` and return that version.
 
@@ -158,15 +168,22 @@ class Registry:
         (trust.is_pickle_family); such artifacts need `trusted_pickle`, else UntrustedArtifact.
         Conflict when the model already holds the same bytes; InvalidInput for a bad name,
         format or non-JSON metadata. `source` is recorded by its base name only.
+
+        `compiled` is an optional second artifact of `compiled_format` converted from the
+        first (it must not be pickle-family), and `compile_report` the JSON report of the
+        check behind it; both are stored with the version, in the same transaction.
         """
         check_model_name(name)
-        if not _FORMAT.fullmatch(format):
-            raise InvalidInput(
-                f"invalid model format {format!r}: use 1-64 letters, digits, '.', '_', '+' or '-'"
-            )
+        for what, fmt in (("model format", format), ("compiled format", compiled_format)):
+            if not _FORMAT.fullmatch(fmt):
+                raise InvalidInput(
+                    f"invalid {what} {fmt!r}: use 1-64 letters, digits, '.', '_', '+' or '-'"
+                )
         meta = _json_metadata(metadata)
-        if not artifact.is_file():
-            raise InvalidInput(f"artifact {artifact.name!r} is not a readable file")
+        report = None if compile_report is None else _json_metadata(compile_report)
+        for path in (artifact, compiled):
+            if path is not None and not path.is_file():
+                raise InvalidInput(f"artifact {path.name!r} is not a readable file")
         pickle = pickle or is_pickle_family(artifact)
         if pickle and not trusted_pickle:
             raise UntrustedArtifact(_PICKLE_REFUSED)
@@ -174,6 +191,15 @@ class Registry:
         # The source file may have changed since it was sniffed; the stored copy cannot.
         if not pickle and is_pickle_family(self._blobs.path(digest)):
             raise UntrustedArtifact(_PICKLE_REFUSED)
+        compiled_digest = compiled_size = None
+        if compiled is not None:
+            # Blobs first, like the original: a version row never names a missing blob.
+            compiled_digest, compiled_size = self._blobs.put(compiled)
+            if is_pickle_family(self._blobs.path(compiled_digest)):
+                raise UntrustedArtifact(
+                    "a compiled artifact must not be pickle-family: it is served without "
+                    "--trust-pickle; compile to a format that loads without running code"
+                )
         row: dict[str, Any] = {
             "name": name,
             "digest": digest,
@@ -187,6 +213,10 @@ class Registry:
             # Trust is only meaningful, and only recorded, for artifacts that need it.
             "trusted_pickle": pickle and trusted_pickle,
             "metadata": meta,
+            "compiled_format": None if compiled is None else compiled_format,
+            "compiled_digest": compiled_digest,
+            "compiled_size": compiled_size,
+            "compile_report": report,
         }
         with self._writing() as conn:
             same = conn.execute(
@@ -274,6 +304,14 @@ class Registry:
     def verify(self, mv: ModelVersion) -> None:
         """Re-hash the artifact of `mv`; UntrustedArtifact if it changed, NotFound if it is gone."""
         self._blobs.verify(mv.digest)
+
+    def compiled_path(self, mv: ModelVersion) -> Path:
+        """Where the (read-only) compiled artifact of `mv` is stored; NotFound if it has none."""
+        return self._blobs.path(_compiled(mv).digest)
+
+    def verify_compiled(self, mv: ModelVersion) -> None:
+        """Re-hash the compiled artifact of `mv`, like `verify`; NotFound if it has none."""
+        self._blobs.verify(_compiled(mv).digest)
 
     def _connect(self) -> Connection:
         if os.getpid() != self._pid:
@@ -423,7 +461,26 @@ def _model_version(row: Mapping[str, Any] | RowMapping) -> ModelVersion:
         pickle=bool(row["pickle"]),
         trusted_pickle=bool(row["trusted_pickle"]),
         metadata=dict(row["metadata"]),
+        compiled=(
+            None
+            if row["compiled_digest"] is None
+            else CompiledArtifact(
+                format=row["compiled_format"],
+                digest=row["compiled_digest"],
+                size=row["compiled_size"],
+            )
+        ),
+        compile_report=None if row["compile_report"] is None else dict(row["compile_report"]),
     )
+
+
+def _compiled(mv: ModelVersion) -> CompiledArtifact:
+    if mv.compiled is None:
+        raise NotFound(
+            f"model {mv.name!r} version {mv.version} has no compiled artifact; "
+            "push it with --compile to make one"
+        )
+    return mv.compiled
 
 
 def _unknown_model(name: str) -> str:

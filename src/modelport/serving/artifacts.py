@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import InvalidInput, UntrustedArtifact
+from modelport.errors import InvalidInput, Unsupported, UntrustedArtifact
 from modelport.protocol.signature import Signature
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 from modelport.registry.trust import is_pickle_family
 from modelport.runtimes.base import Runtime
 from modelport.runtimes.discovery import detect_format, runtime_class
+from modelport.serving.compilation import Compilation, Reference, compile_model
 
 PICKLE_REFUSAL = (
     "{what} is a pickle-family artifact, and loading it can run arbitrary code; "
@@ -31,46 +34,106 @@ def push_artifact(
     signature: Signature | None = None,
     metadata: Mapping[str, Any] | None = None,
     trust_pickle: bool = False,
+    compile: str | None = None,
+    reference: Reference | None = None,
 ) -> ModelVersion:
     """Register `path` as the next version of `name` and return it.
 
     The artifact is loaded once with its runtime to infer (or check) the signature; a
     pickle-family file is refused before anything loads it unless `trust_pickle` is set.
+
+    With `compile` (e.g. "onnx") the model is also converted and checked against itself on
+    `reference` rows (else rows generated from the signature; see serving.compilation). The
+    version records the report either way, and the compiled artifact only when every output
+    agreed; a model that cannot be compiled is still registered. InvalidInput for an unknown
+    target, reference rows that do not fit the signature, or `reference` without `compile`.
     """
     if not path.is_file():
         raise InvalidInput(f"artifact {path.name!r} is not a readable file")
+    if reference is not None and compile is None:
+        raise InvalidInput("reference rows are only used to check a compiled model; add compile")
     fmt = format or detect_format(path)
     runtime_cls = runtime_class(fmt)
     pickle = is_pickle_family(path) or runtime_cls.runs_code(path)
     if pickle and not trust_pickle:
         raise UntrustedArtifact(PICKLE_REFUSAL.format(what=repr(path.name)))
     runtime = runtime_cls.load(path, signature, trusted=pickle)
+    compilation: Compilation | None = None
     try:
         inferred = runtime.signature
+        if compile is not None:
+            compilation = compile_model(runtime, target=compile, reference=reference)
     finally:
         runtime.close()
-    return registry.push(
-        path,
-        name=name,
-        format=fmt,
-        signature=inferred,
-        metadata=dict(metadata or {}),
-        pickle=pickle,
-        trusted_pickle=pickle and trust_pickle,
-        created_by=created_by,
-        source=path.name,
-    )
+    with tempfile.TemporaryDirectory(prefix="modelport-push-") as tmp:
+        compiled = None
+        if compilation is not None and compilation.artifact is not None:
+            compiled = Path(tmp) / f"compiled.{compilation.target}"
+            compiled.write_bytes(compilation.artifact)
+        return registry.push(
+            path,
+            name=name,
+            format=fmt,
+            signature=inferred,
+            metadata=dict(metadata or {}),
+            pickle=pickle,
+            trusted_pickle=pickle and trust_pickle,
+            created_by=created_by,
+            source=path.name,
+            compiled=compiled,
+            compiled_format=compile or "onnx",
+            compile_report=None if compilation is None else compilation.report,
+        )
 
 
-def load_runtime(registry: Registry, version: ModelVersion) -> Runtime:
-    """Load a registered version, refusing untrusted pickles and artifacts whose digest changed."""
+@dataclass(frozen=True, slots=True)
+class LoadedArtifact:
+    """A registered version's runtime, and which of its artifacts that runtime was loaded from."""
+
+    runtime: Runtime
+    format: str
+    """Format of the loaded artifact: the version's own, or its compiled form's (e.g. "onnx")."""
+    digest: str
+    """sha256 of the loaded artifact (the version's digest unless `compiled`)."""
+    compiled: bool
+    """True when the compiled artifact was loaded instead of the original."""
+
+
+def load_artifact(
+    registry: Registry, version: ModelVersion, *, prefer_compiled: bool = True
+) -> LoadedArtifact:
+    """Load a registered version, refusing untrusted pickles and artifacts whose digest changed.
+
+    When the version has a compiled artifact and `prefer_compiled` is set, that one is
+    loaded (its digest re-checked the same way; a changed file is refused), unless it cannot
+    load here (its runtime is not installed, or too old for the graph): then the original,
+    which gives the same answers, is loaded instead.
+    """
     if version.pickle and not version.trusted_pickle:
         raise UntrustedArtifact(
             PICKLE_REFUSAL.format(what=f"{version.name} version {version.version}")
         )
+    compiled = version.compiled
+    if prefer_compiled and compiled is not None:
+        registry.verify_compiled(version)
+        try:
+            compiled_cls = runtime_class(compiled.format)
+            runtime = compiled_cls.load(registry.compiled_path(version), version.signature)
+        except (Unsupported, InvalidInput):
+            pass  # the bytes are the verified ones; the original stays the source of truth
+        else:
+            return LoadedArtifact(runtime, compiled.format, compiled.digest, compiled=True)
     # Re-hash before anything parses the file: a swapped artifact must never load.
     registry.verify(version)
     runtime_cls = runtime_class(version.format)
-    return runtime_cls.load(
+    runtime = runtime_cls.load(
         registry.artifact_path(version), version.signature, trusted=version.trusted_pickle
     )
+    return LoadedArtifact(runtime, version.format, version.digest, compiled=False)
+
+
+def load_runtime(
+    registry: Registry, version: ModelVersion, *, prefer_compiled: bool = True
+) -> Runtime:
+    """The runtime of `load_artifact(registry, version, prefer_compiled=...)`."""
+    return load_artifact(registry, version, prefer_compiled=prefer_compiled).runtime

@@ -11,7 +11,7 @@ import numpy as np
 from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import RequestValidator
-from modelport.registry.manifest import ModelVersion
+from modelport.registry.manifest import CompiledArtifact, ModelVersion
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher
 
@@ -40,6 +40,8 @@ class LoadedModel:
 
     version: ModelVersion
     runtime: Runtime
+    compiled: CompiledArtifact | None = None
+    """The compiled artifact the runtime was loaded from, or None for the original."""
     validator: RequestValidator = field(init=False)
     output_names: tuple[str, ...] = field(init=False)
     output_types: dict[str, tuple[str, Any]] = field(init=False)
@@ -56,6 +58,9 @@ class LoadedModel:
             s.name: (s.datatype, numpy_dtype(s.datatype)) for s in signature.outputs
         }
         self.provenance = {"modelport.sha256": self.version.digest}
+        if self.compiled is not None:
+            self.provenance["modelport.compiled_sha256"] = self.compiled.digest
+            self.provenance["modelport.runtime"] = self.compiled.format
 
     def predict(
         self, inputs: dict[str, np.ndarray[Any, Any]], wanted: Sequence[str]

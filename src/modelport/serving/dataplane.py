@@ -13,7 +13,7 @@ from modelport.errors import InternalError, ModelportError, NotFound, NotReady, 
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import load_runtime
+from modelport.serving.artifacts import load_artifact
 from modelport.serving.batching import Batcher, policy_for
 from modelport.serving.catalog import Catalog, LoadedModel, version_number
 from modelport.serving.executor import Executor
@@ -67,8 +67,8 @@ class DataPlane:
             "inputs": [s.to_dict() for s in mv.signature.inputs],
             "outputs": [s.to_dict() for s in mv.signature.outputs],
             "parameters": {
+                **model.provenance,
                 "modelport.version": str(mv.version),
-                "modelport.sha256": mv.digest,
                 "modelport.format": mv.format,
                 "modelport.created_at": mv.created_at.isoformat(),
             },
@@ -162,12 +162,15 @@ class DataPlane:
         """Load a version's runtime and wrap it for serving; failures are remembered by name."""
         name = mv.name
         try:
-            runtime = load_runtime(self._registry, mv)
+            overrides = self._settings.for_model(name)
+            compiled = self._settings.compiled if overrides.compiled is None else overrides.compiled
+            loaded = load_artifact(self._registry, mv, prefer_compiled=compiled)
+            runtime = loaded.runtime
             policy = policy_for(
                 mv.signature,
                 runtime.row_independent,
                 mv.metadata,
-                self._settings.for_model(name),
+                overrides,
                 enabled=self._settings.batching,
             )
         except ModelportError as exc:
@@ -182,7 +185,7 @@ class DataPlane:
             )
             self._failures[name] = message
             raise InternalError(message) from exc
-        model = LoadedModel(mv, runtime)
+        model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None)
         model.batcher = Batcher(model.predict, model.output_names, self._executor, policy)
         self._failures.pop(name, None)
         batching = f"up to {policy.max_batch_size} rows" if policy.enabled else "off"

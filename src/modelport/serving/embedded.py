@@ -16,7 +16,7 @@ from modelport.protocol.signature import Signature
 from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import load_runtime
+from modelport.serving.artifacts import load_artifact
 from modelport.serving.catalog import MAX_VERSION, LoadedModel
 
 
@@ -88,7 +88,8 @@ def load(name: str, version: int | None = None, registry: str | Path | None = No
     store = Registry.open(location, create=False)
     try:
         mv = store.get(name, version)
-        return Model(LoadedModel(mv, load_runtime(store, mv)))
+        loaded = load_artifact(store, mv)
+        return Model(LoadedModel(mv, loaded.runtime, mv.compiled if loaded.compiled else None))
     finally:
         store.close()
 
