@@ -48,3 +48,9 @@ test: lint typecheck imports unit
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+
+# Side-by-side benchmark against MLServer (needs wrk); rewrites docs/performance.md.
+# ROUNDS= and DURATION= (seconds) lengthen it; `make bench QUICK=1` is a short try.
+.PHONY: bench
+bench: install
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick)

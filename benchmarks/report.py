@@ -1,0 +1,215 @@
+"""Turn a `make bench` result dict into its table, its target verdicts and docs/performance.md."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from scenarios import MLSERVER, MODELPORT, NO_BATCHING
+
+Results = dict[str, Any]
+
+
+def _find(results: Results, scenario: str, server: str) -> dict[str, Any] | None:
+    for row in results["loads"]:
+        if row["scenario"] == scenario and row["server"] == server:
+            return row
+    return None
+
+
+def size(mb: float) -> str:
+    """A file size for people: kB below 0.1 MB."""
+    return f"{mb * 1000:.1f} kB" if mb < 0.1 else f"{mb:,.1f} MB"
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def table_rows(results: Results) -> list[list[str]]:
+    """Header plus one row per load and server; p50/p99 in ms; ratio = req/s over MLServer's."""
+    rows = [["scenario", "server", "req/s", "p50 ms", "p99 ms", "ratio"]]
+    for r in results["loads"]:
+        failed = r["failed"]
+        rows.append(
+            [
+                r["scenario"],
+                r["server"],
+                f"FAILED: {failed}" if failed else _num(r["rps"], ",.0f"),
+                _num(r["p50_ms"], ".1f"),
+                _num(r["p99_ms"], ".1f"),
+                _num(r["ratio"], ".2f") + ("x" if r["ratio"] is not None else ""),
+            ]
+        )
+    return rows
+
+
+def other_rows(results: Results) -> list[list[str]]:
+    """Header plus start-to-ready and memory figures."""
+    rows = [["measure", "server", "value", "runs"]]
+    for s in results["start_to_ready"]:
+        value = f"FAILED: {s['failed']}" if s["failed"] else f"{s['median_s']:.2f} s"
+        runs = ", ".join(f"{x:.2f}" for x in s["runs_s"])
+        rows.append([f"start-to-ready ({s['what']})", s["server"], value, runs])
+    for m in results["memory"]:
+        value = f"FAILED: {m['failed']}" if m["failed"] else f"{m['pss_mb']:,.0f} MB"
+        procs = f"{m['processes']} process(es)" if "processes" in m else ""
+        rows.append([f"total PSS ({m['what']})", m["server"], value, procs])
+    return rows
+
+
+def text_table(rows: list[list[str]]) -> str:
+    """Rows as aligned plain text."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    """Rows as a Markdown table."""
+    out = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    out += ["| " + " | ".join(row) + " |" for row in rows[1:]]
+    return "\n".join(out)
+
+
+def _verdict(target: str, ok: bool | None, detail: str) -> dict[str, str]:
+    status = "SKIP" if ok is None else ("PASS" if ok else "FAIL")
+    return {"target": target, "status": status, "detail": detail}
+
+
+def _pair(results: Results, scenario: str, a: str, b: str) -> tuple[Any, Any, str | None]:
+    """Rows a and b of a scenario, or why they cannot be compared."""
+    ra, rb = _find(results, scenario, a), _find(results, scenario, b)
+    if ra is None or rb is None:
+        return None, None, f"{scenario}: no {a if ra is None else b} row in this run"
+    return ra, rb, None
+
+
+def targets(results: Results) -> list[dict[str, str]]:
+    """PASS/FAIL/SKIP for each performance target, from this run's figures only."""
+    out = []
+    mp, ml, why = _pair(results, "iris b1 c64", MODELPORT, MLSERVER)
+    name_rps = "iris b1 c64: modelport req/s >= 5x MLServer"
+    name_p99 = "iris b1 c64: modelport p99 <= 1/5 of MLServer's"
+    if why:
+        out += [_verdict(name_rps, None, why), _verdict(name_p99, None, why)]
+    elif mp["failed"] or ml["failed"]:
+        out += [
+            _verdict(name_rps, False, "a run failed"),
+            _verdict(name_p99, False, "a run failed"),
+        ]
+    else:
+        ratio = mp["rps"] / ml["rps"]
+        out.append(_verdict(name_rps, ratio >= 5, f"{ratio:.2f}x"))
+        share = mp["p99_ms"] / ml["p99_ms"]
+        out.append(_verdict(name_p99, share <= 0.2, f"{mp['p99_ms']:.1f} vs {ml['p99_ms']:.1f} ms"))
+
+    on, off, why = _pair(results, "heavy b1 c64", MODELPORT, NO_BATCHING)
+    name = "heavy b1 c64: batching on >= 4x batching off, p99 no worse"
+    if why:
+        out.append(_verdict(name, None, why))
+    elif on["failed"] or off["failed"]:
+        out.append(_verdict(name, False, "a run failed"))
+    else:
+        ratio = on["rps"] / off["rps"]
+        detail = f"{ratio:.2f}x; p99 {on['p99_ms']:.1f} vs {off['p99_ms']:.1f} ms"
+        out.append(_verdict(name, ratio >= 4 and on["p99_ms"] <= off["p99_ms"], detail))
+
+    name = "start-to-ready < 1.5 s (modelport, demo registry)"
+    starts = [s for s in results["start_to_ready"] if s["server"] == MODELPORT]
+    if not starts:
+        out.append(_verdict(name, None, "not measured in this run"))
+    elif starts[0]["failed"]:
+        out.append(_verdict(name, False, starts[0]["failed"]))
+    else:
+        out.append(_verdict(name, starts[0]["median_s"] < 1.5, f"{starts[0]['median_s']:.2f} s"))
+
+    name = "PSS with --workers 4 < 1.5x PSS with --workers 1 (~500 MB model)"
+    mem = {m["server"]: m for m in results["memory"]}
+    one, four = mem.get("modelport --workers 1"), mem.get("modelport --workers 4")
+    if one is None or four is None:
+        out.append(_verdict(name, None, "not measured in this run (see notes)"))
+    elif one["failed"] or four["failed"]:
+        out.append(_verdict(name, False, "a run failed"))
+    else:
+        ratio = four["pss_mb"] / one["pss_mb"]
+        detail = f"{four['pss_mb']:,.0f} / {one['pss_mb']:,.0f} MB = {ratio:.2f}x"
+        out.append(_verdict(name, ratio < 1.5, detail))
+    return out
+
+
+def markdown(results: Results, chart: str) -> str:
+    """The whole of docs/performance.md for one full run."""
+    m, v = results["machine"], results["versions"]
+    target_rows = [["target", "result", "figures"]] + [
+        [t["target"], f"**{t['status']}**", t["detail"]] for t in results["targets"]
+    ]
+    notes = "\n".join(f"- {n}" for n in results["notes"]) or "- none"
+    models = "\n".join(
+        f"  - `{name}`: {info['description']} ({size(info['mb'])} joblib file)"
+        for name, info in results["models"].items()
+    )
+    return f"""# Performance
+
+modelport measured side by side with MLServer {v["mlserver"]} in the same run, on the same
+machine, serving the same model files. Regenerate this page (figures, chart and all) with:
+
+```
+make bench
+```
+
+(`make bench ROUNDS=5 DURATION=20` for longer runs; `make bench QUICK=1` for a quick try
+that leaves this page alone.) Raw figures: `benchmarks/results/latest.json`.
+This run: {results["date"]}, {results["rounds"]} round(s) of {results["duration_s"]} s per
+scenario and server.
+
+## Method
+
+- The server under test runs pinned to CPU {m["server_cpu"]} (`taskset -c {m["server_cpu"]}`),
+  the load generator to CPU {m["load_cpu"]}: `taskset -c {m["load_cpu"]} wrk -t1 -cC -dDs
+  -s benchmarks/post.lua URL`, where `post.lua` POSTs one OIP JSON body and reports req/s,
+  p50, p99 and the non-2xx count (wrk's timeout is 60 s, so even the slowest answers count in
+  p99). Any non-2xx response, socket error or timeout marks the run FAILED.
+- Servers alternate round by round (MLServer, modelport, ... then again), each start followed
+  by a {results["warmup_s"]} s warm-up; the table shows the median over rounds.
+- Request bodies: input `input-0`, FP32 `[N, features]`, asking for output `predict` (so both
+  servers compute the same thing). `bN` = N rows per request, `cN` = N connections.
+- Both servers load the same joblib files, trained once with the project's scikit-learn
+  ({v["scikit-learn"]}, also pinned in MLServer's venv):
+{models}
+- MLServer: `mlserver start .` in a folder with `model-settings.json`
+  (`mlserver_sklearn.SKLearnModel`) and `settings.json` (`parallel_workers: 0`).
+  modelport: the files pushed with `modelport models push FILE --name NAME --trust-pickle`,
+  served with `modelport serve --model NAME`. Rows: `modelport` = default settings
+  (batching on); `--no-batching` = batching off; `compiled` = the same file pushed with
+  `--compile onnx` and served as compiled; `compiled --no-compiled` = that version served from
+  its original scikit-learn file.
+- start-to-ready: wall time from process start to the first 200 on `/v2/health/ready`,
+  median of {results["start_repeats"]}; modelport serves the whole demo registry
+  (`modelport demo`), MLServer its iris folder.
+- memory: total PSS (sum of `Pss:` in `/proc/PID/smaps_rollup` over the server's process tree)
+  after a few inferences, serving a ~500 MB MLP.
+
+## Machine
+
+{m["nproc"]} CPUs ({m["cpu"]}), {m["memory_gb"]:.0f} GB RAM, Linux {m["kernel"]},
+Python {m["python"]}, {v["wrk"]}, modelport {v["modelport"]}.
+
+## Results
+
+ratio = modelport req/s / MLServer req/s in the same scenario.
+
+{markdown_table(table_rows(results))}
+
+{markdown_table(other_rows(results))}
+
+![req/s by scenario and server]({chart})
+
+## Targets
+
+{markdown_table(target_rows)}
+
+## Notes
+
+{notes}
+"""

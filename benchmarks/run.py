@@ -1,0 +1,470 @@
+"""`make bench`: modelport against MLServer 1.7.1, side by side, on this machine.
+
+Usage: python benchmarks/run.py [--quick]   (with the project venv's Python)
+ROUNDS= (default 3) and DURATION= (seconds per round, default 10) override the defaults.
+A full run rewrites benchmarks/results/latest.json, docs/performance.md and docs/performance.png;
+--quick (1 round of 3 s, fewer scenarios) writes only to benchmarks/work/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import models
+import report
+from scenarios import MLSERVER, MODELPORT, Load, Variant, body, groups
+from servers import HOST, LOAD_CPU, SERVER_CPU, Server, ServerFailed, free_port, running, status
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / "work"
+VENV = BENCH / ".venv-mlserver"
+MODELPORT_BIN = Path(sys.executable).parent / "modelport"
+READY_DEADLINE = 180.0
+"""Seconds a server may take to become ready (the ~500 MB model with 4 workers is the slowest)."""
+
+
+def fail(message: str) -> None:
+    """Stop the run with a message saying what to do."""
+    print(f"make bench: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def preflight() -> None:
+    """The load generator, CPU pinning and two CPUs must be there before anything starts."""
+    if shutil.which("wrk") is None:
+        fail(
+            "wrk is not installed; install it (Debian/Ubuntu: `sudo apt-get install wrk`) and rerun"
+        )
+    if shutil.which("taskset") is None:
+        fail("taskset is not installed; install util-linux (`sudo apt-get install util-linux`)")
+    cpus = os.sched_getaffinity(0)
+    if not {int(SERVER_CPU), int(LOAD_CPU)} <= cpus:
+        fail(f"needs CPUs {SERVER_CPU} and {LOAD_CPU} (server and load generator); has {cpus}")
+
+
+def ensure_mlserver_venv() -> None:
+    """benchmarks/.venv-mlserver with MLServer and this venv's scikit-learn, installed once."""
+    import sklearn
+
+    requirements = BENCH / "requirements-mlserver.txt"
+    pins = [f"scikit-learn=={sklearn.__version__}"]
+    wanted = hashlib.sha256((requirements.read_text() + " ".join(pins)).encode()).hexdigest()
+    stamp = VENV / ".installed"
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    print("installing MLServer 1.7.1 into benchmarks/.venv-mlserver (once) ...", flush=True)
+    if not (VENV / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
+    pip = [str(VENV / "bin" / "python"), "-m", "pip", "--disable-pip-version-check", "-q"]
+    subprocess.run([*pip, "install", "-r", str(requirements), *pins], check=True)
+    stamp.write_text(wanted)
+
+
+def output(argv: list[str]) -> str:
+    """stdout of a short command (its help or version text)."""
+    return subprocess.run(argv, capture_output=True, text=True, check=False).stdout
+
+
+def machine() -> dict[str, Any]:
+    """The facts that make figures comparable: CPUs, CPU model, memory, kernel, Python."""
+    cpuinfo = Path("/proc/cpuinfo").read_text()
+    cpu = next(
+        (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")),
+        "unknown",
+    )
+    mem_kb = next(
+        int(ln.split()[1])
+        for ln in Path("/proc/meminfo").read_text().splitlines()
+        if ln.startswith("MemTotal:")
+    )
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gb": mem_kb / 1024**2,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "server_cpu": SERVER_CPU,
+        "load_cpu": LOAD_CPU,
+    }
+
+
+def median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+class Bench:
+    """One benchmark run: its settings, its registry and model folders, and its notes."""
+
+    def __init__(self, quick: bool, rounds: int, duration: int) -> None:
+        self.quick, self.rounds, self.duration = quick, rounds, duration
+        self.warmup = 1 if quick else 2
+        self.notes: list[str] = []
+        self.registry = WORK / "registry"
+        self.folders: dict[str, Path] = {}
+        self.starts = 0
+        serve_help = output([str(MODELPORT_BIN), "serve", "--help"])
+        push_help = output([str(MODELPORT_BIN), "models", "push", "--help"])
+        self.can = {
+            flag: flag in text
+            for flag, text in (
+                ("--compile", push_help),
+                ("--no-batching", serve_help),
+                ("--no-compiled", serve_help),
+                ("--workers", serve_help),
+                ("--grpc-port", serve_help),
+            )
+        }
+        for flag, what in (
+            ("--compile", "`models push --compile onnx`: compiled scenarios skipped"),
+            ("--no-batching", "`serve --no-batching`: the batching-off scenario skipped"),
+            ("--no-compiled", "`serve --no-compiled`: the compiled-off scenario skipped"),
+            ("--workers", "`serve --workers`: the memory scenario skipped"),
+        ):
+            if not self.can[flag]:
+                self.note(f"this modelport has no {what}")
+        self.compiled: set[str] = set()
+
+    def note(self, text: str) -> None:
+        print(f"note: {text}", flush=True)
+        self.notes.append(text)
+
+    def push(self, file: Path, name: str, *extra: str) -> bool:
+        """Push a model file into the run's registry; False (and a note) if that fails."""
+        argv = [str(MODELPORT_BIN), "models", "push", str(file), "--name", name]
+        argv += ["--trust-pickle", "--registry", str(self.registry), *extra]
+        done = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            self.note(f"pushing {name} {' '.join(extra)} failed: {why}")
+        return done.returncode == 0
+
+    def prepare(self) -> dict[str, Any]:
+        """Train (or reuse) the model files; fill a fresh registry and the MLServer folders."""
+        wanted = ["iris", "heavy"] + ([] if self.quick or not self.can["--workers"] else ["big"])
+        with warnings_quiet():
+            files = models.build(WORK / "models", wanted)
+        shutil.rmtree(self.registry, ignore_errors=True)
+        for name in ("iris", "heavy"):
+            if not self.push(files[name], name):
+                fail(f"cannot push {name} into a fresh registry; is modelport working?")
+            self.folders[name] = models.mlserver_folder(WORK / "mlserver", name, files[name])
+            if self.can["--compile"] and self.push(
+                files[name], f"{name}_onnx", "--compile", "onnx"
+            ):
+                self.compiled.add(name)
+        if "big" in files and not self.push(files["big"], "big"):
+            self.can["--workers"] = False
+        self.bodies = WORK / "bodies"
+        self.bodies.mkdir(parents=True, exist_ok=True)
+        return {
+            name: {"description": describe(name), "mb": path.stat().st_size / 1e6}
+            for name, path in files.items()
+        }
+
+    def body_file(self, model: str, rows: int) -> Path:
+        path = self.bodies / f"{model}-b{rows}.json"
+        if not path.exists():
+            path.write_bytes(body(model, rows))
+        return path
+
+    @contextlib.contextmanager
+    def serve(self, variant: Variant, model: str, registry: Path | None = None) -> Iterator[Server]:
+        """A ready server for variant (MLServer serves the model's folder); stopped on exit."""
+        self.starts += 1
+        port = free_port()
+        log = WORK / "logs" / f"{self.starts:03d}-{variant.label.replace(' ', '_')}.log"
+        if variant.server == "mlserver":
+            folder = self.folders[model]
+            settings = {
+                "host": HOST,
+                "http_port": port,
+                "grpc_port": free_port(),
+                "metrics_port": free_port(),
+                "parallel_workers": 0,
+            }
+            (folder / "settings.json").write_text(json.dumps(settings, indent=2))
+            argv = [str(VENV / "bin" / "mlserver"), "start", "."]
+        else:
+            folder = WORK
+            argv = [str(MODELPORT_BIN), "serve", "--registry", str(registry or self.registry)]
+            argv += ["--host", HOST, "--http-port", str(port), "--log-level", "warning"]
+            if self.can["--grpc-port"]:
+                argv += ["--grpc-port", str(free_port())]
+            if variant.served_name:
+                argv += ["--model", variant.served_name]
+            argv += variant.flags
+        with running(variant.label, argv, port, log, folder, READY_DEADLINE) as server:
+            yield server
+
+    def wrk(self, port: int, path: str, load: Load, seconds: int) -> dict[str, Any]:
+        """One wrk run from LOAD_CPU; its parsed figures, or {"error": ...}."""
+        url = f"http://{HOST}:{port}{path}"
+        argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{load.connections}"]
+        # A long timeout: an overloaded server's slowest answers belong in p99, and wrk leaves
+        # timed-out requests out of its percentiles (a timeout would still fail the run).
+        argv += [f"-d{seconds}s", "--timeout", "60s", "-s", str(BENCH / "post.lua"), url]
+        env = {**os.environ, "BODY_FILE": str(self.body_file(load.model, load.rows))}
+        done = subprocess.run(
+            argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
+        )
+        for line in done.stdout.splitlines():
+            if line.startswith("BENCH "):
+                result: dict[str, Any] = json.loads(line[len("BENCH ") :])
+                return result
+        return {"error": f"wrk gave no figures: {done.stderr.strip()[-200:]}"}
+
+    def loads(self) -> list[dict[str, Any]]:
+        """Every load on every variant, servers alternating round by round; medians per row."""
+        plan = groups(
+            self.quick, self.compiled, self.can["--no-batching"], self.can["--no-compiled"]
+        )
+        samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for rnd in range(1, self.rounds + 1):
+            for group in plan:
+                for variant in group.variants:
+                    print(f"round {rnd}/{self.rounds}: {variant.label} serving {group.model}")
+                    served = variant.served_name or group.model
+                    path = f"/v2/models/{served}/infer"
+                    try:
+                        with self.serve(variant, group.model) as server:
+                            self.wrk(server.port, path, Load(group.model, 1, 64), self.warmup)
+                            for load in group.loads:
+                                result = self.wrk(server.port, path, load, self.duration)
+                                samples.setdefault((load.name, variant.label), []).append(result)
+                                print(f"  {load.name:<16} {brief(result)}", flush=True)
+                    except ServerFailed as exc:
+                        print(f"  FAILED: {exc}", flush=True)
+                        for load in group.loads:
+                            key = (load.name, variant.label)
+                            samples.setdefault(key, []).append({"error": str(exc)})
+        # One block per scenario, MLServer first, then modelport's variants in plan order.
+        order = {
+            key: i
+            for i, key in enumerate(
+                (load.name, v.label) for g in plan for load in g.loads for v in g.variants
+            )
+        }
+        rows = [
+            summarize(scenario, server, runs)
+            for (scenario, server), runs in sorted(samples.items(), key=lambda kv: order[kv[0]])
+        ]
+        base = {r["scenario"]: r for r in rows if r["server"] == MLSERVER}
+        for row in rows:
+            ml = base.get(row["scenario"])
+            ok = ml and row is not ml and not row["failed"] and not ml["failed"]
+            row["ratio"] = row["rps"] / ml["rps"] if ok and ml and ml["rps"] else None
+        return rows
+
+    def start_to_ready(self) -> list[dict[str, Any]]:
+        """Seconds from process start to ready: modelport on the demo registry, MLServer on iris."""
+        repeats = 2 if self.quick else 5
+        demo = WORK / "demo-registry"
+        shutil.rmtree(demo, ignore_errors=True)
+        print("building the demo registry ...", flush=True)
+        built = subprocess.run(
+            [str(MODELPORT_BIN), "demo", "--registry", str(demo)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        plan = [(Variant(MLSERVER, "mlserver"), "iris model folder")]
+        if built.returncode == 0:
+            plan.append((Variant(MODELPORT, "modelport"), "demo registry"))
+        else:
+            self.note(
+                f"`modelport demo` failed, no modelport start-to-ready: {built.stderr[-200:]}"
+            )
+        times: dict[str, list[float]] = {v.label: [] for v, _ in plan}
+        failed: dict[str, str] = {}
+        for i in range(repeats):
+            for variant, _ in plan:
+                try:
+                    with self.serve(variant, "iris", registry=demo) as server:
+                        times[variant.label].append(server.ready_s)
+                        print(f"start {i + 1}/{repeats}: {variant.label} {server.ready_s:.2f} s")
+                except ServerFailed as exc:
+                    failed[variant.label] = str(exc)
+                    print(f"start {i + 1}/{repeats}: {variant.label} FAILED: {exc}")
+        return [
+            {
+                "server": v.label,
+                "what": what,
+                "runs_s": times[v.label],
+                "median_s": median(times[v.label]),
+                "failed": failed.get(v.label, ""),
+            }
+            for v, what in plan
+        ]
+
+    def memory(self) -> list[dict[str, Any]]:
+        """Total PSS of `serve --workers N` holding the ~500 MB model, after a few inferences."""
+        if self.quick:
+            self.note("memory scenario skipped in --quick mode")
+            return []
+        if not self.can["--workers"]:
+            return []
+        rows = []
+        payload = self.body_file("big", 1).read_bytes()
+        for workers in (1, 4):
+            label = f"modelport --workers {workers}"
+            row: dict[str, Any] = {"server": label, "what": "~500 MB MLP", "failed": ""}
+            try:
+                variant = Variant(label, "modelport", "big", ("--workers", str(workers)))
+                with self.serve(variant, "big") as server:
+                    # Fresh connections spread over the workers, so each touches the model.
+                    codes = [
+                        status(server.port, "/v2/models/big/infer", "POST", payload)
+                        for _ in range(8 * workers)
+                    ]
+                    bad = sum(code != 200 for code in codes)
+                    row["pss_mb"] = server.pss_mb()
+                    row["processes"] = len(server.pids())
+                    if bad:
+                        row["failed"] = f"{bad} of {len(codes)} inferences failed"
+            except ServerFailed as exc:
+                row["failed"] = str(exc)
+            print(f"{label}: {row.get('pss_mb', 0):,.0f} MB PSS {row['failed']}", flush=True)
+            rows.append(row)
+        return rows
+
+
+@contextlib.contextmanager
+def warnings_quiet() -> Iterator[None]:
+    """Training the placeholder MLP for a few steps warns that it did not converge; it needn't."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def describe(name: str) -> str:
+    spec = models.SPECS[name]
+    if name == "iris":
+        return "scikit-learn LogisticRegression on load_iris"
+    if name == "heavy":
+        return (
+            f"RandomForestClassifier, {spec['trees']} trees, max_depth {spec['max_depth']}, "
+            f"{spec['features']} features, make_classification {spec['rows']:,} rows"
+        )
+    return f"MLPRegressor with {spec['layers']} hidden layers of {spec['hidden']} (random weights)"
+
+
+def brief(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"FAILED: {result['error']}"
+    text = f"{result['rps']:9,.0f} req/s  p50 {result['p50_us'] / 1000:7.1f} ms"
+    text += f"  p99 {result['p99_us'] / 1000:7.1f} ms"
+    if result["non2xx"] or result["socket_errors"] or result["timeouts"]:
+        text += f"  non-2xx {result['non2xx']}, socket errors {result['socket_errors']}"
+        text += f", timeouts {result['timeouts']}"
+    return text
+
+
+def summarize(scenario: str, server: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median figures over rounds; `failed` says why if any round had an error or non-2xx."""
+    ok = [r for r in runs if "error" not in r]
+    reasons = sorted({r["error"] for r in runs if "error" in r})
+    non2xx = sum(r["non2xx"] for r in ok)
+    errors = sum(r["socket_errors"] + r["timeouts"] for r in ok)
+    if non2xx:
+        reasons.append(f"{non2xx} non-2xx responses")
+    if errors:
+        reasons.append(f"{errors} socket errors or timeouts")
+    p50, p99 = median([r["p50_us"] for r in ok]), median([r["p99_us"] for r in ok])
+    return {
+        "scenario": scenario,
+        "server": server,
+        "rps": median([r["rps"] for r in ok]),
+        "p50_ms": None if p50 is None else p50 / 1000,
+        "p99_ms": None if p99 is None else p99 / 1000,
+        "failed": "; ".join(reasons),
+        "rounds": runs,
+    }
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="1 round of 3 s, fewer scenarios")
+    args = parser.parse_args()
+    args.rounds = int(os.environ.get("ROUNDS") or (1 if args.quick else 3))
+    args.duration = int(os.environ.get("DURATION") or (3 if args.quick else 10))
+    return args
+
+
+def main() -> None:
+    args = parse_args()
+    preflight()
+    ensure_mlserver_venv()
+    # SIGTERM unwinds like Ctrl-C, so every `finally` stops its server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    bench = Bench(args.quick, args.rounds, args.duration)
+    results: dict[str, Any] = {
+        "command": "make bench" + (" (--quick)" if args.quick else ""),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "quick": args.quick,
+        "rounds": args.rounds,
+        "duration_s": args.duration,
+        "warmup_s": bench.warmup,
+        "start_repeats": 2 if args.quick else 5,
+        "machine": machine(),
+        "versions": {
+            "modelport": output([str(MODELPORT_BIN), "--version"]).split()[-1],
+            "mlserver": output([str(VENV / "bin" / "mlserver"), "--version"]).split()[-1],
+            "scikit-learn": __import__("sklearn").__version__,
+            "wrk": " ".join(output(["wrk", "-v"]).split()[:2]),
+        },
+    }
+    results["models"] = bench.prepare()
+    results["loads"] = bench.loads()
+    results["start_to_ready"] = bench.start_to_ready()
+    results["memory"] = bench.memory()
+    results["notes"] = bench.notes
+    results["targets"] = report.targets(results)
+
+    print()
+    print(report.text_table(report.table_rows(results)))
+    print()
+    print(report.text_table(report.other_rows(results)))
+    print()
+    for t in results["targets"]:
+        print(f"{t['status']:<4}  {t['target']}  ({t['detail']})")
+
+    if args.quick:
+        data, chart = WORK / "quick.json", WORK / "quick.png"
+    else:
+        data, chart = BENCH / "results" / "latest.json", ROOT / "docs" / "performance.png"
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text(json.dumps(results, indent=2) + "\n")
+    drawn = subprocess.run(
+        [str(VENV / "bin" / "python"), str(BENCH / "chart.py"), str(data), str(chart)], check=False
+    )
+    if drawn.returncode != 0:
+        print("note: the chart could not be drawn (see the error above)")
+    if not args.quick:
+        (ROOT / "docs" / "performance.md").write_text(report.markdown(results, chart.name))
+    print(f"\nresults: {data.relative_to(ROOT)}, chart: {chart.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except KeyboardInterrupt:
+        # Every server was stopped on the way out (each start sits in a try/finally).
+        print("\ninterrupted; all benchmark servers stopped", file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,105 @@
+"""What `make bench` measures: loads (request body x connections) and the servers taking them."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from models import HEAVY_FEATURES
+
+MLSERVER = "MLServer 1.7.1"
+MODELPORT = "modelport"
+NO_BATCHING = "modelport --no-batching"
+COMPILED = "modelport compiled"
+NO_COMPILED = "modelport compiled --no-compiled"
+
+
+@dataclass(frozen=True)
+class Load:
+    """One wrk run: `rows` rows per request to model `model`, from `connections` connections."""
+
+    model: str
+    rows: int
+    connections: int
+
+    @property
+    def name(self) -> str:
+        """The scenario's row label, e.g. "iris b1 c64"."""
+        return f"{self.model} b{self.rows} c{self.connections}"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One way of serving a model group: which server, which registered name, which flags."""
+
+    label: str
+    server: str  # "mlserver" or "modelport"
+    served_name: str = ""  # modelport's registered name; MLServer uses the group's name
+    flags: tuple[str, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Loads that one server start takes in turn, and the variants that take them."""
+
+    model: str
+    loads: tuple[Load, ...]
+    variants: tuple[Variant, ...]
+
+
+IRIS_LOADS = (Load("iris", 1, 1), Load("iris", 1, 64), Load("iris", 64, 64))
+HEAVY_LOADS = (Load("heavy", 1, 64),)
+QUICK_IRIS_LOADS = (Load("iris", 1, 64),)
+
+
+def groups(quick: bool, compiled: set[str], no_batching: bool, no_compiled: bool) -> list[Group]:
+    """The groups to run; `compiled` names the models that have an ONNX-compiled version."""
+    iris = [Variant(MLSERVER, "mlserver"), Variant(MODELPORT, "modelport", "iris")]
+    if "iris" in compiled:
+        iris.append(Variant(COMPILED, "modelport", "iris_onnx"))
+    heavy = [Variant(MLSERVER, "mlserver"), Variant(MODELPORT, "modelport", "heavy")]
+    if no_batching:
+        heavy.append(Variant(NO_BATCHING, "modelport", "heavy", ("--no-batching",)))
+    if "heavy" in compiled:
+        heavy.append(Variant(COMPILED, "modelport", "heavy_onnx"))
+        if no_compiled and not quick:
+            heavy.append(Variant(NO_COMPILED, "modelport", "heavy_onnx", ("--no-compiled",)))
+    return [
+        Group("iris", QUICK_IRIS_LOADS if quick else IRIS_LOADS, tuple(iris)),
+        Group("heavy", HEAVY_LOADS, tuple(heavy)),
+    ]
+
+
+def _rows(model: str, n: int) -> list[list[float]]:
+    if model == "iris":
+        # Real iris measurements, cycled to the wanted count.
+        base = [[5.1, 3.5, 1.4, 0.2], [6.2, 2.9, 4.3, 1.3], [7.7, 3.0, 6.1, 2.3]]
+        return [base[i % len(base)] for i in range(n)]
+    if model == "heavy":
+        return [
+            [round(((i * 7 + j * 13) % 29) / 7.0 - 2.0, 3) for j in range(HEAVY_FEATURES)]
+            for i in range(n)
+        ]
+    if model == "big":
+        return [[0.5, -1.0, 0.25, 2.0] for _ in range(n)]
+    raise ValueError(f"no request rows for model {model!r}")
+
+
+def body(model: str, rows: int) -> bytes:
+    """An OIP JSON request: input `input-0` FP32 [rows, features], asking only for `predict`.
+
+    Naming the output makes both servers compute the same thing (MLServer's default too).
+    """
+    data = _rows(model, rows)
+    request = {
+        "inputs": [
+            {
+                "name": "input-0",
+                "datatype": "FP32",
+                "shape": [rows, len(data[0])],
+                "data": [x for row in data for x in row],
+            }
+        ],
+        "outputs": [{"name": "predict"}],
+    }
+    return json.dumps(request).encode()
