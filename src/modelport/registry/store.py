@@ -18,64 +18,27 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 from modelport.errors import Conflict, InvalidInput, NotFound, Unsupported, UntrustedArtifact
 from modelport.protocol.signature import Signature
 from modelport.registry.blobs import BlobStore
+from modelport.registry.database import (
+    DATABASE_FILE,
+    HEAD_REVISION,
+    WRITE_OPTION,
+    models_table,
+    revisions,
+    sqlite_engine,
+    upgrade,
+    versions_table,
+)
 from modelport.registry.manifest import CompiledArtifact, ModelVersion, check_model_name
 from modelport.registry.trust import is_pickle_family
 
-HEAD_REVISION: Final = "0002"
-"""The newest migration in migrations/versions; a registry already there is not migrated."""
-
-DATABASE_FILE: Final = "registry.db"
 BLOBS_DIR: Final = "blobs"
 
-_MIGRATIONS: Final = Path(__file__).with_name("migrations")
-_BUSY_TIMEOUT_MS: Final = 30_000
-_WRITE_OPTION: Final = "modelport_write"
 _URL_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 # Entry-point names, or `package.module:Class` for a custom runtime.
-_FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,199}")
+_FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,63}")  # the column holds 64
 _PICKLE_REFUSED: Final = (
     "pickle-family artifacts can run code when loaded; push with --trust-pickle if you trust "
     "this file, or save the model with skops/ONNX/native format"
-)
-
-# The tables as the queries below see them. The migrations own the DDL; a test checks that the
-# two agree, so change both together (a new migration plus the table here).
-schema = sa.MetaData()
-
-models_table = sa.Table(
-    "models",
-    schema,
-    sa.Column("name", sa.String(128), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.PrimaryKeyConstraint("name", name="pk_models"),
-)
-
-versions_table = sa.Table(
-    "versions",
-    schema,
-    sa.Column("name", sa.String(128), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False),
-    sa.Column("digest", sa.String(64), nullable=False),
-    sa.Column("size", sa.BigInteger, nullable=False),
-    sa.Column("format", sa.String(64), nullable=False),
-    sa.Column("signature", sa.JSON, nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("created_by", sa.Text, nullable=False),
-    sa.Column("source", sa.Text, nullable=False),
-    sa.Column("pickle", sa.Boolean, nullable=False),
-    sa.Column("trusted_pickle", sa.Boolean, nullable=False),
-    sa.Column("metadata", sa.JSON, nullable=False),
-    # Revision 0002: the compiled form of the artifact (all or none of the first three set)
-    # and the report of the check that decided whether it was kept.
-    sa.Column("compiled_format", sa.String(64), nullable=True),
-    sa.Column("compiled_digest", sa.String(64), nullable=True),
-    sa.Column("compiled_size", sa.BigInteger, nullable=True),
-    sa.Column("compile_report", sa.JSON, nullable=True),
-    sa.PrimaryKeyConstraint("name", "version", name="pk_versions"),
-    sa.ForeignKeyConstraint(["name"], ["models.name"], name="fk_versions_name_models"),
-    sa.UniqueConstraint("name", "digest", name="uq_versions_name_digest"),
-    sa.Index("ix_versions_digest", "digest"),
-    sa.Index("ix_versions_compiled_digest", "compiled_digest"),
 )
 
 _V = versions_table.c
@@ -122,7 +85,7 @@ class Registry:
         except OSError as exc:
             raise InvalidInput(f"cannot create the registry directory: {exc.strerror}") from None
         # The one place a database URL will choose another engine (and artifact store).
-        engine = _sqlite_engine(root / DATABASE_FILE)
+        engine = sqlite_engine(root / DATABASE_FILE)
         registry = cls(engine, BlobStore(root / BLOBS_DIR))
         try:
             registry._migrate()
@@ -330,7 +293,7 @@ class Registry:
     def _writing(self) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its first statement."""
         with self._connect() as conn:
-            conn.execution_options(**{_WRITE_OPTION: True})
+            conn.execution_options(**{WRITE_OPTION: True})
             with conn.begin():
                 yield conn
 
@@ -341,68 +304,11 @@ class Registry:
         with self._writing() as conn:
             # Under the write lock: a concurrent opener that got here first has already
             # upgraded, and Alembic, reading the revision again, then does nothing.
-            _upgrade(conn)
+            upgrade(conn)
 
     def _revisions(self) -> list[str]:
         with self._reading() as conn:
-            return _revisions(conn)
-
-
-def _sqlite_engine(path: Path) -> Engine:
-    """An engine for the embedded database: WAL, durable commits, writers that queue."""
-    engine = sa.create_engine(
-        sa.URL.create("sqlite", database=str(path)),
-        connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000},
-    )
-
-    def on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Hand transaction control to SQLAlchemy (see on_begin) instead of the sqlite3 module.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        try:
-            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-            cursor.execute("PRAGMA journal_mode = WAL")
-            # FULL syncs the WAL on every commit: an acknowledged push survives power loss.
-            cursor.execute("PRAGMA synchronous = FULL")
-            cursor.execute("PRAGMA foreign_keys = ON")
-        finally:
-            cursor.close()
-
-    def on_begin(conn: Connection) -> None:
-        # Writers take the lock up front (IMMEDIATE) so concurrent pushers wait their turn on
-        # busy_timeout; a deferred transaction that later writes fails at once instead.
-        immediate = conn.get_execution_options().get(_WRITE_OPTION, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    sa.event.listen(engine, "connect", on_connect)
-    sa.event.listen(engine, "begin", on_begin)
-    return engine
-
-
-def _upgrade(conn: Connection) -> None:
-    """Run the Alembic migrations up to head on `conn`, inside its open transaction."""
-    from alembic import command
-    from alembic.config import Config
-    from alembic.script import ScriptDirectory
-
-    config = Config()
-    # The option goes through configparser interpolation, where '%' is special.
-    config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
-    config.attributes["connection"] = conn
-    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
-    if any(revision not in known for revision in _revisions(conn)):
-        raise Unsupported(
-            "this registry was written by a newer modelport (its database schema is unknown "
-            "here); upgrade modelport to use it"
-        )
-    command.upgrade(config, "head")
-
-
-def _revisions(conn: Connection) -> list[str]:
-    """The schema revisions Alembic recorded in the database (none for a new database)."""
-    if not sa.inspect(conn).has_table("alembic_version"):
-        return []
-    return list(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
+            return revisions(conn)
 
 
 def _make_private_dir(path: Path) -> None:

@@ -15,9 +15,10 @@ import sqlalchemy as sa
 
 from modelport.errors import Conflict, InvalidInput, NotFound, UntrustedArtifact
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.registry import store
+from modelport.registry import database, store
+from modelport.registry.database import HEAD_REVISION
 from modelport.registry.manifest import CompiledArtifact, ModelVersion
-from modelport.registry.store import HEAD_REVISION, Registry
+from modelport.registry.store import Registry
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("input-0", "FP32", (-1, 4)),),
@@ -161,7 +162,7 @@ def _registry_at_0001(root: Path) -> None:
     from alembic.config import Config
 
     root.mkdir(parents=True)
-    engine = sa.create_engine(f"sqlite:///{root / store.DATABASE_FILE}")
+    engine = sa.create_engine(f"sqlite:///{root / database.DATABASE_FILE}")
     try:
         with engine.begin() as conn:
             config = Config()
@@ -174,7 +175,7 @@ def _registry_at_0001(root: Path) -> None:
         engine.dispose()
     (root / store.BLOBS_DIR / "sha256" / "ab").mkdir(parents=True)
     created = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).isoformat(sep=" ")
-    with sqlite3.connect(root / store.DATABASE_FILE) as conn:
+    with sqlite3.connect(root / database.DATABASE_FILE) as conn:
         conn.execute("INSERT INTO models VALUES ('old', ?)", (created,))
         conn.execute(
             "INSERT INTO versions VALUES ('old', 1, ?, 3, 'sklearn', ?, ?, 'bob', 'old.skops', "
@@ -191,7 +192,7 @@ def _registry_at_0001(root: Path) -> None:
 
 def test_migrating_a_0001_registry_keeps_its_versions(root: Path, tmp_path: Path) -> None:
     _registry_at_0001(root)
-    with sqlite3.connect(root / store.DATABASE_FILE) as conn:
+    with sqlite3.connect(root / database.DATABASE_FILE) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [("0001",)]
         columns = [row[1] for row in conn.execute("PRAGMA table_info(versions)")]
     assert "compiled_digest" not in columns
@@ -214,7 +215,7 @@ def test_migrating_a_0001_registry_keeps_its_versions(root: Path, tmp_path: Path
         assert new.version == 2
         assert registry.versions("old") == [old, new]
 
-    with sqlite3.connect(root / store.DATABASE_FILE) as conn:
+    with sqlite3.connect(root / database.DATABASE_FILE) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [
             (HEAD_REVISION,)
         ]

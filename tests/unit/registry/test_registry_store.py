@@ -19,9 +19,10 @@ import sqlalchemy as sa
 
 from modelport.errors import Conflict, InvalidInput, NotFound, Unsupported, UntrustedArtifact
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.registry import store
+from modelport.registry import database, store
+from modelport.registry.database import HEAD_REVISION
 from modelport.registry.manifest import ModelVersion
-from modelport.registry.store import HEAD_REVISION, Registry
+from modelport.registry.store import Registry
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("input-0", "FP32", (-1, 4)),),
@@ -167,7 +168,7 @@ def test_longest_valid_name(registry: Registry, tmp_path: Path) -> None:
     assert _push(registry, _artifact(tmp_path, b"data"), name=name).name == name
 
 
-@pytest.mark.parametrize("fmt", ["", "a/b", "x" * 201, "../onnx", "pkg mod:Class"])
+@pytest.mark.parametrize("fmt", ["", "a/b", "x" * 65, "../onnx", "pkg mod:Class"])
 def test_invalid_format_is_refused(registry: Registry, tmp_path: Path, fmt: str) -> None:
     with pytest.raises(InvalidInput, match="invalid model format"):
         _push(registry, _artifact(tmp_path, b"data"), format=fmt)
@@ -291,7 +292,7 @@ def test_migrations_build_the_tables_the_queries_use(registry: Registry, root: P
     engine = sa.create_engine(f"sqlite:///{root / 'registry.db'}")
     try:
         with engine.connect() as conn:
-            assert compare_metadata(MigrationContext.configure(conn), store.schema) == []
+            assert compare_metadata(MigrationContext.configure(conn), database.schema) == []
     finally:
         engine.dispose()
     assert _sqlite(root, "SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]

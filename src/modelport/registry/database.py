@@ -1,0 +1,117 @@
+"""The registry's database: its tables, the embedded SQLite engine, and schema migrations."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from modelport.errors import Unsupported
+
+HEAD_REVISION: Final = "0002"
+"""The newest migration in migrations/versions; a registry already there is not migrated."""
+
+DATABASE_FILE: Final = "registry.db"
+_MIGRATIONS: Final = Path(__file__).with_name("migrations")
+_BUSY_TIMEOUT_MS: Final = 30_000
+WRITE_OPTION: Final = "modelport_write"
+"""Execution option that makes a transaction take the write lock at BEGIN."""
+
+# The tables as the registry's queries see them. The migrations own the DDL; a test checks that the
+# two agree, so change both together (a new migration plus the table here).
+schema = sa.MetaData()
+
+models_table = sa.Table(
+    "models",
+    schema,
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint("name", name="pk_models"),
+)
+
+versions_table = sa.Table(
+    "versions",
+    schema,
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("digest", sa.String(64), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
+    sa.Column("format", sa.String(64), nullable=False),
+    sa.Column("signature", sa.JSON, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("source", sa.Text, nullable=False),
+    sa.Column("pickle", sa.Boolean, nullable=False),
+    sa.Column("trusted_pickle", sa.Boolean, nullable=False),
+    sa.Column("metadata", sa.JSON, nullable=False),
+    # Revision 0002: the compiled form of the artifact (all or none of the first three set)
+    # and the report of the check that decided whether it was kept.
+    sa.Column("compiled_format", sa.String(64), nullable=True),
+    sa.Column("compiled_digest", sa.String(64), nullable=True),
+    sa.Column("compiled_size", sa.BigInteger, nullable=True),
+    sa.Column("compile_report", sa.JSON, nullable=True),
+    sa.PrimaryKeyConstraint("name", "version", name="pk_versions"),
+    sa.ForeignKeyConstraint(["name"], ["models.name"], name="fk_versions_name_models"),
+    sa.UniqueConstraint("name", "digest", name="uq_versions_name_digest"),
+    sa.Index("ix_versions_digest", "digest"),
+    sa.Index("ix_versions_compiled_digest", "compiled_digest"),
+)
+
+
+def sqlite_engine(path: Path) -> Engine:
+    """An engine for the embedded database: WAL, durable commits, writers that queue."""
+    engine = sa.create_engine(
+        sa.URL.create("sqlite", database=str(path)),
+        connect_args={"timeout": _BUSY_TIMEOUT_MS / 1000},
+    )
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Hand transaction control to SQLAlchemy (see on_begin) instead of the sqlite3 module.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            # FULL syncs the WAL on every commit: an acknowledged push survives power loss.
+            cursor.execute("PRAGMA synchronous = FULL")
+            cursor.execute("PRAGMA foreign_keys = ON")
+        finally:
+            cursor.close()
+
+    def on_begin(conn: Connection) -> None:
+        # Writers take the lock up front (IMMEDIATE) so concurrent pushers wait their turn on
+        # busy_timeout; a deferred transaction that later writes fails at once instead.
+        immediate = conn.get_execution_options().get(WRITE_OPTION, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    sa.event.listen(engine, "connect", on_connect)
+    sa.event.listen(engine, "begin", on_begin)
+    return engine
+
+
+def upgrade(conn: Connection) -> None:
+    """Run the Alembic migrations up to head on `conn`, inside its open transaction."""
+    from alembic import command
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    # The option goes through configparser interpolation, where '%' is special.
+    config.set_main_option("script_location", str(_MIGRATIONS).replace("%", "%%"))
+    config.attributes["connection"] = conn
+    known = {script.revision for script in ScriptDirectory.from_config(config).walk_revisions()}
+    if any(revision not in known for revision in revisions(conn)):
+        raise Unsupported(
+            "this registry was written by a newer modelport (its database schema is unknown "
+            "here); upgrade modelport to use it"
+        )
+    command.upgrade(config, "head")
+
+
+def revisions(conn: Connection) -> list[str]:
+    """The schema revisions Alembic recorded in the database (none for a new database)."""
+    if not sa.inspect(conn).has_table("alembic_version"):
+        return []
+    return list(conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalars())
