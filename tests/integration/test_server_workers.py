@@ -94,3 +94,57 @@ def _zombie(pid: int) -> bool:
             return fh.read().split()[2] == "Z"
     except FileNotFoundError:
         return True
+
+
+def write_slow_model(path: Path, started: Path) -> Path:
+    """A python model that says it started on the FIFO `started`, then takes a second."""
+    import cloudpickle
+
+    class Slow:
+        def __init__(self, fifo: str) -> None:
+            self.fifo = fifo
+
+        def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            import time
+
+            with open(self.fifo, "wb") as fh:
+                fh.write(b"1")
+            time.sleep(1.0)
+            return {"y": inputs["x"] * 2}
+
+    path.write_bytes(cloudpickle.dumps(Slow(str(started))))
+    return path
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_lets_in_flight_requests_finish(
+    start_server: Callable[..., Any], tmp_path: Path, workers: str
+) -> None:
+    from modelport.protocol.signature import Signature, TensorSpec
+    from modelport.registry.store import Registry
+    from modelport.serving.artifacts import push_artifact
+
+    started = tmp_path / "started"
+    os.mkfifo(started)
+    signature = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
+    with Registry.open(tmp_path / "registry") as store:
+        push_artifact(
+            store,
+            write_slow_model(tmp_path / "slow.cloudpickle", started),
+            name="slow",
+            format="python",
+            signature=signature,
+            trust_pickle=True,
+            created_by="tests",
+        )
+    server = start_server("--registry", str(tmp_path / "registry"), "--workers", workers)
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+    with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=server.url, timeout=30) as http:
+        pending = pool.submit(http.post, "/v2/models/slow/infer", json=body)
+        with started.open("rb") as fifo:  # blocks until the model is running the request
+            assert fifo.read(1) == b"1"
+        code = server.stop(signal.SIGTERM)
+        response = pending.result(timeout=30)
+    assert code == 0
+    assert response.status_code == 200, response.text
+    assert response.json()["outputs"][0]["data"] == [2, 4]
