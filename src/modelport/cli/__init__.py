@@ -1,0 +1,27 @@
+"""The `modelport` command: argv -> settings -> server, registry or demo."""
+
+from __future__ import annotations
+
+import click
+
+from modelport import __version__
+from modelport.cli.models import models
+from modelport.cli.serve import demo, serve
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="modelport")
+def main() -> None:
+    """Serve trained models over the Open Inference Protocol from a versioned registry.
+
+    \b
+    Quick start:
+      modelport demo                 # train and register the demo models
+      modelport serve                # serve them on http://127.0.0.1:8080
+      curl localhost:8080/v2/models/iris
+    """
+
+
+main.add_command(serve)
+main.add_command(demo)
+main.add_command(models)

@@ -1,0 +1,41 @@
+"""What every `modelport` command shares: the --registry option, output, error reporting."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from modelport.errors import ModelportError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+REGISTRY_HELP = (
+    "Registry directory (SQLite metadata plus content-addressed artifacts). "
+    "Default: $MODELPORT_REGISTRY, else ./.modelport"
+)
+
+
+def console() -> Any:
+    """A rich console; piped output gets a wide fixed width so tables are not squeezed."""
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
+def registry_option(fn: F) -> F:
+    """The shared --registry option."""
+    return click.option("--registry", metavar="DIR", default=None, help=REGISTRY_HELP)(fn)
+
+
+@contextmanager
+def reported() -> Iterator[None]:
+    """Turn modelport errors into one clear line on stderr and exit status 1."""
+    try:
+        yield
+    except ModelportError as exc:
+        click.secho(f"error: {exc.message}", fg="red", err=True)
+        sys.exit(1)
