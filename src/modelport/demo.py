@@ -1,4 +1,8 @@
-"""The demo registry: small models trained from data that ships with scikit-learn (no downloads)."""
+"""The demo registry: small models trained from data that ships with scikit-learn (no downloads).
+
+The scikit-learn, XGBoost and LightGBM models are also compiled to ONNX at push (each kept
+only if it matches its original), so that serving the demo imports none of those libraries.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.errors import InternalError
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import push_artifact
 
@@ -97,30 +102,48 @@ _GREETINGS = {
     "es": ["hola", "buenos días", "buenas noches", "muchas gracias", "hasta luego", "qué tal"],
     "de": ["hallo", "guten morgen", "guten abend", "vielen dank", "bis bald", "wie geht's"],
 }
-_NAMES = ["anna", "marc", "lucía", "jonas", "sam", "zoé"]
+UNKNOWN_LANGUAGE = "unknown"
+"""What `greeting-language` answers for text that is not one of its greetings."""
 
 
 def build_greeting_language(out: Path) -> Built:
-    """A text classifier (BYTES input): which language a greeting is in, from generated phrases."""
-    import skops.io
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
+    """A text model (BYTES in and out) as an ONNX graph: the language of a known greeting.
 
-    texts, labels = [], []
-    for language, phrases in _GREETINGS.items():
-        for phrase in phrases:
-            for name in _NAMES:
-                texts.append(f"{phrase} {name}")
-                labels.append(language)
-    model = make_pipeline(
-        TfidfVectorizer(analyzer="char_wb", ngram_range=(1, 3)),
-        LogisticRegression(max_iter=1000, random_state=_SEED),
-    ).fit(texts, labels)
-    path = out / "greeting-language.skops"
-    skops.io.dump(model, path)
-    meta = {"dataset": "generated greetings", "labels": ",".join(_GREETINGS)}
-    return path, "sklearn", meta
+    One `ai.onnx.ml` LabelEncoder maps each phrase of `_GREETINGS`, exactly as written, to
+    its language code, and anything else to UNKNOWN_LANGUAGE. Built by hand rather than
+    trained: a scikit-learn text pipeline would make the server import scikit-learn at start
+    and cannot be compiled (see serving.conversion), while this graph needs onnxruntime only.
+    """
+    from onnx import TensorProto, checker, helper
+
+    phrases = [(phrase, language) for language, ps in _GREETINGS.items() for phrase in ps]
+    encoder = helper.make_node(
+        "LabelEncoder",
+        ["text"],
+        ["language"],
+        domain="ai.onnx.ml",
+        keys_strings=[phrase for phrase, _ in phrases],
+        values_strings=[language for _, language in phrases],
+        default_string=UNKNOWN_LANGUAGE,
+    )
+    graph = helper.make_graph(
+        [encoder],
+        "greeting-language",
+        [helper.make_tensor_value_info("text", TensorProto.STRING, ["batch"])],
+        [helper.make_tensor_value_info("language", TensorProto.STRING, ["batch"])],
+    )
+    model = helper.make_model(
+        graph,
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("ai.onnx.ml", 3)],
+        # IR 8 is what opset 17 needs, old enough for every onnxruntime that runs opset 17.
+        ir_version=8,
+        producer_name="modelport.demo",
+    )
+    checker.check_model(model, full_check=True)
+    path = out / "greeting-language.onnx"
+    path.write_bytes(model.SerializeToString())
+    meta = {"dataset": "the demo's greeting table", "labels": ",".join(_GREETINGS)}
+    return path, "onnx", meta
 
 
 DEMO_MODELS: tuple[tuple[str, Callable[[Path], Built]], ...] = (
@@ -130,6 +153,10 @@ DEMO_MODELS: tuple[tuple[str, Callable[[Path], Built]], ...] = (
     ("iris-onnx", build_iris_onnx),
     ("greeting-language", build_greeting_language),
 )
+
+COMPILED_DEMO_MODELS: frozenset[str] = frozenset({"iris", "iris-xgboost", "diabetes-lightgbm"})
+"""Demo models pushed with compile="onnx": served from ONNX, so serving them needs no
+scikit-learn, XGBoost or LightGBM import (those take most of a server's start-up)."""
 
 
 def build_demo(location: str, created_by: str) -> Iterator[str]:
@@ -143,9 +170,24 @@ def build_demo(location: str, created_by: str) -> Iterator[str]:
                     yield f"{name}: already registered, kept as it is"
                     continue
                 path, fmt, meta = build(Path(tmp))
+                compile = "onnx" if name in COMPILED_DEMO_MODELS else None
                 mv = push_artifact(
-                    registry, path, name=name, format=fmt, metadata=meta, created_by=created_by
+                    registry,
+                    path,
+                    name=name,
+                    format=fmt,
+                    metadata=meta,
+                    created_by=created_by,
+                    compile=compile,
                 )
-                yield f"{name}: version {mv.version} ({fmt}, sha256 {mv.digest[:12]})"
+                line = f"{name}: version {mv.version} ({fmt}, sha256 {mv.digest[:12]}"
+                if compile is not None:
+                    if mv.compiled is None:
+                        # A demo that silently served its originals would start slowly and
+                        # hide a conversion regression; say so loudly instead.
+                        reason = (mv.compile_report or {}).get("headline", "no report")
+                        raise InternalError(f"demo model {name!r} was not compiled: {reason}")
+                    line += f"; compiled to {mv.compiled.format}, sha256 {mv.compiled.digest[:12]}"
+                yield line + ")"
     finally:
         registry.close()

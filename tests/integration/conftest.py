@@ -189,6 +189,27 @@ def server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
 
 
 @pytest.fixture(scope="session")
+def original_server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
+    """A server for the demo registry with `--no-compiled`: every model on its own library."""
+    return start_server("--registry", str(demo_registry), "--no-compiled")
+
+
+@pytest.fixture(scope="session")
+def original_http(original_server: ServerProcess) -> Iterator[httpx.Client]:
+    """Raw HTTP to the `--no-compiled` demo server."""
+    with httpx.Client(base_url=original_server.url, timeout=30.0) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def original_client(original_server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
+    """tritonclient's HTTP client for the `--no-compiled` demo server."""
+    tc = triton.InferenceServerClient(original_server.hostport, network_timeout=30.0)
+    yield tc
+    tc.close()
+
+
+@pytest.fixture(scope="session")
 def http(server: ServerProcess) -> Iterator[httpx.Client]:
     """Raw HTTP to the demo server."""
     with httpx.Client(base_url=server.url, timeout=30.0) as client:

@@ -203,6 +203,20 @@ def test_show_table(demo_registry: Path, ref: str) -> None:
     assert "predict_proba" in out
     assert "FP32" in out
     assert "meta dataset" in out
+    # The demo compiles iris at push; show names the compiled artifact and its check.
+    assert mv.compiled is not None
+    assert mv.compiled.digest in out
+    assert "outputs match" in out
+
+
+def test_show_the_bytes_model(demo_registry: Path) -> None:
+    out = ok(run("models", "show", "greeting-language", "--registry", str(demo_registry)))
+    with Registry.open(demo_registry) as store:
+        mv = store.get("greeting-language")
+    assert mv.format == "onnx"
+    assert mv.digest in out
+    for word in ("text", "language", "BYTES", "meta labels", "en,fr,es,de"):
+        assert word in out
 
 
 @pytest.mark.parametrize(

@@ -57,8 +57,8 @@ def test_iris_metadata_matches_the_contract(client: triton.InferenceServerClient
 
 def test_greeting_metadata_takes_bytes(client: triton.InferenceServerClient) -> None:
     metadata = client.get_model_metadata("greeting-language")
-    assert metadata["inputs"] == [{"name": "input-0", "datatype": "BYTES", "shape": [-1]}]
-    assert {"name": "predict", "datatype": "BYTES", "shape": [-1]} in metadata["outputs"]
+    assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+    assert metadata["outputs"] == [{"name": "language", "datatype": "BYTES", "shape": [-1]}]
 
 
 @pytest.mark.parametrize("name", DEMO_MODELS)

@@ -6,7 +6,7 @@ import json
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import numpy as np
@@ -15,22 +15,30 @@ import tritonclient.http as triton
 from sklearn.datasets import load_diabetes, load_iris
 
 import modelport
+from modelport.demo import COMPILED_DEMO_MODELS
+from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 
 pytestmark = pytest.mark.integration
 
 DEMO_MODELS = ("iris", "iris-xgboost", "diabetes-lightgbm", "iris-onnx", "greeting-language")
 
+# Greetings of every language (accents included) and two texts the model does not know.
 _PHRASES = [
+    "hello",
+    "bonjour",
+    "hola",
+    "guten morgen",
+    "à bientôt",
+    "vielen dank",
+    "qué tal",
     "hello anna",
-    "bonjour marc",
-    "hola lucía",
-    "guten morgen jonas",
-    "à bientôt zoé",
-    "vielen dank sam",
-    "qué tal anna",
-    "good evening marc",
+    "good evening",
+    "",
 ]
+
+KINDS = pytest.mark.parametrize("compiled", [True, False], ids=["compiled", "original"])
+"""Each case against the default server (compiled artifacts) and the --no-compiled one."""
 
 Sample = Callable[[str, int], np.ndarray[Any, Any]]
 
@@ -56,19 +64,44 @@ def sample() -> Sample:
 
 
 @pytest.fixture(scope="module")
-def embedded(demo_registry: Path) -> Iterator[dict[str, modelport.Model]]:
-    """Every demo model loaded in this process through the embedding API."""
-    models = {name: modelport.load(name, registry=demo_registry) for name in DEMO_MODELS}
-    yield models
-    for model in models.values():
-        model.close()
+def both_kinds(demo_registry: Path) -> Iterator[dict[bool, dict[str, modelport.Model]]]:
+    """Every demo model loaded in this process, by `compiled=` (True: as the default server)."""
+    kinds = {
+        compiled: {
+            name: modelport.load(name, registry=demo_registry, compiled=compiled)
+            for name in DEMO_MODELS
+        }
+        for compiled in (True, False)
+    }
+    yield kinds
+    for models in kinds.values():
+        for model in models.values():
+            model.close()
 
 
 @pytest.fixture(scope="module")
-def digests(demo_registry: Path) -> dict[str, str]:
-    """Artifact digest of each demo model, as the registry recorded it."""
+def embedded(both_kinds: dict[bool, dict[str, modelport.Model]]) -> dict[str, modelport.Model]:
+    """Every demo model as the default server runs it."""
+    return both_kinds[True]
+
+
+@pytest.fixture(scope="module")
+def registered(demo_registry: Path) -> dict[str, ModelVersion]:
+    """Each demo model's version, as the registry recorded it."""
     with Registry.open(demo_registry) as registry:
-        return {mv.name: mv.digest for mv in registry.latest()}
+        return {mv.name: mv for mv in registry.latest()}
+
+
+@pytest.fixture(scope="module")
+def digests(registered: dict[str, ModelVersion]) -> dict[str, str]:
+    """Artifact digest of each demo model, as the registry recorded it."""
+    return {name: mv.digest for name, mv in registered.items()}
+
+
+def server_client(request: pytest.FixtureRequest, compiled: bool) -> triton.InferenceServerClient:
+    """tritonclient for the default server, or (compiled False) the --no-compiled one."""
+    fixture = "client" if compiled else "original_client"
+    return cast(triton.InferenceServerClient, request.getfixturevalue(fixture))
 
 
 def assert_same(got: np.ndarray[Any, Any], want: np.ndarray[Any, Any]) -> None:
@@ -97,17 +130,20 @@ def triton_inputs(
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
 @pytest.mark.parametrize("batch", [1, 3, 64])
 @pytest.mark.parametrize("name", DEMO_MODELS)
+@KINDS
 def test_infer_matches_the_model(
-    client: triton.InferenceServerClient,
-    embedded: dict[str, modelport.Model],
-    digests: dict[str, str],
+    request: pytest.FixtureRequest,
+    both_kinds: dict[bool, dict[str, modelport.Model]],
+    registered: dict[str, ModelVersion],
     sample: Sample,
+    compiled: bool,
     name: str,
     batch: int,
     binary: bool,
 ) -> None:
+    client = server_client(request, compiled)
     x = sample(name, batch)
-    model = embedded[name]
+    model = both_kinds[compiled][name]
     want = model.predict(x)
     outputs = [triton.InferRequestedOutput(o, binary_data=binary) for o in want]
     # Versioned on odd batches, unversioned on even ones: both paths see every model.
@@ -123,7 +159,16 @@ def test_infer_matches_the_model(
     response = result.get_response()
     assert response["model_name"] == name
     assert response["model_version"] == "1"
-    assert response["parameters"]["modelport.sha256"] == digests[name]
+    mv = registered[name]
+    params = response["parameters"]
+    assert params["modelport.sha256"] == mv.digest
+    if compiled and name in COMPILED_DEMO_MODELS:
+        # The compiled artifact answered, and the response names it beside the original.
+        assert mv.compiled is not None
+        assert params["modelport.compiled_sha256"] == mv.compiled.digest
+        assert params["modelport.runtime"] == "onnx"
+    else:
+        assert "modelport.compiled_sha256" not in params
     assert [o["name"] for o in response["outputs"]] == list(want)
     for out in response["outputs"]:
         # Binary outputs carry their size and no data; JSON outputs the opposite.
@@ -132,19 +177,23 @@ def test_infer_matches_the_model(
 
 
 @pytest.mark.parametrize("name", DEMO_MODELS)
+@KINDS
 def test_tritonclient_defaults_binary_in_and_out(
-    client: triton.InferenceServerClient,
-    embedded: dict[str, modelport.Model],
+    request: pytest.FixtureRequest,
+    both_kinds: dict[bool, dict[str, modelport.Model]],
     sample: Sample,
+    compiled: bool,
     name: str,
 ) -> None:
     # Plain tritonclient usage: binary inputs, no outputs named -> binary_data_output.
+    client = server_client(request, compiled)
+    model = both_kinds[compiled][name]
     x = sample(name, 5)
-    (spec,) = embedded[name].signature.inputs
+    (spec,) = model.signature.inputs
     tensor = triton.InferInput(spec.name, list(x.shape), spec.datatype)
     tensor.set_data_from_numpy(x)
     result = client.infer(name, [tensor])
-    want = embedded[name].predict(x)
+    want = model.predict(x)
     for output, expected in want.items():
         assert_same(result.as_numpy(output), expected)
 
@@ -346,21 +395,21 @@ def test_bytes_as_json_strings(http: httpx.Client) -> None:
     body = {
         "inputs": [
             {
-                "name": "input-0",
-                "shape": [4],
+                "name": "text",
+                "shape": [5],
                 "datatype": "BYTES",
-                "data": ["hello anna", "bonjour marc", "hola lucía", "guten abend jonas"],
+                "data": ["hello", "bonjour", "buenos días", "guten abend", "hello anna"],
             }
         ],
-        "outputs": [{"name": "predict"}],
+        "outputs": [{"name": "language"}],
     }
     response = http.post("/v2/models/greeting-language/infer", json=body)
     assert response.status_code == 200, response.text
     (output,) = response.json()["outputs"]
-    assert output["name"] == "predict"
+    assert output["name"] == "language"
     assert output["datatype"] == "BYTES"
-    assert output["shape"] == [4]
-    assert output["data"] == ["en", "fr", "es", "de"]
+    assert output["shape"] == [5]
+    assert output["data"] == ["en", "fr", "es", "de", "unknown"]
 
 
 def _raw_binary_iris(rows: np.ndarray[Any, Any], binary_output: bool) -> tuple[bytes, int]:
@@ -411,18 +460,18 @@ def test_raw_binary_request_and_response_layout(
 
 
 def test_raw_binary_bytes_layout(http: httpx.Client) -> None:
-    texts = [b"hello anna", "à bientôt zoé".encode()]
+    texts = [b"hello", "à bientôt".encode()]
     raw = b"".join(struct.pack("<I", len(t)) + t for t in texts)
     header = {
         "inputs": [
             {
-                "name": "input-0",
+                "name": "text",
                 "shape": [2],
                 "datatype": "BYTES",
                 "parameters": {"binary_data_size": len(raw)},
             }
         ],
-        "outputs": [{"name": "predict", "parameters": {"binary_data": True}}],
+        "outputs": [{"name": "language", "parameters": {"binary_data": True}}],
     }
     encoded = json.dumps(header).encode()
     response = http.post(

@@ -17,8 +17,8 @@ MODEL = "greeting-language"
 
 
 def greeting_input() -> list[triton.InferInput]:
-    tensor = triton.InferInput("input-0", [2], "BYTES")
-    tensor.set_data_from_numpy(np.array([b"hello sam", b"merci beaucoup anna"], dtype=object))
+    tensor = triton.InferInput("text", [2], "BYTES")
+    tensor.set_data_from_numpy(np.array([b"hello", b"merci beaucoup"], dtype=object))
     return [tensor]
 
 
@@ -85,7 +85,7 @@ def test_unload_then_load(client: triton.InferenceServerClient, http: httpx.Clie
         client.load_model(MODEL)
     assert client.is_model_ready(MODEL)
     result = client.infer(MODEL, greeting_input())
-    assert result.as_numpy("predict").tolist() == [b"en", b"fr"]
+    assert result.as_numpy("language").tolist() == [b"en", b"fr"]
 
 
 def test_metadata_of_an_unloaded_model_is_503(unloaded: str, http: httpx.Client) -> None:

@@ -16,6 +16,7 @@ from modelport.registry.trust import is_pickle_family
 from modelport.runtimes.base import Runtime
 from modelport.runtimes.discovery import detect_format, runtime_class
 from modelport.serving.compilation import Compilation, Reference, compile_model
+from modelport.serving.nonfinite import guarded
 
 PICKLE_REFUSAL = (
     "{what} is a pickle-family artifact, and loading it can run arbitrary code; "
@@ -122,6 +123,7 @@ def load_artifact(
         except (Unsupported, InvalidInput):
             pass  # the bytes are the verified ones; the original stays the source of truth
         else:
+            runtime = guarded(runtime, version.compile_report)
             return LoadedArtifact(runtime, compiled.format, compiled.digest, compiled=True)
     # Re-hash before anything parses the file: a swapped artifact must never load.
     registry.verify(version)

@@ -22,6 +22,7 @@ from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.runtimes.base import Arrays, Runtime
 from modelport.runtimes.onnx import OnnxRuntime
+from modelport.serving import nonfinite
 from modelport.serving.conversion import to_onnx
 
 TARGETS: Final = ("onnx",)
@@ -107,6 +108,12 @@ def compile_model(
         return _rejected(target, report, f"onnxruntime cannot load the converted model: {exc}")
     try:
         outputs = verify(runtime, compiled, sample, tolerance)
+        non_finite = nonfinite.behaviour(
+            runtime,
+            compiled,
+            sample,
+            lambda a, b, rows: all(c["passed"] for c in verify(a, b, rows, tolerance).values()),
+        )
     except Exception as exc:  # e.g. a model that refuses negative inputs on generated rows
         return _rejected(
             target,
@@ -117,6 +124,7 @@ def compile_model(
     finally:
         compiled.close()
     report["outputs"] = outputs
+    report["non_finite"] = non_finite
     failed = {name: check for name, check in outputs.items() if not check["passed"]}
     rows_text = f"{report['sample']['rows']} {source} rows"
     if failed:

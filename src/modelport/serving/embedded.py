@@ -75,8 +75,21 @@ class Model:
         return f"<modelport.Model {mv.name}:{mv.version} {mv.format} sha256:{mv.digest[:12]}>"
 
 
-def load(name: str, version: int | None = None, registry: str | Path | None = None) -> Model:
-    """Load `name` (newest version unless `version`) from `registry` (default as the CLI's)."""
+def load(
+    name: str,
+    version: int | None = None,
+    registry: str | Path | None = None,
+    *,
+    compiled: bool = True,
+) -> Model:
+    """Load `name` (newest version unless `version`) from `registry` (default as the CLI's).
+
+    With `compiled` (the default, as `modelport serve`) a version pushed with a compiled
+    artifact runs from that artifact, which was checked at push to match the original; pass
+    `compiled=False` to run the original artifact with its own library instead (as
+    `modelport serve --no-compiled`). A version without a compiled artifact loads the same
+    either way.
+    """
     if version is not None:
         # True would pass as 1; numpy integers (not int subclasses) are fine.
         if isinstance(version, bool) or not isinstance(version, numbers.Integral):
@@ -88,7 +101,7 @@ def load(name: str, version: int | None = None, registry: str | Path | None = No
     store = Registry.open(location, create=False)
     try:
         mv = store.get(name, version)
-        loaded = load_artifact(store, mv)
+        loaded = load_artifact(store, mv, prefer_compiled=compiled)
         return Model(LoadedModel(mv, loaded.runtime, mv.compiled if loaded.compiled else None))
     finally:
         store.close()

@@ -9,34 +9,46 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.demo import DEMO_MODELS, build_demo
+from modelport.demo import COMPILED_DEMO_MODELS, DEMO_MODELS, build_demo
 from modelport.registry.store import Registry
 from modelport.runtimes.base import Runtime
-from modelport.serving.artifacts import load_runtime
+from modelport.serving.artifacts import load_artifact
 from modelport.serving.batching import Batcher, BatchPolicy
 from modelport.serving.executor import Executor
 
-WORDS = ["bonjour", "hello", "guten", "hola", "merci", "danke", "thanks", "gracias", "salut"]
+# Greetings the demo's text model knows, and words it answers "unknown" for.
+WORDS = ["bonjour", "hello", "hola", "salut", "guten morgen", "danke", "thanks", "gracias", ""]
 
 
 @pytest.fixture(scope="module")
-def runtimes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Runtime]]:
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
     root = tmp_path_factory.mktemp("batching-demo")
     for _ in build_demo(str(root), created_by="tests"):
         pass
     store = Registry.open(root)
-    loaded = {mv.name: load_runtime(store, mv) for mv in store.latest()}
+    yield store
+    store.close()
+
+
+@pytest.fixture(scope="module", params=[True, False], ids=["compiled", "original"])
+def runtimes(registry: Registry, request: pytest.FixtureRequest) -> Iterator[dict[str, Runtime]]:
+    """Each demo model's runtime, from its compiled artifact where it has one, or its original."""
+    prefer_compiled: bool = request.param
+    loaded = {}
+    for mv in registry.latest():
+        artifact = load_artifact(registry, mv, prefer_compiled=prefer_compiled)
+        assert artifact.compiled == (prefer_compiled and mv.name in COMPILED_DEMO_MODELS)
+        loaded[mv.name] = artifact.runtime
     yield loaded
     for runtime in loaded.values():
         runtime.close()
-    store.close()
 
 
 def sample(runtime: Runtime, n: int, seed: int) -> dict[str, np.ndarray[Any, Any]]:
     rng = np.random.default_rng(seed)
     (spec,) = runtime.signature.inputs
     if spec.datatype == "BYTES":
-        text = [f"{WORDS[i]} {WORDS[j]}".encode() for i, j in rng.integers(0, len(WORDS), (n, 2))]
+        text = [WORDS[i].encode() for i in rng.integers(0, len(WORDS), n)]
         data = np.empty(n, dtype=object)
         data[:] = text
         return {spec.name: data}
