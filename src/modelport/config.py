@@ -69,6 +69,8 @@ class ServeSettings:
     registry: str = DEFAULT_REGISTRY
     host: str = "127.0.0.1"
     http_port: int = 8080
+    grpc_port: int = 8081
+    """gRPC port; 0 turns gRPC off."""
     workers: int = 1
     """Server processes sharing the port; models load once, before they fork."""
     log_level: str = "info"
@@ -86,6 +88,10 @@ class ServeSettings:
     def __post_init__(self) -> None:
         if not 0 <= self.http_port <= 65535:
             raise InvalidInput(f"http_port must be 0-65535, got {self.http_port}")
+        if not 0 <= self.grpc_port <= 65535:
+            raise InvalidInput(
+                f"grpc_port must be 0-65535 (0 turns gRPC off), got {self.grpc_port}"
+            )
         if not 1 <= self.workers <= 256:
             raise InvalidInput(f"workers must be between 1 and 256, got {self.workers}")
         if self.max_body_bytes < 1024:

@@ -20,6 +20,7 @@ from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
 from modelport.supervisor import Supervisor, report_ready
+from modelport.transports.grpc import GrpcServer
 from modelport.transports.rest import RestApp
 
 log = logging.getLogger("modelport.server")
@@ -49,12 +50,13 @@ class _Server(uvicorn.Server):
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def bind(host: str, port: int, *, workers: int = 1) -> socket.socket:
+def bind(host: str, port: int, *, workers: int = 1, flag: str = "--http-port") -> socket.socket:
     """A TCP socket bound to host:port (port 0 picks a free one).
 
     With one worker it listens; with several it only reserves the port (SO_REUSEPORT) and
     each worker binds and listens on its own socket, so the kernel spreads connections.
-    InvalidInput when the address cannot be had (unknown host, port in use, no permission).
+    InvalidInput when the address cannot be had (unknown host, port in use, no permission);
+    the message suggests `flag`.
     """
     try:
         family, kind, proto, _, address = socket.getaddrinfo(
@@ -73,16 +75,33 @@ def bind(host: str, port: int, *, workers: int = 1) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise InvalidInput(
-            f"cannot listen on {host}:{port}: {exc.strerror}; choose another --http-port "
-            "(0 picks a free one) or --host"
+            f"cannot listen on {host}:{port}: {exc.strerror}; choose another {flag} or --host"
         ) from None
     return sock
 
 
+def reserve_grpc(host: str, port: int) -> socket.socket:
+    """Hold host:port for the gRPC servers of the workers, which bind it with SO_REUSEPORT.
+
+    The socket is bound (SO_REUSEPORT, not listening, so it takes no connections) for as long
+    as the server runs. A first, exclusive bind makes a port that something else already
+    serves fail here, with InvalidInput, instead of being silently shared.
+    """
+    probe = bind(host, port, flag="--grpc-port (0 turns gRPC off)")
+    port = probe.getsockname()[1]
+    probe.close()
+    return bind(host, port, workers=2, flag="--grpc-port (0 turns gRPC off)")
+
+
+def address(sock: socket.socket) -> str:
+    """`host:port` of a bound socket (IPv6 hosts in brackets), as gRPC takes it."""
+    host, port = sock.getsockname()[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def url(sock: socket.socket) -> str:
     """The http:// URL a bound socket answers on."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+    return f"http://{address(sock)}"
 
 
 def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> int:
@@ -92,15 +111,29 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     memory), then announces readiness once every worker accepts connections.
     """
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
-    sock = bind(settings.host, settings.http_port, workers=settings.workers)
-    try:
-        registry = Registry.open(settings.registry, create=False)
-    except BaseException:
-        sock.close()
-        raise
+    with contextlib.ExitStack() as stack:
+        sock = stack.enter_context(
+            bind(settings.host, settings.http_port, workers=settings.workers)
+        )
+        grpc_sock = None
+        if settings.grpc_port:
+            grpc_sock = stack.enter_context(reserve_grpc(settings.host, settings.grpc_port))
+        registry = stack.enter_context(Registry.open(settings.registry, create=False))
+        return _serve(settings, announce, sock, grpc_sock, registry)
+
+
+def _serve(
+    settings: ServeSettings,
+    announce: Callable[[str], None],
+    sock: socket.socket,
+    grpc_sock: socket.socket | None,
+    registry: Registry,
+) -> int:
     workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
+    grpc_address = None if grpc_sock is None else address(grpc_sock)
+    grpc = "" if grpc_address is None else f" and gRPC at {grpc_address}"
     announce(
-        f"modelport {__version__} serving REST at {url(sock)} "
+        f"modelport {__version__} serving REST at {url(sock)}{grpc} "
         f"(registry: {settings.registry}; {workers})"
     )
     catalog = Catalog()
@@ -112,20 +145,16 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     gc.freeze()
     loaded = sorted(f"{m.name}:{m.number}" for m in catalog)
     ready = f"modelport ready: {len(loaded)} model version(s) loaded ({', '.join(loaded)})"
-    try:
-        if settings.workers == 1:
-            run_worker(dataplane, settings, sock, lambda: announce(ready))
-            return 0
-        host, port = sock.getsockname()[:2]
+    if settings.workers == 1:
+        run_worker(dataplane, settings, sock, lambda: announce(ready), grpc_address)
+        return 0
+    host, port = sock.getsockname()[:2]
 
-        def worker(ready_fd: int) -> None:
-            own = bind(host, port, workers=settings.workers)
-            run_worker(dataplane, settings, own, lambda: report_ready(ready_fd))
+    def worker(ready_fd: int) -> None:
+        own = bind(host, port, workers=settings.workers)
+        run_worker(dataplane, settings, own, lambda: report_ready(ready_fd), grpc_address)
 
-        return Supervisor(settings.workers, worker).run(lambda: announce(ready))
-    finally:
-        sock.close()
-        registry.close()
+    return Supervisor(settings.workers, worker).run(lambda: announce(ready))
 
 
 def run_worker(
@@ -133,13 +162,31 @@ def run_worker(
     settings: ServeSettings,
     sock: socket.socket,
     on_ready: Callable[[], None],
+    grpc_address: str | None = None,
 ) -> None:
-    """Serve REST on `sock` in this process until SIGINT or SIGTERM."""
+    """Serve REST on `sock`, and gRPC on `grpc_address` if given, until SIGINT or SIGTERM.
+
+    Both run on one event loop, so they share the dataplane and its batchers.
+    """
+    grpc_server: GrpcServer | None = None
+    failure: InvalidInput | None = None
 
     async def on_startup() -> None:
+        nonlocal grpc_server, failure
+        if grpc_address is not None:
+            try:
+                grpc_server = await GrpcServer.start(
+                    dataplane, grpc_address, max_message_bytes=settings.max_body_bytes
+                )
+            except RuntimeError as exc:
+                failure = InvalidInput(f"cannot serve gRPC on {grpc_address}: {exc}")
+                raise failure from None
         on_ready()
 
     async def on_shutdown() -> None:
+        # REST has drained by now; gRPC calls get their own grace period.
+        if grpc_server is not None:
+            await grpc_server.stop()
         await dataplane.close()
 
     app = RestApp(
@@ -159,3 +206,6 @@ def run_worker(
         timeout_graceful_shutdown=10,
     )
     _Server(config).run(sockets=[sock])
+    if failure is not None:
+        # uvicorn only logs a failed start-up and returns; the caller must see it.
+        raise failure

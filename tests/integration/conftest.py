@@ -10,6 +10,7 @@ import os
 import queue
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,6 +36,7 @@ STOP_TIMEOUT = 20.0
 CREATED_BY = "tests@integration"
 
 _LISTENING = re.compile(r"serving REST at (http://\S+)")
+_GRPC = re.compile(r" and gRPC at (\S+)")
 _READY = "modelport ready:"
 
 
@@ -44,7 +46,12 @@ class ServerProcess:
     def __init__(self, args: Sequence[str]) -> None:
         env = {k: v for k, v in os.environ.items() if k != "MODELPORT_REGISTRY"}
         env["PYTHONUNBUFFERED"] = "1"
-        self.args = [sys.executable, "-m", "modelport", "serve", "--http-port", "0", *args]
+        # gRPC stays off unless a test asks for it (a later --grpc-port wins).
+        self.args = [
+            sys.executable,
+            *("-m", "modelport", "serve", "--http-port", "0", "--grpc-port", "0"),
+            *args,
+        ]
         self.output: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._proc = subprocess.Popen(
@@ -60,6 +67,8 @@ class ServerProcess:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
         self.url = ""
+        self.grpc_address = ""
+        """`host:port` of the gRPC server; empty when gRPC is off."""
         self.ready_line = ""
 
     def _read(self) -> None:
@@ -88,6 +97,9 @@ class ServerProcess:
             found = _LISTENING.search(line)
             if found:
                 self.url = found.group(1)
+                grpc_found = _GRPC.search(line)
+                if grpc_found:
+                    self.grpc_address = grpc_found.group(1)
             elif line.startswith(_READY):
                 self.ready_line = line
         assert self.url, f"the server never said where it listens:\n{self.log()}"
@@ -186,6 +198,20 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
     """A server with every demo model loaded."""
     return start_server("--registry", str(demo_registry))
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (`--grpc-port 0` turns gRPC off)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def grpc_server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
+    """A server with every demo model loaded, serving gRPC too (`grpc_address`)."""
+    return start_server("--registry", str(demo_registry), "--grpc-port", str(free_port()))
 
 
 @pytest.fixture(scope="session")

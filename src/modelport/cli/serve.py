@@ -24,6 +24,12 @@ from modelport.config import (
     "--http-port", type=int, default=None, help="REST port (0 picks a free one). Default: 8080."
 )
 @click.option(
+    "--grpc-port",
+    type=int,
+    default=None,
+    help="gRPC port; 0 turns gRPC off. Default: 8081.",
+)
+@click.option(
     "--model",
     "models",
     multiple=True,
@@ -66,6 +72,7 @@ def serve(
     registry: str | None,
     host: str | None,
     http_port: int | None,
+    grpc_port: int | None,
     models: tuple[str, ...],
     workers: str | None,
     batching: bool | None,
@@ -73,7 +80,7 @@ def serve(
     config_file: Path | None,
     log_level: str | None,
 ) -> None:
-    """Serve the registry's models over the Open Inference Protocol (REST).
+    """Serve the registry's models over the Open Inference Protocol (REST and gRPC).
 
     Prints where it listens, then a "ready" line once the models are loaded.
     Ctrl-C (or SIGTERM) finishes in-flight requests and stops.
@@ -86,6 +93,7 @@ def serve(
                 "registry": registry,
                 "host": host,
                 "http_port": http_port,
+                "grpc_port": grpc_port,
                 "models": models or None,
                 "workers": None if workers is None else parse_workers(workers),
                 "batching": batching,

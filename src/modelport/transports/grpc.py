@@ -1,0 +1,345 @@
+"""Open Inference Protocol over gRPC (grpc.aio): parse, call the dataplane, encode.
+
+The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto).
+ErrorKind is mapped to a gRPC status code here, once; the request id (`x-request-id`
+metadata when the client sends a valid one, else generated) comes back in trailing metadata
+and, for inferences, in the response parameter `modelport.request_id`. The standard health
+service (grpc.health.v1) reports readiness; server reflection is on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Final, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from modelport.errors import ErrorKind, InvalidInput, ModelportError, Unsupported
+from modelport.serving.dataplane import DataPlane
+from modelport.transports import grpc_codec
+from modelport.transports.grpc_gen import inference_pb2 as pb
+
+log = logging.getLogger("modelport.grpc")
+
+SERVICE: Final = "inference.GRPCInferenceService"
+
+STATUS: Final[dict[ErrorKind, grpc.StatusCode]] = {
+    ErrorKind.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.NOT_READY: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    ErrorKind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
+    ErrorKind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.UNTRUSTED_ARTIFACT: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
+    # What gRPC itself answers for a message over the size limit.
+    ErrorKind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+STREAM_WINDOW: Final = 64
+"""Requests of one stream in flight at once; reading the stream waits beyond that."""
+GRACE_SECONDS: Final = 5.0
+"""On stop, how long running calls may finish before they are cancelled."""
+
+_REQUEST_ID: Final = "x-request-id"
+_SAFE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class InferenceService:
+    """The RPCs of `inference.GRPCInferenceService`, each a thin call into the dataplane."""
+
+    def __init__(self, dataplane: DataPlane) -> None:
+        self._dp = dataplane
+
+    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+        """Method name -> handler, with the protobuf (de)serializers of each message."""
+        unary = grpc.unary_unary_rpc_method_handler
+        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+        for name, call, request_type, response_type in (
+            ("ServerLive", self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
+            ("ServerReady", self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
+            ("ModelReady", self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
+            (
+                "ServerMetadata",
+                self.server_metadata,
+                pb.ServerMetadataRequest,
+                pb.ServerMetadataResponse,
+            ),
+            (
+                "ModelMetadata",
+                self.model_metadata,
+                pb.ModelMetadataRequest,
+                pb.ModelMetadataResponse,
+            ),
+            ("ModelInfer", self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
+            (
+                "RepositoryIndex",
+                self.repository_index,
+                pb.RepositoryIndexRequest,
+                pb.RepositoryIndexResponse,
+            ),
+            (
+                "RepositoryModelLoad",
+                self.repository_model_load,
+                pb.RepositoryModelLoadRequest,
+                pb.RepositoryModelLoadResponse,
+            ),
+            (
+                "RepositoryModelUnload",
+                self.repository_model_unload,
+                pb.RepositoryModelUnloadRequest,
+                pb.RepositoryModelUnloadResponse,
+            ),
+        ):
+            handlers[name] = unary(
+                _unary(call),
+                request_deserializer=request_type.FromString,
+                response_serializer=response_type.SerializeToString,
+            )
+        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
+            self.model_stream_infer,
+            request_deserializer=pb.ModelInferRequest.FromString,
+            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+        )
+        return handlers
+
+    # -- health and metadata -------------------------------------------------------------
+
+    async def server_live(self, request: pb.ServerLiveRequest, rid: str) -> pb.ServerLiveResponse:
+        """The process answers."""
+        return pb.ServerLiveResponse(live=self._dp.live())
+
+    async def server_ready(
+        self, request: pb.ServerReadyRequest, rid: str
+    ) -> pb.ServerReadyResponse:
+        """Start-up loading has finished."""
+        return pb.ServerReadyResponse(ready=self._dp.ready())
+
+    async def model_ready(self, request: pb.ModelReadyRequest, rid: str) -> pb.ModelReadyResponse:
+        """ready=false, not an error, for an unknown model: tritonclient raises on any error."""
+        try:
+            ready = await self._dp.model_ready(_name(request.name), request.version or None)
+        except ModelportError as exc:
+            if exc.kind is not ErrorKind.NOT_FOUND:
+                raise
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
+
+    async def server_metadata(
+        self, request: pb.ServerMetadataRequest, rid: str
+    ) -> pb.ServerMetadataResponse:
+        """Server name, version and extensions."""
+        meta = self._dp.server_metadata()
+        return pb.ServerMetadataResponse(
+            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+        )
+
+    async def model_metadata(
+        self, request: pb.ModelMetadataRequest, rid: str
+    ) -> pb.ModelMetadataResponse:
+        """Inputs, outputs, versions, and provenance in `parameters`."""
+        meta = await self._dp.model_metadata(_name(request.name), request.version or None)
+        return grpc_codec.encode_model_metadata(meta)
+
+    # -- inference -----------------------------------------------------------------------
+
+    async def model_infer(self, request: pb.ModelInferRequest, rid: str) -> pb.ModelInferResponse:
+        """One inference through the dataplane (validation, batching, provenance)."""
+        decoded = grpc_codec.decode_request(request)
+        response = await self._dp.infer(
+            _name(request.model_name), request.model_version or None, decoded, rid
+        )
+        return grpc_codec.encode_response(response, typed=not request.raw_input_contents)
+
+    async def model_stream_infer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: Context
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        """Answer each request of the stream in order; a failed one gets an error_message.
+
+        Up to STREAM_WINDOW requests run at once (so they can share batches); the answers
+        still come back in the order the requests arrived.
+        """
+        base = _request_id(context)
+        window: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue(
+            STREAM_WINDOW
+        )
+
+        async def read() -> None:
+            count = 0
+            try:
+                async for request in requests:
+                    count += 1
+                    rid = f"{base}-{count}"
+                    await window.put(asyncio.ensure_future(self._stream_one(request, rid)))
+            except Exception:
+                # The client broke the stream off; what it already sent is still answered.
+                log.debug("stream %s ended while reading", base, exc_info=True)
+            # Not in a `finally`: once cancelled, nobody reads the queue to make room.
+            await window.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (future := await window.get()) is not None:
+                yield await future
+        finally:
+            reader.cancel()
+            while not window.empty():
+                pending = window.get_nowait()
+                if pending is not None:
+                    pending.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    async def _stream_one(
+        self, request: pb.ModelInferRequest, rid: str
+    ) -> pb.ModelStreamInferResponse:
+        try:
+            response = await self.model_infer(request, rid)
+        except ModelportError as exc:
+            return pb.ModelStreamInferResponse(error_message=exc.message)
+        except Exception:
+            log.exception("internal error handling stream request %s", rid)
+            return pb.ModelStreamInferResponse(error_message=_internal(rid))
+        return pb.ModelStreamInferResponse(infer_response=response)
+
+    # -- repository ----------------------------------------------------------------------
+
+    async def repository_index(
+        self, request: pb.RepositoryIndexRequest, rid: str
+    ) -> pb.RepositoryIndexResponse:
+        """Every loaded version, plus registered models with nothing loaded (unless ready)."""
+        entries = await self._dp.repository_index(ready_only=request.ready)
+        response = pb.RepositoryIndexResponse()
+        for entry in entries:
+            response.models.add(**entry)
+        return response
+
+    async def repository_model_load(
+        self, request: pb.RepositoryModelLoadRequest, rid: str
+    ) -> pb.RepositoryModelLoadResponse:
+        """Load the newest version, or the one in parameters["version"]."""
+        params = request.parameters
+        if "config" in params or any(key.startswith("file:") for key in params):
+            raise Unsupported(
+                "loading with a config or files is not offered; register the artifact with "
+                "`modelport models push` and load it by name"
+            )
+        await self._dp.load(_name(request.model_name), _version(params))
+        return pb.RepositoryModelLoadResponse()
+
+    async def repository_model_unload(
+        self, request: pb.RepositoryModelUnloadRequest, rid: str
+    ) -> pb.RepositoryModelUnloadResponse:
+        """Unload every loaded version, or the one in parameters["version"]."""
+        await self._dp.unload(_name(request.model_name), _version(request.parameters))
+        return pb.RepositoryModelUnloadResponse()
+
+
+class GrpcServer:
+    """A started grpc.aio server: the inference service, health and reflection."""
+
+    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer):
+        self._server = server
+        self._health = health_servicer
+
+    @classmethod
+    async def start(
+        cls, dataplane: DataPlane, address: str, *, max_message_bytes: int
+    ) -> GrpcServer:
+        """Serve on `address` (host:port) in the running event loop.
+
+        RuntimeError when the address cannot be bound.
+        """
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message_bytes),
+                ("grpc.max_send_message_length", -1),
+            ]
+        )
+        handlers = InferenceService(dataplane).method_handlers()
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
+        server.add_registered_method_handlers(SERVICE, handlers)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        server.add_insecure_port(address)
+        await server.start()
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if dataplane.ready()
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for name in ("", SERVICE):
+            await health_servicer.set(name, status)
+        return cls(server, health_servicer)
+
+    async def stop(self, grace: float = GRACE_SECONDS) -> None:
+        """Report NOT_SERVING, let running calls finish within `grace` seconds, then stop."""
+        await self._health.enter_graceful_shutdown()
+        await self._server.stop(grace)
+
+
+def _unary(
+    call: Callable[[Req, str], Awaitable[Resp]],
+) -> Callable[[Req, Context], Awaitable[Resp]]:
+    """Wrap an RPC body: request id in, ModelportError -> status code out, faults logged."""
+
+    async def handle(request: Req, context: Context) -> Resp:
+        rid = _request_id(context)
+        try:
+            response = await call(request, rid)
+        except ModelportError as exc:
+            await context.abort(STATUS[exc.kind], exc.message, ((_REQUEST_ID, rid),))
+        except Exception:
+            log.exception("internal error handling request %s", rid)
+            await context.abort(grpc.StatusCode.INTERNAL, _internal(rid), ((_REQUEST_ID, rid),))
+        context.set_trailing_metadata(((_REQUEST_ID, rid),))
+        return response
+
+    return handle
+
+
+def _request_id(context: Context) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == _REQUEST_ID and isinstance(value, str) and _SAFE_ID.fullmatch(value):
+            return value
+    return os.urandom(16).hex()
+
+
+def _internal(rid: str) -> str:
+    return f"internal error; the server log has details under {rid}"
+
+
+def _name(name: str) -> str:
+    if not name:
+        raise InvalidInput("the model name is empty; name the model to use")
+    return name
+
+
+def _version(params: Any) -> str | None:
+    """parameters["version"] of a repository request, as a string (None when absent)."""
+    if "version" not in params:
+        return None
+    slot = params["version"]
+    choice = slot.WhichOneof("parameter_choice")
+    if choice == "string_param":
+        return str(slot.string_param)
+    if choice == "int64_param":
+        return str(slot.int64_param)
+    raise InvalidInput('parameters["version"] must be a version number such as "2"')
