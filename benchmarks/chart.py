@@ -47,7 +47,7 @@ def draw(results: dict, out: Path) -> None:
     # Scenarios differ by orders of magnitude (iris vs a 200-tree forest).
     ax.set_yscale("log")
     ax.set_ylabel("requests/s (median, log scale)")
-    ax.set_title("modelport vs MLServer: REST throughput, server on 1 core, load on the other")
+    ax.set_title("modelport vs MLServer: REST and gRPC req/s, server on 1 core, load on the other")
     ax.legend(fontsize=8)
     ax.margins(y=0.25)
     fig.tight_layout()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scenarios import MLSERVER, MODELPORT, NO_BATCHING
+from scenarios import COMPILED, GRPC_CEILING, MLSERVER, MODELPORT, NO_BATCHING
 
 Results = dict[str, Any]
 
@@ -115,6 +115,8 @@ def targets(results: Results) -> list[dict[str, str]]:
         detail = f"{ratio:.2f}x; p99 {on['p99_ms']:.1f} vs {off['p99_ms']:.1f} ms"
         out.append(_verdict(name, ratio >= 4 and on["p99_ms"] <= off["p99_ms"], detail))
 
+    out += _grpc_targets(results)
+
     name = "start-to-ready < 1.5 s (modelport, demo registry)"
     starts = [s for s in results["start_to_ready"] if s["server"] == MODELPORT]
     if not starts:
@@ -135,6 +137,36 @@ def targets(results: Results) -> list[dict[str, str]]:
         ratio = four["pss_mb"] / one["pss_mb"]
         detail = f"{four['pss_mb']:,.0f} / {one['pss_mb']:,.0f} MB = {ratio:.2f}x"
         out.append(_verdict(name, ratio < 1.5, detail))
+    return out
+
+
+GRPC_SCENARIO = "iris b1 grpc s64"
+
+
+def _grpc_targets(results: Results) -> list[dict[str, str]]:
+    """gRPC req/s: modelport (plain iris) >= 2x MLServer and >= 80% of the bare servicer.
+
+    The compiled row is shown in the figures; the verdict is on the plain one, like REST's.
+    """
+    out = []
+    compiled = _find(results, GRPC_SCENARIO, COMPILED)
+    also = ""
+    if compiled is not None and not compiled["failed"] and compiled["rps"]:
+        also = f"; compiled {compiled['rps']:,.0f} req/s"
+    for peer, factor, name in (
+        (MLSERVER, 2.0, f"{GRPC_SCENARIO}: modelport req/s >= 2x MLServer"),
+        (GRPC_CEILING, 0.8, f"{GRPC_SCENARIO}: modelport req/s >= 80% of a bare grpc.aio servicer"),
+    ):
+        mp, other, why = _pair(results, GRPC_SCENARIO, MODELPORT, peer)
+        if why:
+            out.append(_verdict(name, None, why))
+        elif mp["failed"] or other["failed"]:
+            out.append(_verdict(name, False, "a run failed"))
+        else:
+            ratio = mp["rps"] / other["rps"]
+            detail = f"{mp['rps']:,.0f} vs {other['rps']:,.0f} req/s = "
+            detail += (f"{ratio:.2f}x" if factor > 1 else f"{ratio:.0%}") + also
+            out.append(_verdict(name, ratio >= factor, detail))
     return out
 
 
@@ -170,6 +202,16 @@ scenario and server.
   -s benchmarks/post.lua URL`, where `post.lua` POSTs one OIP JSON body and reports req/s,
   p50, p99 and the non-2xx count (wrk's timeout is 60 s, so even the slowest answers count in
   p99). Any non-2xx response, socket error or timeout marks the run FAILED.
+- gRPC (`iris b1 grpc s64`): the same servers' gRPC ports, driven by h2load from CPU
+  {m["load_cpu"]}: `taskset -c {m["load_cpu"]} h2load -D D -c 4 -m 16 -d BODY -H
+  'content-type: application/grpc' -H 'te: trailers'
+  http://127.0.0.1:PORT/inference.GRPCInferenceService/ModelInfer` (64 concurrent streams
+  over 4 connections), where BODY is the 5-byte gRPC frame header plus one serialized
+  `ModelInferRequest` (one iris row in `raw_input_contents`, as tritonclient sends it,
+  asking for `predict`). p50/p99 come from h2load's per-request log. h2load only sees HTTP
+  statuses, so after each start one request with a gRPC client must get grpc-status 0, or
+  the run is FAILED. `{GRPC_CEILING}` is `benchmarks/grpc_ceiling.py`: grpc.aio on uvloop
+  answering every call with a fixed response, no model: the most a grpc.aio server reaches.
 - Servers alternate round by round (MLServer, modelport, ... then again), each start followed
   by a {results["warmup_s"]} s warm-up; the table shows the median over rounds.
 - Request bodies: input `input-0`, FP32 `[N, features]`, asking for output `predict` (so both
@@ -193,7 +235,7 @@ scenario and server.
 ## Machine
 
 {m["nproc"]} CPUs ({m["cpu"]}), {m["memory_gb"]:.0f} GB RAM, Linux {m["kernel"]},
-Python {m["python"]}, {v["wrk"]}, modelport {v["modelport"]}.
+Python {m["python"]}, {v["wrk"]}, {v.get("h2load") or "no h2load"}, modelport {v["modelport"]}.
 
 ## Results
 

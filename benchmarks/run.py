@@ -24,9 +24,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import grpc_load
 import models
 import report
-from scenarios import MLSERVER, MODELPORT, Load, Variant, body, groups
+from scenarios import MLSERVER, MODELPORT, Load, Variant, body, groups, request_rows
 from servers import HOST, LOAD_CPU, SERVER_CPU, Server, ServerFailed, free_port, running, status
 
 BENCH = Path(__file__).resolve().parent
@@ -49,6 +50,12 @@ def preflight() -> None:
     if shutil.which("wrk") is None:
         fail(
             "wrk is not installed; install it (Debian/Ubuntu: `sudo apt-get install wrk`) and rerun"
+        )
+    if shutil.which("h2load") is None:
+        print(
+            "note: h2load is not installed, so the gRPC scenario is skipped "
+            "(Debian/Ubuntu: `sudo apt-get install nghttp2-client`)",
+            flush=True,
         )
     if shutil.which("taskset") is None:
         fail("taskset is not installed; install util-linux (`sudo apt-get install util-linux`)")
@@ -129,14 +136,18 @@ class Bench:
                 ("--grpc-port", serve_help),
             )
         }
+        self.can["h2load"] = shutil.which("h2load") is not None
         for flag, what in (
             ("--compile", "`models push --compile onnx`: compiled scenarios skipped"),
             ("--no-batching", "`serve --no-batching`: the batching-off scenario skipped"),
             ("--no-compiled", "`serve --no-compiled`: the compiled-off scenario skipped"),
             ("--workers", "`serve --workers`: the memory scenario skipped"),
+            ("--grpc-port", "`serve --grpc-port`: the gRPC scenario skipped"),
         ):
             if not self.can[flag]:
                 self.note(f"this modelport has no {what}")
+        if not self.can["h2load"]:
+            self.note("h2load (nghttp2-client) is not installed: the gRPC scenario skipped")
         self.compiled: set[str] = set()
 
     def note(self, text: str) -> None:
@@ -182,34 +193,74 @@ class Bench:
             path.write_bytes(body(model, rows))
         return path
 
+    def grpc_body_file(self, model: str, rows: int, served: str) -> Path:
+        """The framed ModelInferRequest h2load posts, naming the served model `served`."""
+        path = self.bodies / f"{served}-b{rows}.grpc.bin"
+        if not path.exists():
+            message = grpc_load.request_message(served, request_rows(model, rows))
+            path.write_bytes(grpc_load.frame(message))
+        return path
+
     @contextlib.contextmanager
     def serve(self, variant: Variant, model: str, registry: Path | None = None) -> Iterator[Server]:
         """A ready server for variant (MLServer serves the model's folder); stopped on exit."""
         self.starts += 1
-        port = free_port()
-        log = WORK / "logs" / f"{self.starts:03d}-{variant.label.replace(' ', '_')}.log"
+        port, grpc_port = free_port(), free_port()
+        name = variant.label.replace(" ", "_").replace(",", "")
+        log = WORK / "logs" / f"{self.starts:03d}-{name}.log"
+        ready = None
         if variant.server == "mlserver":
             folder = self.folders[model]
             settings = {
                 "host": HOST,
                 "http_port": port,
-                "grpc_port": free_port(),
+                "grpc_port": grpc_port,
                 "metrics_port": free_port(),
                 "parallel_workers": 0,
             }
             (folder / "settings.json").write_text(json.dumps(settings, indent=2))
             argv = [str(VENV / "bin" / "mlserver"), "start", "."]
+        elif variant.server == "grpc-ceiling":
+            # No REST side: it is ready once its gRPC port accepts connections.
+            folder, port = WORK, grpc_port
+            argv = [sys.executable, str(BENCH / "grpc_ceiling.py"), "--port", str(port)]
+            ready = lambda p: grpc_load.accepting(HOST, p)  # noqa: E731
         else:
             folder = WORK
             argv = [str(MODELPORT_BIN), "serve", "--registry", str(registry or self.registry)]
             argv += ["--host", HOST, "--http-port", str(port), "--log-level", "warning"]
             if self.can["--grpc-port"]:
-                argv += ["--grpc-port", str(free_port())]
+                argv += ["--grpc-port", str(grpc_port)]
+            else:
+                grpc_port = 0
             if variant.served_name:
                 argv += ["--model", variant.served_name]
             argv += variant.flags
-        with running(variant.label, argv, port, log, folder, READY_DEADLINE) as server:
+        with running(
+            variant.label, argv, port, log, folder, READY_DEADLINE, ready, grpc_port
+        ) as server:
             yield server
+
+    def h2load(self, server: Server, body_file: Path, load: Load, seconds: int) -> dict[str, Any]:
+        """One h2load run against the server's gRPC port; its figures, or {"error": ...}."""
+        return grpc_load.h2load(
+            HOST, server.grpc_port, body_file, load.connections, seconds, LOAD_CPU
+        )
+
+    def run_grpc_group(self, variant: Variant, group: Any, server: Server) -> dict[str, Any]:
+        """Check grpc-status once, warm up, run each load; {load name: figures}."""
+        served = variant.served_name or group.model
+        results: dict[str, Any] = {}
+        for load in group.loads:
+            body_file = self.grpc_body_file(load.model, load.rows, served)
+            # h2load sees only HTTP statuses; a gRPC error is HTTP 200 with a bad trailer.
+            verdict = grpc_load.grpc_status(HOST, server.grpc_port, body_file.read_bytes())
+            if verdict != "OK":
+                results[load.name] = {"error": f"grpc-status not 0: {verdict[:200]}"}
+                continue
+            self.h2load(server, body_file, load, self.warmup)
+            results[load.name] = self.h2load(server, body_file, load, self.duration)
+        return results
 
     def wrk(self, port: int, path: str, load: Load, seconds: int) -> dict[str, Any]:
         """One wrk run from LOAD_CPU; its parsed figures, or {"error": ...}."""
@@ -231,7 +282,11 @@ class Bench:
     def loads(self) -> list[dict[str, Any]]:
         """Every load on every variant, servers alternating round by round; medians per row."""
         plan = groups(
-            self.quick, self.compiled, self.can["--no-batching"], self.can["--no-compiled"]
+            self.quick,
+            self.compiled,
+            self.can["--no-batching"],
+            self.can["--no-compiled"],
+            self.can["--grpc-port"] and self.can["h2load"],
         )
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for rnd in range(1, self.rounds + 1):
@@ -242,6 +297,15 @@ class Bench:
                     path = f"/v2/models/{served}/infer"
                     try:
                         with self.serve(variant, group.model) as server:
+                            if all(load.grpc for load in group.loads):
+                                results = self.run_grpc_group(variant, group, server)
+                                for load in group.loads:
+                                    result = results[load.name]
+                                    samples.setdefault((load.name, variant.label), []).append(
+                                        result
+                                    )
+                                    print(f"  {load.name:<16} {brief(result)}", flush=True)
+                                continue
                             self.wrk(server.port, path, Load(group.model, 1, 64), self.warmup)
                             for load in group.loads:
                                 result = self.wrk(server.port, path, load, self.duration)
@@ -428,6 +492,9 @@ def main() -> None:
             "mlserver": output([str(VENV / "bin" / "mlserver"), "--version"]).split()[-1],
             "scikit-learn": __import__("sklearn").__version__,
             "wrk": " ".join(output(["wrk", "-v"]).split()[:2]),
+            "h2load": " ".join(output(["h2load", "--version"]).split()[:2])
+            if shutil.which("h2load")
+            else "",
         },
     }
     results["models"] = bench.prepare()

@@ -12,19 +12,27 @@ MODELPORT = "modelport"
 NO_BATCHING = "modelport --no-batching"
 COMPILED = "modelport compiled"
 NO_COMPILED = "modelport compiled --no-compiled"
+GRPC_CEILING = "bare grpc.aio, fixed response"
 
 
 @dataclass(frozen=True)
 class Load:
-    """One wrk run: `rows` rows per request to model `model`, from `connections` connections."""
+    """One load run: `rows` rows per request to model `model`, `connections` at once.
+
+    REST loads are wrk runs (`connections` connections); gRPC loads are h2load runs, where
+    `connections` counts concurrent streams (16 per HTTP/2 connection).
+    """
 
     model: str
     rows: int
     connections: int
+    grpc: bool = False
 
     @property
     def name(self) -> str:
-        """The scenario's row label, e.g. "iris b1 c64"."""
+        """The scenario's row label, e.g. "iris b1 c64" or "iris b1 grpc s64"."""
+        if self.grpc:
+            return f"{self.model} b{self.rows} grpc s{self.connections}"
         return f"{self.model} b{self.rows} c{self.connections}"
 
 
@@ -33,7 +41,7 @@ class Variant:
     """One way of serving a model group: which server, which registered name, which flags."""
 
     label: str
-    server: str  # "mlserver" or "modelport"
+    server: str  # "mlserver", "modelport" or "grpc-ceiling"
     served_name: str = ""  # modelport's registered name; MLServer uses the group's name
     flags: tuple[str, ...] = field(default_factory=tuple)
 
@@ -50,10 +58,16 @@ class Group:
 IRIS_LOADS = (Load("iris", 1, 1), Load("iris", 1, 64), Load("iris", 64, 64))
 HEAVY_LOADS = (Load("heavy", 1, 64),)
 QUICK_IRIS_LOADS = (Load("iris", 1, 64),)
+GRPC_LOADS = (Load("iris", 1, 64, grpc=True),)
 
 
-def groups(quick: bool, compiled: set[str], no_batching: bool, no_compiled: bool) -> list[Group]:
-    """The groups to run; `compiled` names the models that have an ONNX-compiled version."""
+def groups(
+    quick: bool, compiled: set[str], no_batching: bool, no_compiled: bool, grpc: bool = False
+) -> list[Group]:
+    """The groups to run; `compiled` names the models that have an ONNX-compiled version.
+
+    `grpc` adds the gRPC group (modelport serves gRPC and h2load is there).
+    """
     iris = [Variant(MLSERVER, "mlserver"), Variant(MODELPORT, "modelport", "iris")]
     if "iris" in compiled:
         iris.append(Variant(COMPILED, "modelport", "iris_onnx"))
@@ -64,10 +78,15 @@ def groups(quick: bool, compiled: set[str], no_batching: bool, no_compiled: bool
         heavy.append(Variant(COMPILED, "modelport", "heavy_onnx"))
         if no_compiled and not quick:
             heavy.append(Variant(NO_COMPILED, "modelport", "heavy_onnx", ("--no-compiled",)))
-    return [
+    plan = [
         Group("iris", QUICK_IRIS_LOADS if quick else IRIS_LOADS, tuple(iris)),
         Group("heavy", HEAVY_LOADS, tuple(heavy)),
     ]
+    if grpc:
+        # The same servers over gRPC, plus the ceiling no grpc.aio server can pass.
+        variants = [*iris, Variant(GRPC_CEILING, "grpc-ceiling")]
+        plan.append(Group("iris", GRPC_LOADS, tuple(variants)))
+    return plan
 
 
 def _rows(model: str, n: int) -> list[list[float]]:
@@ -83,6 +102,11 @@ def _rows(model: str, n: int) -> list[list[float]]:
     if model == "big":
         return [[0.5, -1.0, 0.25, 2.0] for _ in range(n)]
     raise ValueError(f"no request rows for model {model!r}")
+
+
+def request_rows(model: str, n: int) -> list[list[float]]:
+    """The request rows of `model`, n of them (the same for REST and gRPC bodies)."""
+    return _rows(model, n)
 
 
 def body(model: str, rows: int) -> bytes:

@@ -9,7 +9,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -49,8 +49,20 @@ def status(
 class Server:
     """One server process pinned to SERVER_CPU, leader of its own session (its whole tree)."""
 
-    def __init__(self, name: str, argv: Sequence[str], port: int, log: Path, cwd: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        log: Path,
+        cwd: Path,
+        ready: Callable[[int], bool] | None = None,
+        grpc_port: int = 0,
+    ) -> None:
         self.name, self.port, self.log = name, port, log
+        self.grpc_port = grpc_port
+        """The port its gRPC service listens on (0: none)."""
+        self._ready = ready or (lambda p: status(p, "/v2/health/ready", timeout=5) == 200)
         self.ready_s = 0.0
         env = {k: v for k, v in os.environ.items() if k != "MODELPORT_REGISTRY"}
         log.parent.mkdir(parents=True, exist_ok=True)
@@ -69,10 +81,10 @@ class Server:
             )
 
     def wait_ready(self, deadline: float) -> float:
-        """Poll GET /v2/health/ready until 200; seconds from process start to that answer."""
+        """Poll readiness (by default GET /v2/health/ready is 200); seconds from process start."""
         limit = self.started + deadline
         while True:
-            if status(self.port, "/v2/health/ready", timeout=5) == 200:
+            if self._ready(self.port):
                 self.ready_s = time.perf_counter() - self.started
                 return self.ready_s
             if self.proc.poll() is not None:
@@ -124,10 +136,17 @@ class Server:
 
 @contextlib.contextmanager
 def running(
-    name: str, argv: Sequence[str], port: int, log: Path, cwd: Path, deadline: float
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    log: Path,
+    cwd: Path,
+    deadline: float,
+    ready: Callable[[int], bool] | None = None,
+    grpc_port: int = 0,
 ) -> Iterator[Server]:
     """A started, ready server that is stopped on leaving, whatever happened meanwhile."""
-    server = Server(name, argv, port, log, cwd)
+    server = Server(name, argv, port, log, cwd, ready, grpc_port)
     try:
         server.wait_ready(deadline)
         yield server
