@@ -80,17 +80,17 @@ def bind(host: str, port: int, *, workers: int = 1, flag: str = "--http-port") -
     return sock
 
 
-def reserve_grpc(host: str, port: int) -> socket.socket:
-    """Hold host:port for the gRPC servers of the workers, which bind it with SO_REUSEPORT.
+def reserve(host: str, port: int, *, flag: str) -> socket.socket:
+    """Hold host:port for servers that bind it with SO_REUSEPORT (workers, gRPC).
 
     The socket is bound (SO_REUSEPORT, not listening, so it takes no connections) for as long
     as the server runs. A first, exclusive bind makes a port that something else already
     serves fail here, with InvalidInput, instead of being silently shared.
     """
-    probe = bind(host, port, flag="--grpc-port (0 turns gRPC off)")
+    probe = bind(host, port, flag=flag)
     port = probe.getsockname()[1]
     probe.close()
-    return bind(host, port, workers=2, flag="--grpc-port (0 turns gRPC off)")
+    return bind(host, port, workers=2, flag=flag)
 
 
 def address(sock: socket.socket) -> str:
@@ -112,12 +112,17 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     """
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     with contextlib.ExitStack() as stack:
-        sock = stack.enter_context(
-            bind(settings.host, settings.http_port, workers=settings.workers)
-        )
+        if settings.workers > 1:
+            sock = stack.enter_context(
+                reserve(settings.host, settings.http_port, flag="--http-port")
+            )
+        else:
+            sock = stack.enter_context(bind(settings.host, settings.http_port))
         grpc_sock = None
         if settings.grpc_port:
-            grpc_sock = stack.enter_context(reserve_grpc(settings.host, settings.grpc_port))
+            grpc_sock = stack.enter_context(
+                reserve(settings.host, settings.grpc_port, flag="--grpc-port (0 turns gRPC off)")
+            )
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
         return _serve(settings, announce, sock, grpc_sock, registry)
 

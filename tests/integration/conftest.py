@@ -138,6 +138,12 @@ class ServerProcess:
         """True until the process exits."""
         return self._proc.poll() is None
 
+    def wait(self) -> int:
+        """Wait for the process to exit by itself and return its status."""
+        code = self._proc.wait(timeout=STOP_TIMEOUT)
+        self._reader.join(timeout=STOP_TIMEOUT)
+        return code
+
     def stop(self, sig: signal.Signals = signal.SIGTERM) -> int:
         """Send `sig` (SIGTERM by default) and wait for the exit status."""
         if self.running:

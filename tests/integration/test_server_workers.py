@@ -148,3 +148,18 @@ def test_sigterm_lets_in_flight_requests_finish(
     assert code == 0
     assert response.status_code == 200, response.text
     assert response.json()["outputs"][0]["data"] == [2, 4]
+
+
+def test_a_second_multi_worker_server_cannot_share_the_port(
+    start_server: Callable[..., Any], demo_registry: Path
+) -> None:
+    # Both would set SO_REUSEPORT; without the exclusive probe the kernel would split the
+    # connections between two unrelated servers.
+    first = start_server("--registry", str(demo_registry), "--workers", "2", "--model", "iris")
+    port = first.url.rsplit(":", 1)[1]
+    second = start_server(
+        "--registry", str(demo_registry), "--workers", "2", "--http-port", port, ready=False
+    )
+    assert second.wait() == 1
+    assert "cannot listen" in second.log()
+    assert first.stop() == 0
