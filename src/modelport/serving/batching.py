@@ -2,9 +2,11 @@
 
 While a batch runs, new requests queue; when it finishes, everything queued (up to
 `max_batch_size` rows) runs next as one call. A request that arrives when the model is idle
-runs at once, so one request in flight waits for nothing. Under load, batches grow by
-themselves; `max_batch_delay` can hold a batch a little longer to fill it, but only while
-traffic is heavy enough to have batched the previous time.
+and the previous batch was alone runs at once, so one request in flight waits for nothing.
+Under load batches grow by themselves. When the previous batch had company, the next one may
+wait up to `max_batch_delay` to fill, but only while requests keep arriving: it stops as soon
+as none came for twice the usual gap between arrivals. That is what lets transports that hand
+over requests one at a time (gRPC) still batch.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ PredictFn = Callable[[Arrays, Sequence[str]], Arrays]
 # call itself. Slower ones go to the executor so the loop keeps reading requests meanwhile.
 INLINE_BELOW_SECONDS = 0.0005
 _EWMA = 0.2
+DEFAULT_BATCH_DELAY = 0.002
+"""Seconds a batch may wait to fill up when no delay is configured."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,8 +43,9 @@ class BatchPolicy:
     """How one model batches; `max_batch_size` 1 turns batching off."""
 
     max_batch_size: int = 64
-    max_batch_delay: float = 0.0
-    """Seconds a batch may wait to fill up, only while the previous batch had company."""
+    max_batch_delay: float = DEFAULT_BATCH_DELAY
+    """Seconds a batch may wait to fill up, only while the previous batch had company and
+    requests keep arriving; 0 never waits."""
 
     @property
     def enabled(self) -> bool:
@@ -72,8 +77,13 @@ class Batcher:
         self._executor = executor
         self._policy = policy
         self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
         self._worker: asyncio.Task[None] | None = None
-        self._arrived: asyncio.Event | None = None
+        self._full: asyncio.Future[None] | None = None
+        """Set while a batch waits to fill; resolved early once max_batch_size rows queue."""
+        self._last_arrival = 0.0
+        self._gap: float | None = None
+        """Seconds between arrivals (EWMA, each sample capped by the delay); None until two."""
         self._cost = 1.0  # seconds per call (EWMA); pessimistic until measured
         self._last_batch = 0
         self.batches = 0
@@ -91,13 +101,26 @@ class Batcher:
         first = next(iter(inputs.values()), None)
         rows = int(first.shape[0]) if first is not None and first.ndim else 0
         key = tuple((name, a.shape[1:], a.dtype.str) for name, a in inputs.items())
-        future: asyncio.Future[Arrays] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Arrays] = loop.create_future()
         self._queue.append(_Pending(inputs, outputs, rows, key, future))
-        if self._arrived is not None:
-            self._arrived.set()
+        self._queued_rows += rows
+        self._arrival()
+        full = self._full
+        if full is not None and self._queued_rows >= self._policy.max_batch_size:
+            if not full.done():
+                full.set_result(None)
         if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(self._drain())
+            self._worker = loop.create_task(self._drain())
         return await future
+
+    def _arrival(self) -> None:
+        now = time.monotonic()
+        if self._last_arrival:
+            sample = min(now - self._last_arrival, self._policy.max_batch_delay)
+            gap = self._gap
+            self._gap = sample if gap is None else gap + _EWMA * (sample - gap)
+        self._last_arrival = now
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
@@ -122,23 +145,24 @@ class Batcher:
             self._worker = None
 
     async def _fill(self) -> None:
+        """Wait for company while requests keep coming, up to the policy's delay."""
         policy = self._policy
         if policy.max_batch_delay <= 0 or self._last_batch < 2:
             return
+        loop = asyncio.get_running_loop()
         deadline = time.monotonic() + policy.max_batch_delay
-        self._arrived = asyncio.Event()
-        try:
-            while sum(p.rows for p in self._queue) < policy.max_batch_size:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                self._arrived.clear()
-                try:
-                    await asyncio.wait_for(self._arrived.wait(), remaining)
-                except TimeoutError:
-                    break
-        finally:
-            self._arrived = None
+        while self._queued_rows < policy.max_batch_size:
+            now = time.monotonic()
+            until = min(deadline, self._last_arrival + 2 * (self._gap or 0.0))
+            if until <= now:
+                return
+            full = self._full = loop.create_future()
+            timer = loop.call_later(until - now, _resolve, full)
+            try:
+                await full
+            finally:
+                timer.cancel()
+                self._full = None
 
     def _take(self) -> list[_Pending]:
         """The oldest request plus the following compatible ones, within max_batch_size rows."""
@@ -154,6 +178,7 @@ class Batcher:
             batch.append(item)
             rows += item.rows
         self._queue.extendleft(reversed(skipped))
+        self._queued_rows -= rows
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
@@ -222,6 +247,11 @@ class Batcher:
             self._cost += _EWMA * (seconds - self._cost)
 
 
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def policy_for(
     signature: Signature,
     row_independent: bool,
@@ -237,7 +267,13 @@ def policy_for(
     server's `--no-batching`) turns it off whatever else says.
     """
     size = _setting(overrides.max_batch_size, metadata, "max_batch_size", int, 64)
-    delay_ms = _setting(overrides.max_batch_delay_ms, metadata, "max_batch_delay_ms", float, 0.0)
+    delay_ms = _setting(
+        overrides.max_batch_delay_ms,
+        metadata,
+        "max_batch_delay_ms",
+        float,
+        DEFAULT_BATCH_DELAY * 1000,
+    )
     if size < 1 or not 0 <= delay_ms <= 1000:
         raise InvalidInput(
             "max_batch_size must be at least 1 and max_batch_delay_ms between 0 and 1000"

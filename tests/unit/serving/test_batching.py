@@ -12,7 +12,7 @@ import pytest
 from modelport.config import ModelSettings
 from modelport.errors import InvalidInput
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.serving.batching import Batcher, BatchPolicy, policy_for
+from modelport.serving.batching import DEFAULT_BATCH_DELAY, Batcher, BatchPolicy, policy_for
 from modelport.serving.executor import Executor
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -79,6 +79,73 @@ def test_a_lone_request_runs_at_once(executor: Executor) -> None:
     np.testing.assert_array_equal(got["y"], rows(2, 0) * 2)
 
 
+SPACING = 0.5
+"""Seconds between the first arrivals below: what the batcher learns as the usual gap."""
+
+
+async def _after_a_shared_batch(batcher: Batcher, model: Recorder) -> None:
+    """One lone request, then two together SPACING later: the last batch had company."""
+    await batcher.predict({"x": rows(1, 0)}, ("y",))
+    await asyncio.sleep(SPACING)
+    await asyncio.gather(*(batcher.predict({"x": rows(1, i)}, ("y",)) for i in (1, 2)))
+    assert model.calls == [1, 2]
+
+
+def test_after_a_shared_batch_requests_still_arriving_join_the_next(executor: Executor) -> None:
+    model = Recorder()
+    # A delay far longer than the test: only the arrivals decide how long the batch waits.
+    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=64, max_batch_delay=60))
+
+    async def main() -> list[Arrays]:
+        await _after_a_shared_batch(batcher, model)
+        calls = []
+        for i in range(3):
+            # Arrivals ten times closer together than the gap learnt above: they keep coming.
+            calls.append(asyncio.ensure_future(batcher.predict({"x": rows(1, 10 + i)}, ("y",))))
+            await asyncio.sleep(SPACING / 10)
+        return await asyncio.wait_for(asyncio.gather(*calls), 30)
+
+    results = asyncio.run(main())
+    # Handed over one at a time (as a gRPC server does), they still ran as one call.
+    assert model.calls == [1, 2, 3]
+    for i, got in enumerate(results):
+        np.testing.assert_array_equal(got["y"], rows(1, 10 + i) * 2)
+
+
+def test_a_batch_stops_waiting_soon_after_arrivals_stop(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=64, max_batch_delay=60))
+
+    async def main() -> Arrays:
+        await _after_a_shared_batch(batcher, model)
+        # Nothing follows this one: it must not sit out the 60 s delay.
+        return await asyncio.wait_for(batcher.predict({"x": rows(1, 5)}, ("y",)), 30)
+
+    got = asyncio.run(main())
+    assert model.calls == [1, 2, 1]
+    np.testing.assert_array_equal(got["y"], rows(1, 5) * 2)
+
+
+def test_a_full_batch_stops_waiting_at_once(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=4, max_batch_delay=60))
+
+    async def main() -> None:
+        await _after_a_shared_batch(batcher, model)
+        calls = [asyncio.ensure_future(batcher.predict({"x": rows(1, 10)}, ("y",)))]
+        for _ in range(3):
+            await asyncio.sleep(0)
+        assert model.calls == [1, 2]  # waiting for company
+        calls.append(asyncio.ensure_future(batcher.predict({"x": rows(3, 20)}, ("y",))))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        # Four rows fill the batch: it ran within a few loop turns, not after the wait.
+        assert model.calls == [1, 2, 4]
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+
+
 def test_batches_respect_max_batch_size(executor: Executor) -> None:
     model = Recorder()
     batcher = Batcher(model, ("y", "s"), executor, BatchPolicy(max_batch_size=8))
@@ -139,7 +206,7 @@ FIXED = Signature((TensorSpec("x", "FP32", (2, 3)),), (TensorSpec("y", "FP32", (
 
 
 def test_policy_defaults() -> None:
-    assert policy_for(BATCHED, True, {}, ModelSettings()) == BatchPolicy(64, 0.0)
+    assert policy_for(BATCHED, True, {}, ModelSettings()) == BatchPolicy(64, DEFAULT_BATCH_DELAY)
     assert not policy_for(BATCHED, False, {}, ModelSettings()).enabled  # not row-independent
     assert not policy_for(FIXED, True, {}, ModelSettings()).enabled  # no batch dimension
     assert not policy_for(BATCHED, True, {}, ModelSettings(), enabled=False).enabled
