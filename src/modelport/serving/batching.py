@@ -2,11 +2,11 @@
 
 While a batch runs, new requests queue; when it finishes, everything queued (up to
 `max_batch_size` rows) runs next as one call. A request that arrives when the model is idle
-and the previous batch was alone runs at once, so one request in flight waits for nothing.
-Under load batches grow by themselves. When the previous batch had company, the next one may
-wait up to `max_batch_delay` to fill, but only while requests keep arriving: it stops as soon
-as none came for twice the usual gap between arrivals. That is what lets transports that hand
-over requests one at a time (gRPC) still batch.
+while no batch has had company lately runs at once, so one request in flight waits for nothing.
+Under load batches grow by themselves. Within COMPANY_MEMORY of a batch that had company, the
+next one may wait up to `max_batch_delay` to fill, but only while requests keep arriving: it
+stops as soon as none came for twice the usual gap between arrivals. That is what lets
+transports that hand over requests one at a time (gRPC) still batch.
 """
 
 from __future__ import annotations
@@ -36,6 +36,8 @@ INLINE_BELOW_SECONDS = 0.0005
 _EWMA = 0.2
 DEFAULT_BATCH_DELAY = 0.002
 """Seconds a batch may wait to fill up when no delay is configured."""
+COMPANY_MEMORY = 0.1
+"""Seconds after a batch with company during which the next batches may wait for company."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,7 +46,7 @@ class BatchPolicy:
 
     max_batch_size: int = 64
     max_batch_delay: float = DEFAULT_BATCH_DELAY
-    """Seconds a batch may wait to fill up, only while the previous batch had company and
+    """Seconds a batch may wait to fill up, only shortly after a batch with company and while
     requests keep arriving; 0 never waits."""
 
     @property
@@ -85,7 +87,7 @@ class Batcher:
         self._gap: float | None = None
         """Seconds between arrivals (EWMA, each sample capped by the delay); None until two."""
         self._cost = 1.0  # seconds per call (EWMA); pessimistic until measured
-        self._last_batch = 0
+        self._company_at = -COMPANY_MEMORY  # when a batch last ran with company (monotonic)
         self.batches = 0
         """Runtime calls made so far (for tests and metrics)."""
 
@@ -106,10 +108,8 @@ class Batcher:
         self._queue.append(_Pending(inputs, outputs, rows, key, future))
         self._queued_rows += rows
         self._arrival()
-        full = self._full
-        if full is not None and self._queued_rows >= self._policy.max_batch_size:
-            if not full.done():
-                full.set_result(None)
+        if self._full is not None and self._queued_rows >= self._policy.max_batch_size:
+            _resolve(self._full)
         if self._worker is None:
             self._worker = loop.create_task(self._drain())
         return await future
@@ -147,7 +147,7 @@ class Batcher:
     async def _fill(self) -> None:
         """Wait for company while requests keep coming, up to the policy's delay."""
         policy = self._policy
-        if policy.max_batch_delay <= 0 or self._last_batch < 2:
+        if policy.max_batch_delay <= 0 or time.monotonic() - self._company_at > COMPANY_MEMORY:
             return
         loop = asyncio.get_running_loop()
         deadline = time.monotonic() + policy.max_batch_delay
@@ -182,7 +182,8 @@ class Batcher:
         return batch
 
     async def _run(self, batch: list[_Pending]) -> None:
-        self._last_batch = len(batch)
+        if len(batch) > 1:
+            self._company_at = time.monotonic()
         if len(batch) == 1:
             await self._settle(batch[0])
             return

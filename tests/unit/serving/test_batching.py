@@ -12,7 +12,13 @@ import pytest
 from modelport.config import ModelSettings
 from modelport.errors import InvalidInput
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.serving.batching import DEFAULT_BATCH_DELAY, Batcher, BatchPolicy, policy_for
+from modelport.serving.batching import (
+    COMPANY_MEMORY,
+    DEFAULT_BATCH_DELAY,
+    Batcher,
+    BatchPolicy,
+    policy_for,
+)
 from modelport.serving.executor import Executor
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -124,6 +130,23 @@ def test_a_batch_stops_waiting_soon_after_arrivals_stop(executor: Executor) -> N
     got = asyncio.run(main())
     assert model.calls == [1, 2, 1]
     np.testing.assert_array_equal(got["y"], rows(1, 5) * 2)
+
+
+def test_once_company_is_a_memory_a_request_runs_at_once_again(executor: Executor) -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=64, max_batch_delay=60))
+
+    async def main() -> None:
+        await _after_a_shared_batch(batcher, model)
+        await asyncio.sleep(COMPANY_MEMORY * 1.5)
+        call = asyncio.ensure_future(batcher.predict({"x": rows(1, 5)}, ("y",)))
+        for _ in range(3):
+            await asyncio.sleep(0)
+        # The learnt gap would have held it for most of a second; traffic went quiet instead.
+        assert model.calls == [1, 2, 1]
+        await call
+
+    asyncio.run(main())
 
 
 def test_a_full_batch_stops_waiting_at_once(executor: Executor) -> None:
