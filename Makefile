@@ -77,7 +77,8 @@ clean:
 	rm -rf $(VENV) $(CLIENTS) .mypy_cache .ruff_cache .pytest_cache .hypothesis
 
 # Side-by-side benchmark against MLServer (needs wrk); rewrites docs/performance.md.
-# ROUNDS= and DURATION= (seconds) lengthen it; `make bench QUICK=1` is a short try.
+# ROUNDS= and DURATION= (seconds) lengthen it; `make bench QUICK=1` is a short try;
+# `make bench ONLY=grpc` (or iris, heavy) runs one scenario group into benchmarks/work/.
 .PHONY: bench
 bench: install
-	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick)
+	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))

@@ -1,9 +1,10 @@
 """`make bench`: modelport against MLServer 1.7.1, side by side, on this machine.
 
-Usage: python benchmarks/run.py [--quick]   (with the project venv's Python)
+Usage: python benchmarks/run.py [--quick] [--only iris|heavy|grpc]   (with the project venv)
 ROUNDS= (default 3) and DURATION= (seconds per round, default 10) override the defaults.
 A full run rewrites benchmarks/results/latest.json, docs/performance.md and docs/performance.png;
---quick (1 round of 3 s, fewer scenarios) writes only to benchmarks/work/.
+--quick (1 round of 3 s, fewer scenarios) and --only (one scenario group, no start-up or memory
+scenario) write only to benchmarks/work/.
 """
 
 from __future__ import annotations
@@ -117,8 +118,9 @@ def median(values: list[float]) -> float | None:
 class Bench:
     """One benchmark run: its settings, its registry and model folders, and its notes."""
 
-    def __init__(self, quick: bool, rounds: int, duration: int) -> None:
+    def __init__(self, quick: bool, rounds: int, duration: int, only: str | None = None) -> None:
         self.quick, self.rounds, self.duration = quick, rounds, duration
+        self.only = only
         self.warmup = 1 if quick else 2
         self.notes: list[str] = []
         self.registry = WORK / "registry"
@@ -288,6 +290,8 @@ class Bench:
             self.can["--no-compiled"],
             self.can["--grpc-port"] and self.can["h2load"],
         )
+        if self.only is not None:
+            plan = [g for g in plan if self.only == ("grpc" if g.loads[0].grpc else g.model)]
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for rnd in range(1, self.rounds + 1):
             for group in plan:
@@ -465,6 +469,11 @@ def summarize(scenario: str, server: str, runs: list[dict[str, Any]]) -> dict[st
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s, fewer scenarios")
+    parser.add_argument(
+        "--only",
+        choices=("iris", "heavy", "grpc"),
+        help="run one scenario group (no start-up or memory scenario); results go to work/",
+    )
     args = parser.parse_args()
     args.rounds = int(os.environ.get("ROUNDS") or (1 if args.quick else 3))
     args.duration = int(os.environ.get("DURATION") or (3 if args.quick else 10))
@@ -477,9 +486,13 @@ def main() -> None:
     ensure_mlserver_venv()
     # SIGTERM unwinds like Ctrl-C, so every `finally` stops its server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    bench = Bench(args.quick, args.rounds, args.duration)
+    bench = Bench(args.quick, args.rounds, args.duration, args.only)
+    flags = " ".join(
+        (["--quick"] if args.quick else []) + ([f"--only {args.only}"] if args.only else [])
+    )
+    partial = args.quick or args.only is not None
     results: dict[str, Any] = {
-        "command": "make bench" + (" (--quick)" if args.quick else ""),
+        "command": "make bench" + (f" ({flags})" if flags else ""),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "quick": args.quick,
         "rounds": args.rounds,
@@ -499,8 +512,12 @@ def main() -> None:
     }
     results["models"] = bench.prepare()
     results["loads"] = bench.loads()
-    results["start_to_ready"] = bench.start_to_ready()
-    results["memory"] = bench.memory()
+    if args.only is None:
+        results["start_to_ready"] = bench.start_to_ready()
+        results["memory"] = bench.memory()
+    else:
+        results["start_to_ready"], results["memory"] = [], []
+        bench.note(f"--only {args.only}: start-up and memory scenarios skipped")
     results["notes"] = bench.notes
     results["targets"] = report.targets(results)
 
@@ -512,8 +529,9 @@ def main() -> None:
     for t in results["targets"]:
         print(f"{t['status']:<4}  {t['target']}  ({t['detail']})")
 
-    if args.quick:
-        data, chart = WORK / "quick.json", WORK / "quick.png"
+    if partial:
+        stem = "quick" if args.only is None else f"only-{args.only}"
+        data, chart = WORK / f"{stem}.json", WORK / f"{stem}.png"
     else:
         data, chart = BENCH / "results" / "latest.json", ROOT / "docs" / "performance.png"
     data.parent.mkdir(parents=True, exist_ok=True)
@@ -523,7 +541,7 @@ def main() -> None:
     )
     if drawn.returncode != 0:
         print("note: the chart could not be drawn (see the error above)")
-    if not args.quick:
+    if not partial:
         (ROOT / "docs" / "performance.md").write_text(report.markdown(results, chart.name))
     print(f"\nresults: {data.relative_to(ROOT)}, chart: {chart.relative_to(ROOT)}")
 

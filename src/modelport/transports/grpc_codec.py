@@ -151,7 +151,9 @@ def set_parameters(target: MutableMapping[str, pb.InferParameter], values: Param
     """Write OIP parameters into a protobuf map, each in the field its Python type names."""
     for key, value in values.items():
         slot = target[key]
-        if isinstance(value, bool):
+        if type(value) is str:  # provenance: the common case, checked first
+            slot.string_param = value
+        elif isinstance(value, bool):
             slot.bool_param = value
         elif isinstance(value, int):
             if value > _INT64_MAX:
