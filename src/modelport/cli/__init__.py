@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from modelport import __version__
+from modelport.cli import lifecycle as _lifecycle  # noqa: F401  (adds its commands to `models`)
 from modelport.cli.models import models
 from modelport.cli.serve import demo, serve
 

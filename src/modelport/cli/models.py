@@ -21,8 +21,22 @@ def models() -> None:
     """Register model artifacts and inspect registered versions."""
 
 
-def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
-    meta: dict[str, str] = {}
+def _parse_meta(items: tuple[str, ...], meta_file: Path | None = None) -> dict[str, Any]:
+    """--meta-file's JSON object, then each --meta KEY=VALUE on top of it."""
+    meta: dict[str, Any] = {}
+    if meta_file is not None:
+        try:
+            loaded = json.loads(meta_file.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise InvalidInput(
+                f"--meta-file {meta_file.name!r} is not readable JSON: {exc}"
+            ) from None
+        if not isinstance(loaded, dict):
+            raise InvalidInput(
+                f"--meta-file {meta_file.name!r} must hold a JSON object "
+                '(e.g. {"git_commit": "abc123", "metrics": {"accuracy": 0.97}})'
+            )
+        meta.update(loaded)
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
@@ -43,6 +57,13 @@ def _parse_meta(items: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option(
     "--meta", multiple=True, metavar="KEY=VALUE", help="Provenance metadata (repeatable)."
+)
+@click.option(
+    "--meta-file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="JSON object of provenance metadata (training data digest, git commit, metrics...); "
+    "--meta entries override its keys.",
 )
 @click.option(
     "--signature",
@@ -80,6 +101,7 @@ def push(
     name: str,
     fmt: str | None,
     meta: tuple[str, ...],
+    meta_file: Path | None,
     signature_file: Path | None,
     trust_pickle: bool,
     compile_to: str | None,
@@ -113,7 +135,7 @@ def push(
                 name=name,
                 format=fmt,
                 signature=signature,
-                metadata=_parse_meta(meta),
+                metadata=_parse_meta(meta, meta_file),
                 trust_pickle=trust_pickle,
                 created_by=current_user(),
                 compile=compile_to,
@@ -196,24 +218,22 @@ def list_models(as_json: bool, registry: str | None) -> None:
 
 
 @models.command("show")
-@click.argument("ref", metavar="NAME[:VERSION]")
+@click.argument("ref", metavar="NAME[:VERSION|ALIAS]")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @registry_option
 def show(ref: str, as_json: bool, registry: str | None) -> None:
-    """Show one version's provenance and signature (default: the newest)."""
+    """Show one version's provenance and signature.
+
+    Default: what the server answers for NAME (its `production` alias, else the newest).
+    """
     from modelport.registry.store import Registry
 
-    with reported():
+    with reported(), Registry.open(registry_location(registry), create=False) as store:
         name, _, ver = ref.partition(":")
-        if ver and not ver.isdigit():
-            raise InvalidInput(f"version must be a number, got {ver!r}")
-        store = Registry.open(registry_location(registry), create=False)
-        try:
-            mv = store.get(name, int(ver) if ver else None)
-        finally:
-            store.close()
+        mv = store.resolve(name, ver or None)
+        aliases = [a for a, v in store.aliases(name).items() if v == mv.version]
     if as_json:
-        click.echo(json.dumps(mv.to_dict(), indent=2))
+        click.echo(json.dumps({**mv.to_dict(), "aliases": aliases}, indent=2))
         return
     from rich.table import Table
 
@@ -228,7 +248,9 @@ def show(ref: str, as_json: bool, registry: str | None) -> None:
         ("pickle", pickle),
         ("created", mv.created_at.isoformat()),
         ("created by", mv.created_by),
+        ("created on", mv.created_host or "(not recorded)"),
         ("source", mv.source),
+        ("aliases", ", ".join(aliases) or "-"),
         *((f"meta {k}", str(v)) for k, v in sorted(mv.metadata.items())),
         *_compiled_rows(mv),
     ):

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from modelport.errors import Unsupported
 
-HEAD_REVISION: Final = "0002"
+HEAD_REVISION: Final = "0003"
 """The newest migration in migrations/versions; a registry already there is not migrated."""
 
 DATABASE_FILE: Final = "registry.db"
@@ -52,11 +52,50 @@ versions_table = sa.Table(
     sa.Column("compiled_digest", sa.String(64), nullable=True),
     sa.Column("compiled_size", sa.BigInteger, nullable=True),
     sa.Column("compile_report", sa.JSON, nullable=True),
+    # Revision 0003: the host the version was pushed from (null for older versions).
+    sa.Column("created_host", sa.Text, nullable=True),
     sa.PrimaryKeyConstraint("name", "version", name="pk_versions"),
     sa.ForeignKeyConstraint(["name"], ["models.name"], name="fk_versions_name_models"),
     sa.UniqueConstraint("name", "digest", name="uq_versions_name_digest"),
     sa.Index("ix_versions_digest", "digest"),
     sa.Index("ix_versions_compiled_digest", "compiled_digest"),
+)
+
+# Revision 0003: named pointers to versions ("production", "staging"), moved by `models alias`.
+aliases_table = sa.Table(
+    "aliases",
+    schema,
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("alias", sa.String(64), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_by", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("name", "alias", name="pk_aliases"),
+    sa.ForeignKeyConstraint(
+        ["name", "version"],
+        ["versions.name", "versions.version"],
+        name="fk_aliases_name_version_versions",
+    ),
+)
+
+# Revision 0003: the model's history, append-only: pushes, alias moves, loads and unloads.
+# Its largest id doubles as the registry's change counter, which servers poll.
+events_table = sa.Table(
+    "events",
+    schema,
+    sa.Column("id", sa.Integer, nullable=False, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("alias", sa.String(64), nullable=True),
+    sa.Column("from_version", sa.Integer, nullable=True),
+    sa.Column("to_version", sa.Integer, nullable=True),
+    sa.Column("reason", sa.Text, nullable=True),
+    sa.Column("actor", sa.Text, nullable=False),
+    sa.Column("host", sa.Text, nullable=False),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detail", sa.JSON, nullable=True),
+    sa.PrimaryKeyConstraint("id", name="pk_events"),
+    sa.Index("ix_events_name_id", "name", "id"),
 )
 
 

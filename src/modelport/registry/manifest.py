@@ -11,6 +11,9 @@ from modelport.errors import InvalidInput
 from modelport.protocol.signature import Signature
 
 _NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+_ALIAS: Final = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+LATEST: Final = "latest"
+"""The implicit alias of every model's newest version; it cannot be set."""
 
 
 def check_model_name(name: str) -> str:
@@ -21,6 +24,20 @@ def check_model_name(name: str) -> str:
             "starting with a letter or digit and without '..'"
         )
     return name
+
+
+def check_alias(alias: str) -> str:
+    """Return `alias` if it can name a version; else InvalidInput says the rule."""
+    if not _ALIAS.fullmatch(alias) or ".." in alias:
+        raise InvalidInput(
+            f"invalid alias {alias!r}: use 1-64 letters, digits, '.', '_' or '-', starting "
+            "with a letter (so it can never be mistaken for a version number)"
+        )
+    if alias == LATEST:
+        raise InvalidInput(
+            f"{LATEST!r} always names the newest version and cannot be moved; pick another alias"
+        )
+    return alias
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +84,8 @@ class ModelVersion:
     compile_report: dict[str, Any] | None = None
     """The conversion and verification report, whenever compilation was asked for at push
     (also when the compiled form was not kept: the report says why)."""
+    created_host: str = ""
+    """Host the version was pushed from (empty for versions pushed before it was recorded)."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as `models show --json` prints it."""
@@ -85,4 +104,40 @@ class ModelVersion:
             "metadata": dict(self.metadata),
             "compiled": None if self.compiled is None else self.compiled.to_dict(),
             "compile_report": self.compile_report,
+            "created_host": self.created_host,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One entry of a model's history: a push, an alias move, a load or an unload."""
+
+    id: int
+    name: str
+    kind: str
+    """push, alias, rollback, unalias, load, load_failed or unload."""
+    at: datetime
+    actor: str
+    """Who did it: the user for CLI actions, `server` for what a server did."""
+    host: str
+    alias: str | None = None
+    from_version: int | None = None
+    to_version: int | None = None
+    reason: str | None = None
+    detail: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form, as `models history --json` prints it."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "at": self.at.isoformat(),
+            "actor": self.actor,
+            "host": self.host,
+            "alias": self.alias,
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "reason": self.reason,
+            "detail": self.detail,
         }

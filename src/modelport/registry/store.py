@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,13 +23,22 @@ from modelport.registry.database import (
     DATABASE_FILE,
     HEAD_REVISION,
     WRITE_OPTION,
+    aliases_table,
+    events_table,
     models_table,
     revisions,
     sqlite_engine,
     upgrade,
     versions_table,
 )
-from modelport.registry.manifest import CompiledArtifact, ModelVersion, check_model_name
+from modelport.registry.manifest import (
+    LATEST,
+    CompiledArtifact,
+    Event,
+    ModelVersion,
+    check_alias,
+    check_model_name,
+)
 from modelport.registry.trust import is_pickle_family
 
 BLOBS_DIR: Final = "blobs"
@@ -42,6 +52,11 @@ _PICKLE_REFUSED: Final = (
 )
 
 _V = versions_table.c
+_A = aliases_table.c
+_E = events_table.c
+PRODUCTION: Final = "production"
+"""The alias `/v2/models/NAME/...` serves when it is set (else the newest version)."""
+_MAX_REASON: Final = 1000
 
 
 class Registry:
@@ -180,6 +195,7 @@ class Registry:
             "compiled_digest": compiled_digest,
             "compiled_size": compiled_size,
             "compile_report": report,
+            "created_host": socket.gethostname(),
         }
         with self._writing() as conn:
             same = conn.execute(
@@ -200,6 +216,7 @@ class Registry:
             ).scalar()
             row["version"] = (newest or 0) + 1
             conn.execute(versions_table.insert().values(**row))
+            _record(conn, name, "push", created_by, to_version=row["version"])
         return _model_version(row)
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
@@ -276,6 +293,173 @@ class Registry:
         """Re-hash the compiled artifact of `mv`, like `verify`; NotFound if it has none."""
         self._blobs.verify(_compiled(mv).digest)
 
+    # -- aliases and history -------------------------------------------------------------
+
+    def aliases(self, name: str) -> dict[str, int]:
+        """The model's aliases and the version each names (NotFound for an unknown model)."""
+        check_model_name(name)
+        with self._reading() as conn:
+            if not _model_exists(conn, name):
+                raise NotFound(_unknown_model(name))
+            rows = conn.execute(sa.select(_A.alias, _A.version).where(_A.name == name))
+            return dict(sorted((alias, version) for alias, version in rows))
+
+    def resolve(self, name: str, ref: str | None = None) -> ModelVersion:
+        """The version `ref` names: a number, an alias, `latest`, or None.
+
+        None means what `/v2/models/NAME/...` serves: the `production` alias when it is set,
+        else the newest version. NotFound lists the model's versions or aliases.
+        """
+        if ref is None or ref == LATEST:
+            if ref is None:
+                target = self.aliases(name).get(PRODUCTION)
+                if target is not None:
+                    return self.get(name, target)
+            return self.get(name)
+        if ref.isascii() and ref.isdigit():
+            return self.get(name, int(ref))
+        aliases = self.aliases(name)
+        if ref not in aliases:
+            known = ", ".join(aliases) or "none yet; set one with `modelport models alias`"
+            raise NotFound(f"model {name!r} has no version or alias {ref!r}; its aliases: {known}")
+        return self.get(name, aliases[ref])
+
+    def set_alias(
+        self, name: str, alias: str, version: int, *, actor: str, reason: str | None = None
+    ) -> Event:
+        """Point `alias` at `version` (which must exist) and record the move in the history."""
+        check_alias(alias)
+        with self._writing() as conn:
+            self._existing_version(conn, name, version)
+            previous = _alias_target(conn, name, alias)
+            values = {"version": version, "updated_at": _now(), "updated_by": actor}
+            if previous is None:
+                conn.execute(aliases_table.insert().values(name=name, alias=alias, **values))
+            else:
+                conn.execute(
+                    aliases_table.update()
+                    .where(_A.name == name, _A.alias == alias)
+                    .values(**values)
+                )
+            return _record(
+                conn,
+                name,
+                "alias",
+                actor,
+                alias=alias,
+                from_version=previous,
+                to_version=version,
+                reason=reason,
+            )
+
+    def rollback(self, name: str, alias: str, *, actor: str, reason: str | None = None) -> Event:
+        """Move `alias` back to the version it named before its last move.
+
+        Rolling back twice returns to where it was. Conflict when the alias never moved.
+        """
+        check_alias(alias)
+        with self._writing() as conn:
+            current = _alias_target(conn, name, alias)
+            if current is None:
+                self._existing_model(conn, name)
+                raise NotFound(f"model {name!r} has no alias {alias!r}; nothing to roll back")
+            last = conn.execute(
+                sa.select(_E.from_version)
+                .where(_E.name == name, _E.alias == alias, _E.kind.in_(("alias", "rollback")))
+                .order_by(_E.id.desc())
+                .limit(1)
+            ).scalar()
+            if last is None:
+                raise Conflict(
+                    f"alias {alias!r} of model {name!r} has only ever named version {current}; "
+                    "there is no earlier target to roll back to"
+                )
+            conn.execute(
+                aliases_table.update()
+                .where(_A.name == name, _A.alias == alias)
+                .values(version=last, updated_at=_now(), updated_by=actor)
+            )
+            return _record(
+                conn,
+                name,
+                "rollback",
+                actor,
+                alias=alias,
+                from_version=current,
+                to_version=last,
+                reason=reason,
+            )
+
+    def remove_alias(
+        self, name: str, alias: str, *, actor: str, reason: str | None = None
+    ) -> Event:
+        """Delete `alias`; NotFound when the model has no such alias."""
+        check_alias(alias)
+        with self._writing() as conn:
+            current = _alias_target(conn, name, alias)
+            if current is None:
+                self._existing_model(conn, name)
+                raise NotFound(f"model {name!r} has no alias {alias!r}")
+            conn.execute(aliases_table.delete().where(_A.name == name, _A.alias == alias))
+            return _record(
+                conn, name, "unalias", actor, alias=alias, from_version=current, reason=reason
+            )
+
+    def record_event(
+        self,
+        name: str,
+        kind: str,
+        *,
+        actor: str,
+        version: int | None = None,
+        reason: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Append a load, load_failed or unload of `version` to the model's history."""
+        if kind not in ("load", "load_failed", "unload"):
+            raise InvalidInput(f"unknown event kind {kind!r}")
+        clean = None if detail is None else _json_metadata(detail)
+        with self._writing() as conn:
+            return _record(conn, name, kind, actor, to_version=version, reason=reason, detail=clean)
+
+    def history(self, name: str) -> list[Event]:
+        """The model's events, oldest first; NotFound for an unknown model."""
+        check_model_name(name)
+        with self._reading() as conn:
+            if not _model_exists(conn, name):
+                raise NotFound(_unknown_model(name))
+            rows = conn.execute(
+                sa.select(events_table).where(_E.name == name).order_by(_E.id)
+            ).mappings()
+            return [_event(row) for row in rows]
+
+    def change_counter(self) -> int:
+        """A number that grows with every push, alias move, load and unload (0 when none)."""
+        with self._reading() as conn:
+            return int(conn.execute(sa.select(sa.func.max(_E.id))).scalar() or 0)
+
+    def _existing_model(self, conn: Connection, name: str) -> None:
+        check_model_name(name)
+        if not _model_exists(conn, name):
+            raise NotFound(_unknown_model(name))
+
+    def _existing_version(self, conn: Connection, name: str, version: int) -> None:
+        self._existing_model(conn, name)
+        if isinstance(version, bool) or version < 1:
+            raise InvalidInput(f"invalid version {version!r}: versions are numbered from 1")
+        found = conn.execute(
+            sa.select(_V.version).where(_V.name == name, _V.version == version)
+        ).first()
+        if found is None:
+            existing = list(
+                conn.execute(
+                    sa.select(_V.version).where(_V.name == name).order_by(_V.version)
+                ).scalars()
+            )
+            raise NotFound(
+                f"model {name!r} has no version {version}; its versions are {_spans(existing)}"
+            )
+
     def _connect(self) -> Connection:
         if os.getpid() != self._pid:
             # Connections inherited across fork() belong to the parent: start a fresh pool
@@ -309,6 +493,73 @@ class Registry:
     def _revisions(self) -> list[str]:
         with self._reading() as conn:
             return revisions(conn)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _model_exists(conn: Connection, name: str) -> bool:
+    found = conn.execute(sa.select(models_table.c.name).where(models_table.c.name == name))
+    return found.first() is not None
+
+
+def _alias_target(conn: Connection, name: str, alias: str) -> int | None:
+    return conn.execute(sa.select(_A.version).where(_A.name == name, _A.alias == alias)).scalar()
+
+
+def _record(
+    conn: Connection,
+    name: str,
+    kind: str,
+    actor: str,
+    *,
+    alias: str | None = None,
+    from_version: int | None = None,
+    to_version: int | None = None,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> Event:
+    """Append one event to the history inside the caller's transaction, and return it."""
+    if reason is not None and len(reason) > _MAX_REASON:
+        raise InvalidInput(f"the reason is {len(reason)} characters; keep it under {_MAX_REASON}")
+    row: dict[str, Any] = {
+        "name": name,
+        "kind": kind,
+        "alias": alias,
+        "from_version": from_version,
+        "to_version": to_version,
+        "reason": reason,
+        "actor": actor,
+        "host": socket.gethostname(),
+        "at": _now(),
+        "detail": detail,
+    }
+    inserted = conn.execute(events_table.insert().values(**row)).inserted_primary_key
+    assert inserted is not None  # an INSERT always reports its key
+    row["id"] = inserted[0]
+    return _event(row)
+
+
+def _event(row: Mapping[str, Any] | RowMapping) -> Event:
+    return Event(
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        at=_utc(row["at"]),
+        actor=row["actor"],
+        host=row["host"],
+        alias=row["alias"],
+        from_version=row["from_version"],
+        to_version=row["to_version"],
+        reason=row["reason"],
+        detail=None if row["detail"] is None else dict(row["detail"]),
+    )
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite keeps no time zone; every timestamp is written in UTC.
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _make_private_dir(path: Path) -> None:
@@ -349,11 +600,7 @@ def _base_name(source: str) -> str:
 
 
 def _model_version(row: Mapping[str, Any] | RowMapping) -> ModelVersion:
-    created_at: datetime = row["created_at"]
-    # SQLite keeps no time zone; every timestamp is written in UTC.
-    created_at = (
-        created_at.replace(tzinfo=UTC) if created_at.tzinfo is None else created_at.astimezone(UTC)
-    )
+    created_at = _utc(row["created_at"])
     return ModelVersion(
         name=row["name"],
         version=row["version"],
@@ -377,6 +624,7 @@ def _model_version(row: Mapping[str, Any] | RowMapping) -> ModelVersion:
             )
         ),
         compile_report=None if row["compile_report"] is None else dict(row["compile_report"]),
+        created_host=row["created_host"] or "",
     )
 
 
