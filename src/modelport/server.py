@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -175,9 +176,10 @@ def run_worker(
     """
     grpc_server: GrpcServer | None = None
     failure: InvalidInput | None = None
+    following: asyncio.Task[None] | None = None
 
     async def on_startup() -> None:
-        nonlocal grpc_server, failure
+        nonlocal grpc_server, failure, following
         if grpc_address is not None:
             try:
                 grpc_server = await GrpcServer.start(
@@ -186,9 +188,12 @@ def run_worker(
             except RuntimeError as exc:
                 failure = InvalidInput(f"cannot serve gRPC on {grpc_address}: {exc}")
                 raise failure from None
+        following = asyncio.ensure_future(dataplane.follow())
         on_ready()
 
     async def on_shutdown() -> None:
+        if following is not None:
+            following.cancel()
         # REST has drained by now; gRPC calls get their own grace period.
         if grpc_server is not None:
             await grpc_server.stop()

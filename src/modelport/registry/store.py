@@ -317,7 +317,12 @@ class Registry:
                     return self.get(name, target)
             return self.get(name)
         if ref.isascii() and ref.isdigit():
-            return self.get(name, int(ref))
+            number = int(ref) if len(ref) <= 10 else 0
+            if not 1 <= number <= 2**31 - 1:
+                raise NotFound(
+                    f"model {name!r} has no version {ref!r}; versions are numbers from 1"
+                )
+            return self.get(name, number)
         aliases = self.aliases(name)
         if ref not in aliases:
             known = ", ".join(aliases) or "none yet; set one with `modelport models alias`"

@@ -12,6 +12,7 @@ from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import RequestValidator
 from modelport.registry.manifest import CompiledArtifact, ModelVersion
+from modelport.registry.store import PRODUCTION
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher
 
@@ -49,6 +50,8 @@ class LoadedModel:
     provenance: dict[str, Any] = field(init=False)
     batcher: Batcher = field(init=False)
     """Set by the dataplane: runs this model's predictions, batching concurrent ones."""
+    in_flight: int = field(init=False, default=0)
+    """Requests inside the dataplane for this version right now (it unloads at zero)."""
 
     def __post_init__(self) -> None:
         signature = self.version.signature
@@ -88,27 +91,45 @@ class LoadedModel:
 
 
 class Catalog:
-    """Loaded models by name, then version number; the newest loaded version is the default."""
+    """Loaded models by name, then version number, and the routes that pick a version.
+
+    A model's default route (`/v2/models/NAME/...`) is its `production` alias when that names
+    a loaded version, else its newest loaded version; `/versions/N/` names a number and
+    `/versions/ALIAS/` any alias whose version is loaded.
+    """
 
     def __init__(self) -> None:
         self._models: dict[str, dict[int, LoadedModel]] = {}
+        self._aliases: dict[str, dict[str, int]] = {}
         self._default: dict[str, LoadedModel] = {}
 
     def get(self, name: str, version: str | None = None) -> LoadedModel | None:
-        """The loaded model for `name` (newest version unless `version` is given), or None."""
+        """The loaded model a route names (None: the default route), or None."""
         if version is None:
             return self._default.get(name)
         versions = self._models.get(name)
-        number = version_number(version)
-        if versions is None or number is None:
+        if versions is None:
             return None
-        return versions.get(number)
+        number = version_number(version)
+        if number is None:
+            number = self._aliases.get(name, {}).get(version)
+        return None if number is None else versions.get(number)
 
     def add(self, model: LoadedModel) -> None:
-        """Make `model` servable; it becomes the default if it is the newest loaded version."""
-        versions = self._models.setdefault(model.name, {})
-        versions[model.number] = model
-        self._default[model.name] = versions[max(versions)]
+        """Make `model` servable by number; the default route moves only by `_route` rules."""
+        self._models.setdefault(model.name, {})[model.number] = model
+        self._route(model.name)
+
+    def set_aliases(self, name: str, aliases: dict[str, int]) -> None:
+        """Replace the aliases of `name` (alias -> version number) and re-route at once."""
+        self._aliases[name] = dict(aliases)
+        if name in self._models:
+            self._route(name)
+
+    def aliases_of(self, model: LoadedModel) -> list[str]:
+        """The aliases that name `model`'s version, sorted."""
+        names = self._aliases.get(model.name, {})
+        return sorted(alias for alias, number in names.items() if number == model.number)
 
     def remove(self, name: str, number: int) -> LoadedModel:
         """Stop serving one version and return it; NotFound if it is not loaded."""
@@ -117,11 +138,17 @@ class Catalog:
         if model is None:
             raise NotFound(f"version {number} of model {name!r} is not loaded")
         if versions:
-            self._default[name] = versions[max(versions)]
+            self._route(name)
         else:
             del self._models[name]
             del self._default[name]
         return model
+
+    def _route(self, name: str) -> None:
+        versions = self._models[name]
+        production = self._aliases.get(name, {}).get(PRODUCTION)
+        chosen = versions.get(production) if production is not None else None
+        self._default[name] = chosen if chosen is not None else versions[max(versions)]
 
     def versions(self, name: str) -> list[LoadedModel]:
         """Loaded versions of `name`, oldest first."""

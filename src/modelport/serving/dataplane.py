@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Sequence
+import os
+import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from modelport import __version__
@@ -16,9 +19,15 @@ from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
 from modelport.serving.batching import Batcher, policy_for
 from modelport.serving.catalog import Catalog, LoadedModel, version_number
+from modelport.serving.compilation import verification_sample
 from modelport.serving.executor import Executor
 
 log = logging.getLogger("modelport.dataplane")
+
+FOLLOW_SECONDS = 1.0
+"""How often each server process checks the registry for new versions and alias moves."""
+RETIRE_POLL_SECONDS = 0.01
+_SECRET_KEY = re.compile(r"pass|secret|token|credential|key", re.IGNORECASE)
 
 EXTENSIONS = ("binary_tensor_data", "model_repository")
 SERVER_NAME = "modelport"
@@ -41,6 +50,12 @@ class DataPlane:
         self._ready = False
         self._failures: dict[str, str] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._selection: dict[str, str] = {}
+        """Start-up selection: model name -> pinned version ("" follows the registry)."""
+        self._counter = 0
+        self._given_up: set[tuple[str, int]] = set()
+        """Versions that failed to load or warm up: not retried (push a new version)."""
+        self._retiring: set[asyncio.Future[None]] = set()
 
     # -- health and metadata -------------------------------------------------------------
 
@@ -60,6 +75,7 @@ class DataPlane:
         """OIP model metadata for a loaded version, with provenance in `parameters`."""
         model = await self.resolve(name, version)
         mv = model.version
+        failure = self._failures.get(name)
         return {
             "name": mv.name,
             "versions": [str(m.number) for m in self._catalog.versions(mv.name)],
@@ -71,6 +87,11 @@ class DataPlane:
                 "modelport.version": str(mv.version),
                 "modelport.format": mv.format,
                 "modelport.created_at": mv.created_at.isoformat(),
+                "modelport.source": mv.source,
+                "modelport.trusted_pickle": mv.trusted_pickle,
+                "modelport.aliases": ",".join(self._catalog.aliases_of(model)),
+                **({} if failure is None else {"modelport.load_error": failure}),
+                **public_metadata(mv.metadata),
             },
         }
 
@@ -103,7 +124,11 @@ class DataPlane:
         model = await self.resolve(name, version)
         inputs = model.validator.inputs(request)
         wanted = model.validator.outputs(request) or model.output_names
-        arrays = await model.batcher.predict(inputs, wanted)
+        model.in_flight += 1
+        try:
+            arrays = await model.batcher.predict(inputs, wanted)
+        finally:
+            model.in_flight -= 1
         outputs = []
         for out in wanted:
             datatype, dtype = model.output_types[out]
@@ -126,24 +151,123 @@ class DataPlane:
     def preload(self, selection: Sequence[str] = ()) -> None:
         """Load the start-up models synchronously (before any event loop or fork), then be ready.
 
-        `selection` holds NAME or NAME:VERSION items; empty means the newest version of each
-        model. A model that fails is logged and listed as unavailable; the rest still load.
+        `selection` holds NAME or NAME:VERSION items; empty means every model. Each model
+        loads its newest version and every version an alias names (NAME:VERSION pins one
+        version). A version that fails to load or warm up is logged, recorded in the model's
+        history and left out; the rest still load.
         """
         try:
-            if selection:
-                wanted = [item.partition(":")[::2] for item in selection]
-            else:
-                wanted = [(mv.name, str(mv.version)) for mv in self._registry.latest()]
-            for name, version in wanted:
-                try:
-                    model = self._build(self._registry.get(name, _number(name, version or None)))
-                except ModelportError as exc:
-                    shown = f"{name}:{version}" if version else name
-                    log.error("could not load %s: %s", shown, exc)
-                    continue
-                self._catalog.add(model)
+            self._selection = {name: version for name, _, version in map(_split, selection)}
+            self._counter = self._registry.change_counter()
+            for name, (versions, aliases) in self._plan().items():
+                for number in sorted(versions):
+                    try:
+                        model = self._build(self._registry.get(name, number))
+                    except ModelportError as exc:
+                        log.error("could not load %s:%d: %s", name, number, exc)
+                        self._failed(name, number, exc.message)
+                        continue
+                    self._catalog.add(model)
+                    self._event(name, "load", number)
+                self._catalog.set_aliases(name, aliases)
         finally:
             self._ready = True
+
+    async def follow(self, interval: float = FOLLOW_SECONDS) -> None:
+        """Follow the registry until cancelled: new versions load, alias moves switch traffic.
+
+        Polls the registry's change counter every `interval` seconds; on a change, `sync`.
+        A registry that cannot be reached is logged and retried; loaded models keep serving.
+        """
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                counter = await self._executor.run(self._registry.change_counter)
+                if counter != self._counter:
+                    self._counter = counter
+                    await self.sync()
+            except Exception:
+                log.warning("cannot read the registry; serving what is loaded", exc_info=True)
+
+    async def sync(self) -> None:
+        """Bring what is served in line with the registry, one model at a time.
+
+        For each model: load (and warm up) the versions it should serve that are not loaded,
+        then switch its routes to the registry's aliases, then retire the versions no longer
+        wanted once their in-flight requests are done. Never unload before load: a version
+        that fails to load never takes traffic, and what served before keeps serving.
+        """
+        plan = await self._executor.run(self._plan)
+        for name, (versions, aliases) in plan.items():
+            loaded = {m.number for m in self._catalog.versions(name)}
+            for number in sorted(versions - loaded):
+                if (name, number) in self._given_up:
+                    continue
+                try:
+                    mv = await self._executor.run(self._registry.get, name, number)
+                    model = await self._executor.run(self._build, mv)
+                except ModelportError as exc:
+                    log.error("could not load %s:%d: %s", name, number, exc.message)
+                    await self._executor.run(self._failed, name, number, exc.message)
+                    continue
+                self._catalog.add(model)
+                await self._executor.run(self._event, name, "load", number)
+            # Routes switch here, between two requests: each is served by one version.
+            self._catalog.set_aliases(name, aliases)
+            for number in sorted(loaded - versions):
+                if len(self._catalog.versions(name)) > 1:
+                    retired = self._catalog.remove(name, number)
+                    self._retiring.add(asyncio.ensure_future(self._retire(retired)))
+
+    def _plan(self) -> dict[str, tuple[set[int], dict[str, int]]]:
+        """Model name -> (versions to serve, aliases), as the registry says now."""
+        newest = {mv.name: mv.version for mv in self._registry.latest()}
+        names = list(self._selection) if self._selection else sorted(newest)
+        plan: dict[str, tuple[set[int], dict[str, int]]] = {}
+        for name in names:
+            try:
+                if name not in newest:
+                    self._registry.get(name)  # NotFound, with the advice it carries
+                aliases = self._registry.aliases(name)
+                pinned = self._selection.get(name)
+                if pinned:
+                    number = _number(name, pinned)
+                    plan[name] = ({number}, {a: v for a, v in aliases.items() if v == number})
+                else:
+                    plan[name] = ({newest[name], *aliases.values()}, aliases)
+            except ModelportError as exc:
+                self._failures[name] = exc.message
+                log.error("cannot serve %s: %s", name, exc.message)
+        return plan
+
+    async def _retire(self, model: LoadedModel) -> None:
+        """Close a version taken out of the routes once its last request has left."""
+        while model.in_flight:
+            await asyncio.sleep(RETIRE_POLL_SECONDS)
+        await model.batcher.close()
+        await self._executor.run(model.runtime.close)
+        await self._executor.run(self._event, model.name, "unload", model.number)
+        log.info("unloaded %s version %d", model.name, model.number)
+
+    def _failed(self, name: str, number: int, message: str) -> None:
+        """Remember (and record in the history) that a version could not be served."""
+        self._given_up.add((name, number))
+        self._event(name, "load_failed", number, {"error": message})
+
+    def _event(
+        self, name: str, kind: str, number: int, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Record what this server did in the model's history; a failure only logs."""
+        try:
+            self._registry.record_event(
+                name,
+                kind,
+                actor="server",
+                version=number,
+                detail={**(detail or {}), "pid": os.getpid()},
+            )
+        except Exception:
+            log.warning("could not record %s of %s:%d in the registry", kind, name, number)
 
     async def load(self, name: str, version: str | None = None) -> LoadedModel:
         """Load a version (default: newest registered) unless it is already loaded."""
@@ -187,6 +311,11 @@ class DataPlane:
             raise InternalError(message) from exc
         model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None)
         model.batcher = Batcher(model.predict, model.output_names, self._executor, policy)
+        try:
+            _warm_up(model)
+        except ModelportError as exc:
+            self._failures[name] = exc.message
+            raise
         self._failures.pop(name, None)
         batching = f"up to {policy.max_batch_size} rows" if policy.enabled else "off"
         log.info(
@@ -250,14 +379,46 @@ class DataPlane:
             )
 
     async def _registered(self, name: str, version: str | None) -> ModelVersion:
-        return await self._executor.run(self._registry.get, name, _number(name, version))
+        return await self._executor.run(self._registry.resolve, name, version)
 
 
-def _number(name: str, version: str | None) -> int | None:
-    """The version number a path or selection names (None: the newest); NotFound if invalid."""
-    if version is None:
-        return None
+def _split(item: str) -> tuple[str, str, str]:
+    return item.partition(":")
+
+
+def _number(name: str, version: str) -> int:
+    """The version number a selection names; NotFound if it is not one."""
     number = version_number(version)
     if number is None:
         raise NotFound(f"model {name!r} has no version {version!r}; versions are numbers from 1")
     return number
+
+
+def public_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
+    """The pusher's metadata as `meta.KEY` parameters, leaving out keys that look secret."""
+    return {
+        f"meta.{key}": value if isinstance(value, str) else json.dumps(value)
+        for key, value in metadata.items()
+        if not _SECRET_KEY.search(key)
+    }
+
+
+def _warm_up(model: LoadedModel) -> None:
+    """One predict on a sample built from the signature; InternalError if the model fails it."""
+    signature = model.version.signature
+    first = signature.inputs[0].shape[:1] if signature.inputs else ()
+    rows = first[0] if first and first[0] > 0 else 1
+    try:
+        sample, _ = verification_sample(signature, rows=rows)
+    except ModelportError as exc:
+        log.info("no warm-up for %s:%d: %s", model.name, model.number, exc.message)
+        return
+    try:
+        model.predict(sample, model.output_names)
+    except Exception as exc:
+        model.runtime.close()
+        detail = exc.message if isinstance(exc, ModelportError) else f"{type(exc).__name__}: {exc}"
+        raise InternalError(
+            f"version {model.number} failed its warm-up predict on a sample built from its "
+            f"signature, so it takes no traffic: {detail[:300]}"
+        ) from exc

@@ -192,8 +192,8 @@ def test_not_loaded_says_how_to_load(dataplane: DataPlane) -> None:
         ("nope", "1", "'nope'"),
         ("other", "9", "no version 9"),
         ("other", "0", "no version '0'"),
-        ("other", "x", "no version 'x'"),
-        ("other", "²", "no version '²'"),
+        ("other", "x", "no version or alias 'x'"),
+        ("other", "²", "no version or alias '²'"),
     ],
 )
 def test_unknown_model_or_version_is_not_found(

@@ -1,0 +1,175 @@
+"""A running server follows the registry: new versions, alias moves, rollbacks, failed loads."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from modelport.demo import build_iris
+from modelport.registry.store import PRODUCTION, Registry
+from modelport.serving.artifacts import push_artifact
+
+from .conftest import CREATED_BY, ServerFactory, ServerProcess, write_iris_c001
+
+pytestmark = pytest.mark.integration
+
+FOLLOW_DEADLINE = 30.0
+"""Seconds a change may take to show (the server polls every second; CI machines are slow)."""
+ROW = {"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path) -> Path:
+    """A registry holding iris version 1 (the demo's model)."""
+    location = tmp_path / "registry"
+    with Registry.open(location) as registry:
+        path, fmt, meta = build_iris(tmp_path)
+        push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by=CREATED_BY)
+    return location
+
+
+def push_second(registry_dir: Path, tmp_path: Path) -> None:
+    with Registry.open(registry_dir) as registry:
+        push_artifact(registry, write_iris_c001(tmp_path), name="iris", created_by=CREATED_BY)
+
+
+def infer(http: httpx.Client, path: str = "/v2/models/iris/infer") -> dict[str, Any]:
+    response = http.post(path, json={"inputs": [ROW]})
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def eventually(check: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + FOLLOW_DEADLINE
+    while not check():
+        assert time.monotonic() < deadline, f"the server did not follow: {what}"
+        time.sleep(0.1)
+
+
+def serve(start_server: ServerFactory, registry_dir: Path, *args: str) -> ServerProcess:
+    return start_server("--registry", str(registry_dir), *args)
+
+
+def test_new_versions_and_alias_moves_are_followed(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    server = serve(start_server, registry_dir)
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert infer(http)["model_version"] == "1"
+        push_second(registry_dir, tmp_path)
+        eventually(lambda: infer(http)["model_version"] == "2", "a new version is served")
+        with Registry.open(registry_dir) as registry:
+            registry.set_alias("iris", PRODUCTION, 1, actor="bob", reason="pin")
+            digests = {mv.version: mv.digest for mv in registry.versions("iris")}
+        eventually(lambda: infer(http)["model_version"] == "1", "production is served")
+        # Any alias by name, and version 2 (the newest) still by number.
+        staged = infer(http, "/v2/models/iris/versions/production/infer")
+        assert staged["model_version"] == "1"
+        assert staged["parameters"]["modelport.sha256"] == digests[1]
+        assert infer(http, "/v2/models/iris/versions/2/infer")["model_version"] == "2"
+        meta = http.get("/v2/models/iris").json()
+        assert meta["parameters"]["modelport.aliases"] == "production"
+    with Registry.open(registry_dir) as registry:
+        done = [(e.kind, e.to_version) for e in registry.history("iris") if e.actor == "server"]
+    # Version 1 left once 2 was pushed (only the newest and alias targets are kept loaded),
+    # and came back, loaded before traffic moved, when production named it.
+    assert done == [("load", 1), ("load", 2), ("unload", 1), ("load", 1)]
+
+
+def test_rollback_under_load_fails_no_request(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    push_second(registry_dir, tmp_path)
+    with Registry.open(registry_dir) as registry:
+        registry.set_alias("iris", PRODUCTION, 1, actor="bob")
+        digests = {str(mv.version): mv.digest for mv in registry.versions("iris")}
+    server = serve(start_server, registry_dir, "--workers", "2")
+    answers: list[tuple[int, str, str]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(base_url=server.url, timeout=10) as http:
+            while not stop.is_set():
+                response = http.post("/v2/models/iris/infer", json={"inputs": [ROW]})
+                body = response.json()
+                answers.append(
+                    (
+                        response.status_code,
+                        body.get("model_version", ""),
+                        body.get("parameters", {}).get("modelport.sha256", ""),
+                    )
+                )
+
+    threads = [threading.Thread(target=load) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        with Registry.open(registry_dir) as registry:
+            registry.set_alias("iris", PRODUCTION, 2, actor="bob")
+            eventually(lambda: bool(answers) and answers[-1][1] == "2", "the move to 2")
+            registry.rollback("iris", PRODUCTION, actor="carol", reason="drill")
+            eventually(lambda: answers[-1][1] == "1", "the rollback to 1")
+            mark = len(answers)
+            eventually(lambda: len(answers) > mark + 50, "more answers after the rollback")
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert {status for status, _, _ in answers} == {200}
+    # Every answer names exactly one version, and carries that version's digest.
+    assert all(digests[version] == digest for _, version, digest in answers)
+    assert {version for _, version, _ in answers} == {"1", "2"}
+
+
+def test_a_version_that_fails_its_warm_up_never_takes_traffic(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    server = serve(start_server, registry_dir)
+    with Registry.open(registry_dir) as registry:
+        v1 = registry.get("iris", 1)
+        broken = tmp_path / "broken.cloudpickle"
+        write_broken_model(broken)
+        push_artifact(
+            registry,
+            broken,
+            name="iris",
+            format="python",
+            signature=v1.signature,
+            trust_pickle=True,
+            created_by=CREATED_BY,
+        )
+
+        def failed() -> bool:
+            return any(e.kind == "load_failed" for e in registry.history("iris"))
+
+        eventually(failed, "the failed warm-up is recorded")
+        event = [e for e in registry.history("iris") if e.kind == "load_failed"][-1]
+    assert event.to_version == 2
+    assert "warm-up" in (event.detail or {}).get("error", "")
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert infer(http)["model_version"] == "1"
+        meta = http.get("/v2/models/iris").json()
+        assert "warm-up" in meta["parameters"]["modelport.load_error"]
+        assert (
+            http.post("/v2/models/iris/versions/2/infer", json={"inputs": [ROW]}).status_code == 503
+        )
+    assert "warm-up" in server.log()
+
+
+def write_broken_model(path: Path) -> None:
+    """Cloudpickle an object whose predict always raises."""
+    import cloudpickle
+
+    class Broken:
+        def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            raise RuntimeError("this model is broken")
+
+    with path.open("wb") as fh:
+        cloudpickle.dump(Broken(), fh)
