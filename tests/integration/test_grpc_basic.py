@@ -262,7 +262,7 @@ def test_malformed_requests_are_invalid_argument(stub: Stub, build: Any, fragmen
     [
         (raw_request(ROWS[:1], "no-such-model"), grpc.StatusCode.NOT_FOUND),
         (raw_request(ROWS[:1], model_version="99"), grpc.StatusCode.NOT_FOUND),
-        (raw_request(ROWS[:1], model_version="latest"), grpc.StatusCode.NOT_FOUND),
+        (raw_request(ROWS[:1], model_version="newest"), grpc.StatusCode.NOT_FOUND),
         (raw_request(ROWS[:1], model_name=""), grpc.StatusCode.INVALID_ARGUMENT),
     ],
 )

@@ -104,7 +104,7 @@ def test_model_ready_body(http: httpx.Client) -> None:
         "/v2/models/no-such-model",
         "/v2/models/iris/versions/7/ready",
         "/v2/models/iris/versions/7",
-        "/v2/models/iris/versions/latest",
+        "/v2/models/iris/versions/newest",
     ],
 )
 def test_unknown_model_or_version_is_404(http: httpx.Client, path: str) -> None:

@@ -11,7 +11,7 @@ import numpy as np
 from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import RequestValidator
-from modelport.registry.manifest import CompiledArtifact, ModelVersion
+from modelport.registry.manifest import LATEST, CompiledArtifact, ModelVersion
 from modelport.registry.store import PRODUCTION
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher
@@ -112,7 +112,9 @@ class Catalog:
             return None
         number = version_number(version)
         if number is None:
-            number = self._aliases.get(name, {}).get(version)
+            number = (
+                max(versions) if version == LATEST else self._aliases.get(name, {}).get(version)
+            )
         return None if number is None else versions.get(number)
 
     def add(self, model: LoadedModel) -> None:

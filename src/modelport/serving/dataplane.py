@@ -205,7 +205,7 @@ class DataPlane:
                     continue
                 try:
                     mv = await self._executor.run(self._registry.get, name, number)
-                    model = await self._executor.run(self._build, mv)
+                    model = await self._executor.run(self._build, mv, True)
                 except ModelportError as exc:
                     log.error("could not load %s:%d: %s", name, number, exc.message)
                     await self._executor.run(self._failed, name, number, exc.message)
@@ -282,7 +282,7 @@ class DataPlane:
             self._catalog.add(model)
             return model
 
-    def _build(self, mv: ModelVersion) -> LoadedModel:
+    def _build(self, mv: ModelVersion, warm_up: bool = False) -> LoadedModel:
         """Load a version's runtime and wrap it for serving; failures are remembered by name."""
         name = mv.name
         try:
@@ -312,7 +312,8 @@ class DataPlane:
         model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None)
         model.batcher = Batcher(model.predict, model.output_names, self._executor, policy)
         try:
-            _warm_up(model)
+            if warm_up:
+                _warm_up(model)
         except ModelportError as exc:
             self._failures[name] = exc.message
             raise
