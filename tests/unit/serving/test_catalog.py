@@ -125,7 +125,7 @@ def test_iteration_is_sorted_by_name_then_version() -> None:
         ("-1", None),
         ("", None),
         ("1.0", None),
-        ("latest", None),
+        ("newest", None),
         (" 1", None),
         ("²", None),
         ("١", None),
@@ -138,3 +138,23 @@ def test_version_number(text: str, number: int | None) -> None:
     catalog.add(loaded("m", 1))
     expected = catalog.get("m") if number == 1 else None
     assert catalog.get("m", text) is expected
+
+
+def test_routes_follow_aliases_and_production_is_the_default() -> None:
+    catalog = Catalog()
+    for number in (1, 2, 3):
+        catalog.add(loaded("m", number))
+    newest = catalog.get("m", "3")
+    assert catalog.get("m") is newest
+    assert catalog.get("m", "latest") is newest
+    catalog.set_aliases("m", {"production": 2, "canary": 3})
+    assert catalog.get("m") is catalog.get("m", "2")
+    assert catalog.get("m", "production") is catalog.get("m", "2")
+    assert catalog.get("m", "canary") is newest
+    assert catalog.get("m", "staging") is None
+    assert catalog.aliases_of(newest) == ["canary"]
+    # production naming a version that is not loaded: the newest loaded one serves.
+    catalog.set_aliases("m", {"production": 9})
+    assert catalog.get("m") is newest
+    catalog.remove("m", 3)
+    assert catalog.get("m") is catalog.get("m", "2")
