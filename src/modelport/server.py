@@ -16,6 +16,7 @@ import uvicorn
 from modelport import __version__
 from modelport.config import ServeSettings
 from modelport.errors import InvalidInput
+from modelport.registry.location import display_location
 from modelport.registry.store import Registry
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
@@ -140,7 +141,7 @@ def _serve(
     grpc = "" if grpc_address is None else f" and gRPC at {grpc_address}"
     announce(
         f"modelport {__version__} serving REST at {url(sock)}{grpc} "
-        f"(registry: {settings.registry}; {workers})"
+        f"(registry: {display_location(settings.registry)}; {workers})"
     )
     catalog = Catalog()
     dataplane = DataPlane(registry, catalog, Executor(), settings)

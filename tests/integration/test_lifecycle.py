@@ -173,3 +173,27 @@ def write_broken_model(path: Path) -> None:
 
     with path.open("wb") as fh:
         cloudpickle.dump(Broken(), fh)
+
+
+def test_two_servers_on_one_postgresql_registry_both_follow_an_alias_move(
+    start_server: ServerFactory, database_url: str, tmp_path: Path
+) -> None:
+    shared = f"{database_url}?artifacts={tmp_path / 'artifacts'}"
+    with Registry.open(shared) as registry:
+        path, fmt, meta = build_iris(tmp_path)
+        push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by=CREATED_BY)
+        push_artifact(registry, write_iris_c001(tmp_path), name="iris", created_by=CREATED_BY)
+        registry.set_alias("iris", PRODUCTION, 1, actor="bob")
+    replicas = [start_server("--registry", database_url) for _ in range(2)]
+    clients = [httpx.Client(base_url=server.url, timeout=10) for server in replicas]
+    try:
+        assert [infer(http)["model_version"] for http in clients] == ["1", "1"]
+        with Registry.open(database_url) as registry:
+            registry.set_alias("iris", PRODUCTION, 2, actor="bob", reason="promote")
+        for http in clients:
+            eventually(lambda http=http: infer(http)["model_version"] == "2", "the alias move")
+    finally:
+        for http in clients:
+            http.close()
+        # Before the database is dropped under them.
+        assert [server.stop() for server in replicas] == [0, 0]

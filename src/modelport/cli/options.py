@@ -14,7 +14,8 @@ from modelport.errors import ModelportError
 F = TypeVar("F", bound=Callable[..., Any])
 
 REGISTRY_HELP = (
-    "Registry directory (SQLite metadata plus content-addressed artifacts). "
+    "Registry directory (SQLite metadata plus content-addressed artifacts), or "
+    "postgresql://USER@HOST:PORT/DB?artifacts=PATH for one that replicas share. "
     "Default: $MODELPORT_REGISTRY, else ./.modelport"
 )
 
@@ -28,7 +29,7 @@ def console() -> Any:
 
 def registry_option(fn: F) -> F:
     """The shared --registry option."""
-    return click.option("--registry", metavar="DIR", default=None, help=REGISTRY_HELP)(fn)
+    return click.option("--registry", metavar="DIR|URL", default=None, help=REGISTRY_HELP)(fn)
 
 
 @contextmanager

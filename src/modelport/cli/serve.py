@@ -121,7 +121,11 @@ def demo(registry: str | None) -> None:
     from modelport.demo import build_demo
 
     with reported():
+        from modelport.registry.location import display_location
+
         location = registry_location(registry)
         for line in build_demo(location, created_by=current_user()):
             click.echo(line)
-        click.echo(f"demo registry ready in {location}; serve it with: modelport serve")
+        click.echo(
+            f"demo registry ready in {display_location(location)}; serve it with: modelport serve"
+        )

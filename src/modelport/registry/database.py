@@ -1,4 +1,4 @@
-"""The registry's database: its tables, the embedded SQLite engine, and schema migrations."""
+"""The registry's database: its tables, its engines (SQLite, PostgreSQL) and schema migrations."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from modelport.errors import Unsupported
+from modelport.errors import InvalidInput, Unsupported
 
-HEAD_REVISION: Final = "0003"
+HEAD_REVISION: Final = "0004"
 """The newest migration in migrations/versions; a registry already there is not migrated."""
 
 DATABASE_FILE: Final = "registry.db"
@@ -18,6 +18,17 @@ _MIGRATIONS: Final = Path(__file__).with_name("migrations")
 _BUSY_TIMEOUT_MS: Final = 30_000
 WRITE_OPTION: Final = "modelport_write"
 """Execution option that makes a transaction take the write lock at BEGIN."""
+
+POSTGRES_DRIVER: Final = "postgresql+psycopg"
+POSTGRES_SCHEMES: Final = frozenset({"postgresql", "postgres", POSTGRES_DRIVER})
+"""URL schemes of a shared registry on PostgreSQL; all of them connect through psycopg 3."""
+ARTIFACTS_SETTING: Final = "artifacts"
+"""The settings key, and URL query parameter, of a shared registry's artifact root."""
+_CONNECT_TIMEOUT_S: Final = 10
+_SECRET_PARAMETERS: Final = ("password", "sslpassword")
+# The key of the PostgreSQL advisory lock that writers hold ("modelpor" in ASCII). Advisory
+# locks are per database, so the constant only has to stay clear of other applications' keys.
+_WRITE_LOCK: Final = int.from_bytes(b"modelpor")
 
 # The tables as the registry's queries see them. The migrations own the DDL; a test checks that the
 # two agree, so change both together (a new migration plus the table here).
@@ -98,6 +109,15 @@ events_table = sa.Table(
     sa.Index("ix_events_name_id", "name", "id"),
 )
 
+# Revision 0004: registry-wide settings; a shared registry records its artifact root here.
+settings_table = sa.Table(
+    "settings",
+    schema,
+    sa.Column("key", sa.String(64), nullable=False),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("key", name="pk_settings"),
+)
+
 
 def sqlite_engine(path: Path) -> Engine:
     """An engine for the embedded database: WAL, durable commits, writers that queue."""
@@ -124,6 +144,75 @@ def sqlite_engine(path: Path) -> Engine:
         # busy_timeout; a deferred transaction that later writes fails at once instead.
         immediate = conn.get_execution_options().get(WRITE_OPTION, False)
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    sa.event.listen(engine, "connect", on_connect)
+    sa.event.listen(engine, "begin", on_begin)
+    return engine
+
+
+def postgres_url(text: str) -> tuple[sa.URL, str | None]:
+    """Split a registry URL into the database URL (for psycopg 3) and its `artifacts` value.
+
+    InvalidInput for a URL that does not parse, names no database or repeats `artifacts`;
+    the messages never repeat the URL, which may hold a password.
+    """
+    try:
+        url = sa.make_url(text)
+    except (sa.exc.ArgumentError, ValueError):
+        raise InvalidInput(
+            "the registry URL does not parse; use postgresql://USER@HOST:PORT/DATABASE, with "
+            "special characters in the user name or password percent-encoded"
+        ) from None
+    if not url.database:
+        raise InvalidInput("the registry URL names no database; end it with /DATABASE")
+    artifacts = url.query.get(ARTIFACTS_SETTING)
+    if isinstance(artifacts, tuple):
+        raise InvalidInput(f"give the registry URL's {ARTIFACTS_SETTING} parameter only once")
+    database_url = url.difference_update_query([ARTIFACTS_SETTING]).set(drivername=POSTGRES_DRIVER)
+    return database_url, artifacts
+
+
+def display_url(url: sa.URL) -> str:
+    """`url` as it is safe to print: the password masked, no query (it may hold secrets)."""
+    return url.set(drivername="postgresql", query={}).render_as_string(hide_password=True)
+
+
+def without_secrets(message: str, url: sa.URL) -> str:
+    """`message` with every secret of `url` (password, password parameters) masked."""
+    secrets = [url.password, *(url.query.get(key) for key in _SECRET_PARAMETERS)]
+    for secret in secrets:
+        for value in secret if isinstance(secret, tuple) else (secret,):
+            if value:
+                message = message.replace(value, "***")
+    return message
+
+
+def postgres_engine(url: sa.URL) -> Engine:
+    """An engine for a shared registry on PostgreSQL: psycopg 3, writers that queue.
+
+    A write transaction (WRITE_OPTION) first takes a transaction-scoped advisory lock, so
+    writes run one at a time as in the embedded database: versions are numbered without gaps
+    or duplicates, concurrent openers migrate one after the other, and events commit in the
+    order of their ids (the largest id is the change counter that servers poll).
+    """
+    defaults = {"connect_timeout": _CONNECT_TIMEOUT_S}
+    engine = sa.create_engine(
+        url,
+        # A server holds connections for hours: one the database dropped (a restart, a
+        # failover) is replaced when it is checked out rather than failing a request.
+        pool_pre_ping=True,
+        connect_args={key: value for key, value in defaults.items() if key not in url.query},
+    )
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            # Like SQLite's busy_timeout: a writer waits this long for the lock, then fails.
+            cursor.execute(f"SET lock_timeout = {_BUSY_TIMEOUT_MS}")
+        dbapi_connection.commit()
+
+    def on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get(WRITE_OPTION, False):
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_WRITE_LOCK})")
 
     sa.event.listen(engine, "connect", on_connect)
     sa.event.listen(engine, "begin", on_begin)

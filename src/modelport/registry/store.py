@@ -16,21 +16,21 @@ from typing import Any, Final, Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from modelport.errors import Conflict, InvalidInput, NotFound, Unsupported, UntrustedArtifact
+from modelport.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    UntrustedArtifact,
+)
 from modelport.protocol.signature import Signature
 from modelport.registry.blobs import BlobStore
 from modelport.registry.database import (
-    DATABASE_FILE,
-    HEAD_REVISION,
-    WRITE_OPTION,
     aliases_table,
     events_table,
     models_table,
-    revisions,
-    sqlite_engine,
-    upgrade,
     versions_table,
 )
+from modelport.registry.location import open_location, write_transaction
 from modelport.registry.manifest import (
     LATEST,
     CompiledArtifact,
@@ -41,9 +41,6 @@ from modelport.registry.manifest import (
 )
 from modelport.registry.trust import is_pickle_family
 
-BLOBS_DIR: Final = "blobs"
-
-_URL_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 # Entry-point names, or `package.module:Class` for a custom runtime.
 _FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,63}")  # the column holds 64
 _PICKLE_REFUSED: Final = (
@@ -75,39 +72,21 @@ class Registry:
 
     @classmethod
     def open(cls, location: str | os.PathLike[str], *, create: bool = True) -> Registry:
-        """Open the registry at a directory path, creating it and updating its schema as needed.
+        """Open a registry, creating it and updating its schema as needed.
+
+        `location` is a directory (an embedded SQLite database plus the artifacts) or, for a
+        registry that several replicas share, `postgresql://USER@HOST:PORT/DB?artifacts=PATH`:
+        the metadata in that existing PostgreSQL database, the artifacts under PATH, which
+        every replica must reach. PATH is recorded when the registry is created; later opens
+        may leave it out, or give it to reach the same files at another mount point.
 
         With `create=False` a missing registry is NotFound instead (for commands that only
-        read). Unsupported for a URL (`scheme://...`); InvalidInput when the path cannot be a
-        directory.
+        read). InvalidInput when the path cannot be a directory or the URL is incomplete,
+        NotReady when the database cannot be used, Unsupported for other URL schemes. No
+        message repeats a password from the URL.
         """
-        text = os.fspath(location)
-        scheme = _URL_SCHEME.match(text)
-        if scheme is not None:
-            raise Unsupported(_unsupported_scheme(scheme.group(1)))
-        root = Path(text).expanduser().absolute()
-        if not create and not (root / DATABASE_FILE).is_file():
-            raise NotFound(
-                f"no registry at {text!r}; register a model with `modelport models push` "
-                "or build the demo with `modelport demo`"
-            )
-        try:
-            _make_private_dir(root)
-        except FileExistsError:
-            raise InvalidInput(
-                "the registry location is a file, not a directory; pass a directory path"
-            ) from None
-        except OSError as exc:
-            raise InvalidInput(f"cannot create the registry directory: {exc.strerror}") from None
-        # The one place a database URL will choose another engine (and artifact store).
-        engine = sqlite_engine(root / DATABASE_FILE)
-        registry = cls(engine, BlobStore(root / BLOBS_DIR))
-        try:
-            registry._migrate()
-        except BaseException:
-            engine.dispose()
-            raise
-        return registry
+        engine, blobs = open_location(os.fspath(location), create=create)
+        return cls(engine, blobs)
 
     def close(self) -> None:
         """Release the database connections; the registry is unusable afterwards."""
@@ -481,23 +460,8 @@ class Registry:
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its first statement."""
-        with self._connect() as conn:
-            conn.execution_options(**{WRITE_OPTION: True})
-            with conn.begin():
-                yield conn
-
-    def _migrate(self) -> None:
-        """Upgrade the schema to HEAD_REVISION, touching Alembic only when it is behind."""
-        if self._revisions() == [HEAD_REVISION]:
-            return
-        with self._writing() as conn:
-            # Under the write lock: a concurrent opener that got here first has already
-            # upgraded, and Alembic, reading the revision again, then does nothing.
-            upgrade(conn)
-
-    def _revisions(self) -> list[str]:
-        with self._reading() as conn:
-            return revisions(conn)
+        with self._connect() as conn, write_transaction(conn):
+            yield conn
 
 
 def _now() -> datetime:
@@ -565,22 +529,6 @@ def _event(row: Mapping[str, Any] | RowMapping) -> Event:
 def _utc(moment: datetime) -> datetime:
     # SQLite keeps no time zone; every timestamp is written in UTC.
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _make_private_dir(path: Path) -> None:
-    """Create `path` (and parents) if missing; what is created here is private to the owner."""
-    if path.is_dir():
-        return
-    if not path.parent.is_dir():
-        _make_private_dir(path.parent)
-    path.mkdir(mode=0o700, exist_ok=True)
-
-
-def _unsupported_scheme(scheme: str) -> str:
-    # Name only the scheme: the rest of a database URL may hold a password.
-    if scheme.lower().startswith("postgres"):
-        return "PostgreSQL registries are not supported yet; pass a directory path"
-    return f"registry locations with the {scheme!r} scheme are not supported; pass a directory path"
 
 
 def _json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,7 +1,8 @@
-"""Fixtures shared by the registry tests: a fresh registry and a way to push versions to it."""
+"""Fixtures shared by the registry tests: a fresh registry, pushing to it, concurrent pushers."""
 
 from __future__ import annotations
 
+import multiprocessing
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -53,3 +54,87 @@ def push_version(tmp_path: Path) -> Pusher:
         return registry.push(artifact, **options)
 
     return push
+
+
+# Runs in spawned processes through exec(): test modules are not importable by name there.
+_PUSHER = """
+from pathlib import Path
+
+from modelport.protocol.signature import Signature, TensorSpec
+from modelport.registry.store import Registry
+
+signature = Signature((TensorSpec("x", "FP32", (-1, 2)),), (TensorSpec("y", "FP32", (-1,)),))
+work = Path(work_dir)
+barrier.wait(timeout=60)  # open and push at the same moment as the other workers
+registry = Registry.open(location)
+try:
+    for j in range(pushes):
+        for model in ("shared", f"solo-{worker}"):
+            artifact = work / f"{model}-{worker}-{j}.bin"
+            artifact.write_bytes(f"{model} {worker} {j}".encode())
+            registry.push(
+                artifact, name=model, format="custom", signature=signature,
+                metadata={"worker": worker, "j": j}, pickle=False, trusted_pickle=False,
+                created_by=f"worker-{worker}", source=artifact.name,
+            )
+finally:
+    registry.close()
+"""
+
+
+def run_at_once(script: str, namespaces: list[dict[str, Any]]) -> None:
+    """Run `script` in one spawned process per namespace (its globals); all exit 0.
+
+    Each namespace also gets `barrier`, which the script waits on to start with the others.
+    """
+    context = multiprocessing.get_context("spawn")
+    barrier = context.Barrier(len(namespaces))
+    processes = [
+        context.Process(target=exec, args=(script, {**namespace, "barrier": barrier}))
+        for namespace in namespaces
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(timeout=100)
+        if process.is_alive():
+            process.kill()
+            process.join()
+    assert [p.exitcode for p in processes] == [0] * len(processes)
+
+
+def push_concurrently(location: str, work: Path, workers: int, pushes: int) -> None:
+    """From `workers` processes at once, push `pushes` versions each of `shared` and `solo-N`."""
+    namespaces = []
+    for worker in range(workers):
+        work_dir = work / f"work-{worker}"
+        work_dir.mkdir()
+        namespaces.append(
+            {"location": location, "work_dir": str(work_dir), "worker": worker, "pushes": pushes}
+        )
+    run_at_once(_PUSHER, namespaces)
+
+
+def check_concurrent_pushes(registry: Registry, workers: int, pushes: int) -> None:
+    """Assert that every push of push_concurrently got its own version, in push order."""
+    shared = registry.versions("shared")
+    assert [mv.version for mv in shared] == list(range(1, workers * pushes + 1))
+    assert len({mv.digest for mv in shared}) == len(shared)
+    assert sorted((mv.metadata["worker"], mv.metadata["j"]) for mv in shared) == [
+        (w, j) for w in range(workers) for j in range(pushes)
+    ]
+    for worker in range(workers):
+        # Each worker pushed in order, so its versions rise with its push number.
+        own = [mv.metadata["j"] for mv in shared if mv.metadata["worker"] == worker]
+        assert own == list(range(pushes))
+        solo = registry.versions(f"solo-{worker}")
+        assert [mv.version for mv in solo] == list(range(1, pushes + 1))
+        assert [mv.source for mv in solo] == [
+            f"solo-{worker}-{worker}-{j}.bin" for j in range(pushes)
+        ]
+    assert registry.models() == ["shared", *[f"solo-{w}" for w in range(workers)]]
+    for mv in registry.latest():
+        registry.verify(mv)
+    for mv in shared:
+        data = f"shared {mv.metadata['worker']} {mv.metadata['j']}".encode()
+        assert registry.artifact_path(mv).read_bytes() == data

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 
 from modelport.errors import Conflict, InvalidInput, NotFound, UntrustedArtifact
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.registry import database, store
+from modelport.registry import database, location, store
 from modelport.registry.database import HEAD_REVISION
 from modelport.registry.manifest import CompiledArtifact, ModelVersion
 from modelport.registry.store import Registry
@@ -173,7 +173,7 @@ def _registry_at_0001(root: Path) -> None:
             command.upgrade(config, "0001")
     finally:
         engine.dispose()
-    (root / store.BLOBS_DIR / "sha256" / "ab").mkdir(parents=True)
+    (root / location.BLOBS_DIR / "sha256" / "ab").mkdir(parents=True)
     created = datetime(2025, 1, 2, 3, 4, 5, tzinfo=UTC).isoformat(sep=" ")
     with sqlite3.connect(root / database.DATABASE_FILE) as conn:
         conn.execute("INSERT INTO models VALUES ('old', ?)", (created,))

@@ -24,6 +24,8 @@ from modelport.registry.database import HEAD_REVISION
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 
+from .conftest import check_concurrent_pushes, push_concurrently
+
 SIGNATURE = Signature(
     inputs=(TensorSpec("input-0", "FP32", (-1, 4)),),
     outputs=(TensorSpec("predict", "INT64", (-1,)), TensorSpec("predict_proba", "FP32", (-1, 3))),
@@ -263,10 +265,10 @@ def test_layout_on_disk(registry: Registry, root: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "location", ["postgresql://user:s3cret@db.example/models", "s3://bucket/registry"]
+    "location", ["s3://key:s3cret@bucket/registry", "postgresql+psycopg2://u:s3cret@db/models"]
 )
-def test_urls_are_not_supported_yet(location: str) -> None:
-    with pytest.raises(Unsupported, match="pass a directory path") as caught:
+def test_other_urls_are_not_supported(location: str) -> None:
+    with pytest.raises(Unsupported, match=r"not supported; .*postgresql://") as caught:
         Registry.open(location)
     assert "s3cret" not in caught.value.message
 
@@ -345,74 +347,9 @@ def test_a_forked_child_uses_its_own_connections(registry: Registry, tmp_path: P
     assert [mv.source for mv in registry.versions("iris")] == ["p1", "c1", "p2"]
 
 
-# Runs in spawned processes through exec(): test modules are not importable by name there.
-_PUSHER = """
-from pathlib import Path
-
-from modelport.protocol.signature import Signature, TensorSpec
-from modelport.registry.store import Registry
-
-signature = Signature((TensorSpec("x", "FP32", (-1, 2)),), (TensorSpec("y", "FP32", (-1,)),))
-work = Path(work_dir)
-barrier.wait(timeout=60)  # open and push at the same moment as the other workers
-registry = Registry.open(root)
-try:
-    for j in range(pushes):
-        for model in ("shared", f"solo-{worker}"):
-            artifact = work / f"{model}-{worker}-{j}.bin"
-            artifact.write_bytes(f"{model} {worker} {j}".encode())
-            registry.push(
-                artifact, name=model, format="custom", signature=signature,
-                metadata={"worker": worker, "j": j}, pickle=False, trusted_pickle=False,
-                created_by=f"worker-{worker}", source=artifact.name,
-            )
-finally:
-    registry.close()
-"""
-
-
 def test_concurrent_pushers_in_several_processes(root: Path, tmp_path: Path) -> None:
     workers, pushes = 4, 10
-    context = multiprocessing.get_context("spawn")
-    barrier = context.Barrier(workers)
-    processes = []
-    for worker in range(workers):
-        work_dir = tmp_path / f"work-{worker}"
-        work_dir.mkdir()
-        env = {
-            "root": str(root),
-            "work_dir": str(work_dir),
-            "worker": worker,
-            "pushes": pushes,
-            "barrier": barrier,
-        }
-        processes.append(context.Process(target=exec, args=(_PUSHER, env)))
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(timeout=100)
-    assert [p.exitcode for p in processes] == [0] * workers
-
+    push_concurrently(str(root), tmp_path, workers, pushes)
     assert _sqlite(root, "PRAGMA integrity_check") == [("ok",)]
     with Registry.open(root) as registry:
-        shared = registry.versions("shared")
-        assert [mv.version for mv in shared] == list(range(1, workers * pushes + 1))
-        assert len({mv.digest for mv in shared}) == len(shared)
-        assert sorted((mv.metadata["worker"], mv.metadata["j"]) for mv in shared) == [
-            (w, j) for w in range(workers) for j in range(pushes)
-        ]
-        for worker in range(workers):
-            # Each worker pushed in order, so its versions rise with its push number.
-            own = [mv.metadata["j"] for mv in shared if mv.metadata["worker"] == worker]
-            assert own == list(range(pushes))
-            solo = registry.versions(f"solo-{worker}")
-            assert [mv.version for mv in solo] == list(range(1, pushes + 1))
-            assert [mv.source for mv in solo] == [
-                f"solo-{worker}-{worker}-{j}.bin" for j in range(pushes)
-            ]
-        assert registry.models() == ["shared", *[f"solo-{w}" for w in range(workers)]]
-        for mv in registry.latest():
-            registry.verify(mv)
-        for mv in shared:
-            data = f"shared {mv.metadata['worker']} {mv.metadata['j']}".encode()
-            assert registry.artifact_path(mv).read_bytes() == data
+        check_concurrent_pushes(registry, workers, pushes)
