@@ -21,7 +21,7 @@ def models() -> None:
     """Register model artifacts and inspect registered versions."""
 
 
-def _parse_meta(items: tuple[str, ...], meta_file: Path | None = None) -> dict[str, Any]:
+def parse_meta(items: tuple[str, ...], meta_file: Path | None = None) -> dict[str, Any]:
     """--meta-file's JSON object, then each --meta KEY=VALUE on top of it."""
     meta: dict[str, Any] = {}
     if meta_file is not None:
@@ -126,7 +126,7 @@ def push(
                 raise InvalidInput(f"--signature file is not valid JSON: {exc}") from None
         if reference_file is not None and compile_to is None:
             raise InvalidInput("--reference is only used with --compile; add --compile onnx")
-        reference = None if reference_file is None else _read_reference(reference_file)
+        reference = None if reference_file is None else read_reference(reference_file)
         store = Registry.open(registry_location(registry))
         try:
             mv = push_artifact(
@@ -135,7 +135,7 @@ def push(
                 name=name,
                 format=fmt,
                 signature=signature,
-                metadata=_parse_meta(meta, meta_file),
+                metadata=parse_meta(meta, meta_file),
                 trust_pickle=trust_pickle,
                 created_by=current_user(),
                 compile=compile_to,
@@ -143,26 +143,31 @@ def push(
             )
         finally:
             store.close()
-        click.echo(json.dumps(mv.to_dict(), indent=2) if as_json else str(mv.version))
-        report = mv.compile_report
-        if report is not None:
-            # stderr, so that stdout stays the bare version number scripts read.
-            if mv.compiled is not None:
-                click.echo(
-                    f"compiled to {mv.compiled.format}: kept (sha256 {mv.compiled.digest[:12]}); "
-                    f"{report.get('headline', '')}",
-                    err=True,
-                )
-            else:
-                click.secho(
-                    f"warning: compiled {report.get('target', compile_to)} form not kept, the "
-                    f"original serves: {report.get('headline', '')}",
-                    fg="yellow",
-                    err=True,
-                )
+        echo_pushed(mv, as_json=as_json, compile_to=compile_to)
 
 
-def _read_reference(path: Path) -> Any:
+def echo_pushed(mv: ModelVersion, *, as_json: bool, compile_to: str | None) -> None:
+    """Print a pushed version: its number (or JSON) on stdout, the --compile outcome on stderr."""
+    click.echo(json.dumps(mv.to_dict(), indent=2) if as_json else str(mv.version))
+    report = mv.compile_report
+    if report is not None:
+        # stderr, so that stdout stays the bare version number scripts read.
+        if mv.compiled is not None:
+            click.echo(
+                f"compiled to {mv.compiled.format}: kept (sha256 {mv.compiled.digest[:12]}); "
+                f"{report.get('headline', '')}",
+                err=True,
+            )
+        else:
+            click.secho(
+                f"warning: compiled {report.get('target', compile_to)} form not kept, the "
+                f"original serves: {report.get('headline', '')}",
+                fg="yellow",
+                err=True,
+            )
+
+
+def read_reference(path: Path) -> Any:
     """The rows of a --reference file: .npy (no pickled objects) or .csv of numbers."""
     import numpy as np
 

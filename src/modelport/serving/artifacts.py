@@ -19,9 +19,9 @@ from modelport.serving.compilation import Compilation, Reference, compile_model
 from modelport.serving.nonfinite import guarded
 
 PICKLE_REFUSAL = (
-    "{what} is a pickle-family artifact, and loading it can run arbitrary code; "
-    "push it with --trust-pickle only if you trust its origin, or save the model "
-    "with skops, ONNX or the library's native format"
+    "{what} can run arbitrary code when loaded (a pickle, joblib or cloudpickle file, or a "
+    "skops file holding types skops does not trust by default); push it with --trust-pickle "
+    "only if you trust its origin, or save the model with ONNX or the library's native format"
 )
 
 
