@@ -6,10 +6,9 @@ from pathlib import Path
 
 import click
 
-from modelport.cli.models import echo_pushed, models, parse_meta, read_reference
+from modelport.cli.models import compile_options, compile_reference, echo_pushed, models, parse_meta
 from modelport.cli.options import registry_option, reported
 from modelport.config import current_user, registry_location
-from modelport.errors import InvalidInput
 
 
 @models.command("import-mlflow")
@@ -38,23 +37,7 @@ from modelport.errors import InvalidInput
     "'cloudpickle', the default of older MLflow versions). Loading one runs code: only for "
     "models you trust.",
 )
-@click.option(
-    "--compile",
-    "compile_to",
-    type=click.Choice(["onnx"]),
-    default=None,
-    help="Also convert the model (scikit-learn, XGBoost, LightGBM) to ONNX and serve that "
-    "form, kept only if its outputs match the original's on a verification sample.",
-)
-@click.option(
-    "--reference",
-    "reference_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Rows to verify the compiled model on (.npy, or .csv of numbers without a header). "
-    "Default: rows generated from the signature.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@compile_options
 @registry_option
 def import_mlflow(
     directory: Path,
@@ -86,9 +69,7 @@ def import_mlflow(
     from modelport.serving.mlflow_import import import_mlflow_model
 
     with reported():
-        if reference_file is not None and compile_to is None:
-            raise InvalidInput("--reference is only used with --compile; add --compile onnx")
-        reference = None if reference_file is None else read_reference(reference_file)
+        reference = compile_reference(compile_to, reference_file)
         metadata = parse_meta(meta, meta_file)
         store = Registry.open(registry_location(registry))
         try:

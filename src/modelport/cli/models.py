@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,6 +15,8 @@ from modelport.errors import InvalidInput
 
 if TYPE_CHECKING:
     from modelport.registry.manifest import ModelVersion
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 @click.group()
@@ -43,6 +46,43 @@ def parse_meta(items: tuple[str, ...], meta_file: Path | None = None) -> dict[st
             raise InvalidInput(f"--meta expects KEY=VALUE, got {item!r}")
         meta[key] = value
     return meta
+
+
+def compile_options(fn: F) -> F:
+    """--compile, --reference and --json, shared by the commands that register artifacts."""
+    for option in reversed(
+        (
+            click.option(
+                "--compile",
+                "compile_to",
+                type=click.Choice(["onnx"]),
+                default=None,
+                help="Also convert the model (scikit-learn, XGBoost, LightGBM) to ONNX and "
+                "serve that form, kept only if its outputs match the original's on a "
+                "verification sample.",
+            ),
+            click.option(
+                "--reference",
+                "reference_file",
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                default=None,
+                help="Rows to verify the compiled model on (.npy, or .csv of numbers without "
+                "a header). Default: rows generated from the signature.",
+            ),
+            click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON."),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
+def compile_reference(compile_to: str | None, reference_file: Path | None) -> Any:
+    """The rows of --reference (None without it); InvalidInput when --compile is missing."""
+    if reference_file is None:
+        return None
+    if compile_to is None:
+        raise InvalidInput("--reference is only used with --compile; add --compile onnx")
+    return read_reference(reference_file)
 
 
 @models.command("push")
@@ -78,23 +118,7 @@ def parse_meta(items: tuple[str, ...], meta_file: Path | None = None) -> dict[st
     help="Allow a pickle/joblib/cloudpickle artifact. Loading one runs code: "
     "only for files you trust.",
 )
-@click.option(
-    "--compile",
-    "compile_to",
-    type=click.Choice(["onnx"]),
-    default=None,
-    help="Also convert the model (scikit-learn, XGBoost, LightGBM) to ONNX and serve that "
-    "form, kept only if its outputs match the original's on a verification sample.",
-)
-@click.option(
-    "--reference",
-    "reference_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Rows to verify the compiled model on (.npy, or .csv of numbers without a header). "
-    "Default: rows generated from the signature.",
-)
-@click.option("--json", "as_json", is_flag=True, help="Print the new version as JSON.")
+@compile_options
 @registry_option
 def push(
     file: Path,
@@ -124,9 +148,7 @@ def push(
                 signature = Signature.from_dict(json.loads(signature_file.read_text()))
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"--signature file is not valid JSON: {exc}") from None
-        if reference_file is not None and compile_to is None:
-            raise InvalidInput("--reference is only used with --compile; add --compile onnx")
-        reference = None if reference_file is None else read_reference(reference_file)
+        reference = compile_reference(compile_to, reference_file)
         store = Registry.open(registry_location(registry))
         try:
             mv = push_artifact(
