@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -424,12 +424,6 @@ def test_models_without_a_converter_are_not_compiled(tmp_path: Path) -> None:
 
 
 # Through the registry: push compiles, load_artifact serves the compiled form.
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    with Registry.open(tmp_path / "registry") as store:
-        yield store
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import os
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,13 +39,6 @@ LABELS = (ROWS[:, 0] + ROWS[:, 1] > 0).astype(np.int64) + (ROWS[:, 2] > 0.5)
 # Saving with explicit (empty) requirements skips mlflow's requirement inference, which
 # imports the model in a subprocess and takes seconds per model.
 NO_REQUIREMENTS: dict[str, Any] = {"pip_requirements": []}
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    store = Registry.open(tmp_path / "registry")
-    yield store
-    store.close()
 
 
 @pytest.fixture(scope="module")

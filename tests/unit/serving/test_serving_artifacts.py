@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import joblib
@@ -16,13 +15,6 @@ from modelport.errors import InvalidInput, UntrustedArtifact
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_runtime, push_artifact
-
-
-@pytest.fixture
-def registry(tmp_path: Path) -> Iterator[Registry]:
-    store = Registry.open(tmp_path / "registry")
-    yield store
-    store.close()
 
 
 @pytest.fixture(scope="module")
