@@ -184,8 +184,9 @@ class DataPlane:
             try:
                 counter = await self._executor.run(self._registry.change_counter)
                 if counter != self._counter:
-                    self._counter = counter
                     await self.sync()
+                    # Only once synced: a sync that failed is tried again next time.
+                    self._counter = counter
             except Exception:
                 log.warning("cannot read the registry; serving what is loaded", exc_info=True)
 
@@ -217,7 +218,9 @@ class DataPlane:
             for number in sorted(loaded - versions):
                 if len(self._catalog.versions(name)) > 1:
                     retired = self._catalog.remove(name, number)
-                    self._retiring.add(asyncio.ensure_future(self._retire(retired)))
+                    task = asyncio.ensure_future(self._retire(retired))
+                    self._retiring.add(task)  # held until done, so it is not collected
+                    task.add_done_callback(self._retiring.discard)
 
     def _plan(self) -> dict[str, tuple[set[int], dict[str, int]]]:
         """Model name -> (versions to serve, aliases), as the registry says now."""
