@@ -28,6 +28,22 @@ def fresh_registry(tmp_path: Path) -> Iterator[Registry]:
         yield opened
 
 
+def push_file(registry: Registry, artifact: Path, **overrides: Any) -> ModelVersion:
+    """Push `artifact` as model iris (sklearn, IRIS_SIGNATURE, by alice) unless overridden."""
+    options: dict[str, Any] = {
+        "name": "iris",
+        "format": "sklearn",
+        "signature": IRIS_SIGNATURE,
+        "metadata": {},
+        "pickle": False,
+        "trusted_pickle": False,
+        "created_by": "alice",
+        "source": artifact.name,
+    }
+    options.update(overrides)
+    return registry.push(artifact, **options)
+
+
 @pytest.fixture
 def push_version(tmp_path: Path) -> Pusher:
     """push_version(registry, name, data=None, **push options) -> the new ModelVersion.
@@ -40,18 +56,7 @@ def push_version(tmp_path: Path) -> Pusher:
         n = next(counter)
         artifact = tmp_path / f"artifact-{n}.onnx"
         artifact.write_bytes(data if data is not None else f"model bytes {n}".encode())
-        options: dict[str, Any] = {
-            "name": name,
-            "format": "onnx",
-            "signature": IRIS_SIGNATURE,
-            "metadata": {},
-            "pickle": False,
-            "trusted_pickle": False,
-            "created_by": "alice",
-            "source": artifact.name,
-        }
-        options.update(extra)
-        return registry.push(artifact, **options)
+        return push_file(registry, artifact, **{"name": name, "format": "onnx", **extra})
 
     return push
 

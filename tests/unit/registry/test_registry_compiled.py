@@ -8,7 +8,6 @@ import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -17,8 +16,10 @@ from modelport.errors import Conflict, InvalidInput, NotFound, UntrustedArtifact
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry import database, location, store
 from modelport.registry.database import HEAD_REVISION
-from modelport.registry.manifest import CompiledArtifact, ModelVersion
+from modelport.registry.manifest import CompiledArtifact
 from modelport.registry.store import Registry
+
+from .conftest import push_file
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("input-0", "FP32", (-1, 4)),),
@@ -49,26 +50,11 @@ def _file(tmp_path: Path, name: str, data: bytes) -> Path:
     return path
 
 
-def _push(registry: Registry, artifact: Path, **overrides: Any) -> ModelVersion:
-    options: dict[str, Any] = {
-        "name": "iris",
-        "format": "sklearn",
-        "signature": SIGNATURE,
-        "metadata": {},
-        "pickle": False,
-        "trusted_pickle": False,
-        "created_by": "alice",
-        "source": artifact.name,
-    }
-    options.update(overrides)
-    return registry.push(artifact, **options)
-
-
 def test_compiled_artifact_and_report_are_stored_with_the_version(
     registry: Registry, tmp_path: Path
 ) -> None:
     onnx = b"onnx graph bytes"
-    pushed = _push(
+    pushed = push_file(
         registry,
         _file(tmp_path, "iris.skops", b"original"),
         compiled=_file(tmp_path, "compiled.onnx", onnx),
@@ -91,7 +77,7 @@ def test_compiled_artifact_and_report_are_stored_with_the_version(
 
 def test_a_report_without_a_compiled_artifact(registry: Registry, tmp_path: Path) -> None:
     report = {"target": "onnx", "kept": False, "reason": "no ONNX converter for 'python' models"}
-    pushed = _push(registry, _file(tmp_path, "m.bin", b"original"), compile_report=report)
+    pushed = push_file(registry, _file(tmp_path, "m.bin", b"original"), compile_report=report)
     assert pushed.compiled is None
     assert pushed.compile_report == report
     assert registry.get("iris") == pushed
@@ -102,7 +88,7 @@ def test_a_report_without_a_compiled_artifact(registry: Registry, tmp_path: Path
 
 
 def test_versions_without_compilation_have_neither(registry: Registry, tmp_path: Path) -> None:
-    pushed = _push(registry, _file(tmp_path, "m.bin", b"original"))
+    pushed = push_file(registry, _file(tmp_path, "m.bin", b"original"))
     assert (pushed.compiled, pushed.compile_report) == (None, None)
     assert registry.get("iris") == pushed
     assert pushed.to_dict()["compiled"] is None
@@ -110,7 +96,7 @@ def test_versions_without_compilation_have_neither(registry: Registry, tmp_path:
 
 
 def test_a_changed_compiled_blob_fails_verification(registry: Registry, tmp_path: Path) -> None:
-    pushed = _push(
+    pushed = push_file(
         registry,
         _file(tmp_path, "m.bin", b"original"),
         compiled=_file(tmp_path, "c.onnx", b"compiled"),
@@ -131,18 +117,18 @@ def test_a_changed_compiled_blob_fails_verification(registry: Registry, tmp_path
 def test_a_pickled_compiled_artifact_is_refused(registry: Registry, tmp_path: Path) -> None:
     compiled = _file(tmp_path, "c.onnx", pickle.dumps({"not": "onnx"}))
     with pytest.raises(UntrustedArtifact, match="compiled artifact must not be pickle-family"):
-        _push(registry, _file(tmp_path, "m.bin", b"original"), compiled=compiled)
+        push_file(registry, _file(tmp_path, "m.bin", b"original"), compiled=compiled)
     assert registry.models() == []
 
 
 def test_bad_compiled_inputs_are_refused(registry: Registry, tmp_path: Path) -> None:
     original = _file(tmp_path, "m.bin", b"original")
     with pytest.raises(InvalidInput, match="invalid compiled format"):
-        _push(registry, original, compiled=original, compiled_format="../onnx")
+        push_file(registry, original, compiled=original, compiled_format="../onnx")
     with pytest.raises(InvalidInput, match=r"'gone\.onnx' is not a readable file"):
-        _push(registry, original, compiled=tmp_path / "gone.onnx")
+        push_file(registry, original, compiled=tmp_path / "gone.onnx")
     with pytest.raises(InvalidInput, match="not JSON"):
-        _push(registry, original, compile_report={"max_abs_diff": float("nan")})
+        push_file(registry, original, compile_report={"max_abs_diff": float("nan")})
     assert registry.models() == []
 
 
@@ -150,9 +136,11 @@ def test_same_original_with_a_compiled_form_is_still_a_duplicate(
     registry: Registry, tmp_path: Path
 ) -> None:
     original = _file(tmp_path, "m.bin", b"original")
-    _push(registry, original)
+    push_file(registry, original)
     with pytest.raises(Conflict, match="as version 1"):
-        _push(registry, original, compiled=_file(tmp_path, "c.onnx", b"c"), compile_report=REPORT)
+        push_file(
+            registry, original, compiled=_file(tmp_path, "c.onnx", b"c"), compile_report=REPORT
+        )
     assert len(registry.versions("iris")) == 1
 
 
@@ -205,7 +193,7 @@ def test_migrating_a_0001_registry_keeps_its_versions(root: Path, tmp_path: Path
         assert old.signature.inputs == (TensorSpec("x", "FP32", (-1, 2)),)
         assert (old.compiled, old.compile_report) == (None, None)
         # The migrated registry takes compiled versions like a new one.
-        new = _push(
+        new = push_file(
             registry,
             _file(tmp_path, "m.bin", b"new"),
             name="old",

@@ -24,7 +24,7 @@ from modelport.registry.database import HEAD_REVISION
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 
-from .conftest import check_concurrent_pushes, push_concurrently
+from .conftest import check_concurrent_pushes, push_concurrently, push_file
 
 SIGNATURE = Signature(
     inputs=(TensorSpec("input-0", "FP32", (-1, 4)),),
@@ -50,18 +50,7 @@ def _artifact(tmp_path: Path, data: bytes, name: str = "model.skops") -> Path:
 
 
 def _push(registry: Registry, artifact: Path, name: str = "iris", **overrides: Any) -> ModelVersion:
-    options: dict[str, Any] = {
-        "name": name,
-        "format": "sklearn",
-        "signature": SIGNATURE,
-        "metadata": {},
-        "pickle": False,
-        "trusted_pickle": False,
-        "created_by": "alice",
-        "source": artifact.name,
-    }
-    options.update(overrides)
-    return registry.push(artifact, **options)
+    return push_file(registry, artifact, name=name, signature=SIGNATURE, **overrides)
 
 
 def _sqlite(root: Path, sql: str) -> list[tuple[Any, ...]]:
