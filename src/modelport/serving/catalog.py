@@ -94,7 +94,8 @@ class Catalog:
     """Loaded models by name, then version number, and the routes that pick a version.
 
     A model's default route (`/v2/models/NAME/...`) is its `production` alias when that names
-    a loaded version, else its newest loaded version; `/versions/N/` names a number and
+    a loaded version, else what it was (while the alias names a version not loaded), else its
+    newest loaded version; `/versions/N/` names a number and
     `/versions/ALIAS/` any alias whose version is loaded.
     """
 
@@ -149,8 +150,17 @@ class Catalog:
     def _route(self, name: str) -> None:
         versions = self._models[name]
         production = self._aliases.get(name, {}).get(PRODUCTION)
-        chosen = versions.get(production) if production is not None else None
-        self._default[name] = chosen if chosen is not None else versions[max(versions)]
+        if production is None:
+            self._default[name] = versions[max(versions)]
+        elif production in versions:
+            self._default[name] = versions[production]
+        else:
+            # production names a version that is not loaded (yet, or it failed to load):
+            # what served keeps serving.
+            current = self._default.get(name)
+            if current is None or versions.get(current.number) is not current:
+                current = versions[max(versions)]
+            self._default[name] = current
 
     def versions(self, name: str) -> list[LoadedModel]:
         """Loaded versions of `name`, oldest first."""

@@ -215,8 +215,10 @@ class DataPlane:
                 await self._executor.run(self._event, name, "load", number)
             # Routes switch here, between two requests: each is served by one version.
             self._catalog.set_aliases(name, aliases)
+            serving = self._catalog.get(name)
             for number in sorted(loaded - versions):
-                if len(self._catalog.versions(name)) > 1:
+                # Kept while it serves the default route (its replacement failed to load).
+                if serving is not None and number != serving.number:
                     retired = self._catalog.remove(name, number)
                     task = asyncio.ensure_future(self._retire(retired))
                     self._retiring.add(task)  # held until done, so it is not collected

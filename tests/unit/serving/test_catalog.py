@@ -153,8 +153,8 @@ def test_routes_follow_aliases_and_production_is_the_default() -> None:
     assert catalog.get("m", "canary") is newest
     assert catalog.get("m", "staging") is None
     assert catalog.aliases_of(newest) == ["canary"]
-    # production naming a version that is not loaded: the newest loaded one serves.
+    # production naming a version that is not loaded: what served keeps serving.
     catalog.set_aliases("m", {"production": 9})
-    assert catalog.get("m") is newest
-    catalog.remove("m", 3)
     assert catalog.get("m") is catalog.get("m", "2")
+    catalog.remove("m", 2)
+    assert catalog.get("m") is newest  # ... unless it is gone: then the newest
