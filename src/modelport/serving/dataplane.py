@@ -14,11 +14,11 @@ from modelport import __version__
 from modelport.config import ServeSettings
 from modelport.errors import InternalError, ModelportError, NotFound, NotReady, Unsupported
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
-from modelport.registry.manifest import ModelVersion
+from modelport.registry.manifest import ModelVersion, version_number
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
 from modelport.serving.batching import Batcher, policy_for
-from modelport.serving.catalog import Catalog, LoadedModel, version_number
+from modelport.serving.catalog import Catalog, LoadedModel
 from modelport.serving.compilation import verification_sample
 from modelport.serving.executor import Executor
 
@@ -161,14 +161,9 @@ class DataPlane:
             self._counter = self._registry.change_counter()
             for name, (versions, aliases) in self._plan().items():
                 for number in sorted(versions):
-                    try:
-                        model = self._build(self._registry.get(name, number))
-                    except ModelportError as exc:
-                        log.error("could not load %s:%d: %s", name, number, exc)
-                        self._failed(name, number, exc.message)
-                        continue
-                    self._catalog.add(model)
-                    self._event(name, "load", number)
+                    model = self._load_version(name, number, warm_up=False)
+                    if model is not None:
+                        self._catalog.add(model)
                 self._catalog.set_aliases(name, aliases)
         finally:
             self._ready = True
@@ -204,15 +199,9 @@ class DataPlane:
             for number in sorted(versions - loaded):
                 if (name, number) in self._given_up:
                     continue
-                try:
-                    mv = await self._executor.run(self._registry.get, name, number)
-                    model = await self._executor.run(self._build, mv, True)
-                except ModelportError as exc:
-                    log.error("could not load %s:%d: %s", name, number, exc.message)
-                    await self._executor.run(self._failed, name, number, exc.message)
-                    continue
-                self._catalog.add(model)
-                await self._executor.run(self._event, name, "load", number)
+                model = await self._executor.run(self._load_version, name, number, True)
+                if model is not None:
+                    self._catalog.add(model)
             # Routes switch here, between two requests: each is served by one version.
             self._catalog.set_aliases(name, aliases)
             serving = self._catalog.get(name)
@@ -254,10 +243,21 @@ class DataPlane:
         await self._executor.run(self._event, model.name, "unload", model.number)
         log.info("unloaded %s version %d", model.name, model.number)
 
-    def _failed(self, name: str, number: int, message: str) -> None:
-        """Remember (and record in the history) that a version could not be served."""
-        self._given_up.add((name, number))
-        self._event(name, "load_failed", number, {"error": message})
+    def _load_version(self, name: str, number: int, warm_up: bool) -> LoadedModel | None:
+        """Load one version and record the load in its history (blocking).
+
+        None when it failed to load or warm up: that is logged, recorded as load_failed and
+        not tried again.
+        """
+        try:
+            model = self._build(self._registry.get(name, number), warm_up)
+        except ModelportError as exc:
+            log.error("could not load %s:%d: %s", name, number, exc.message)
+            self._given_up.add((name, number))
+            self._event(name, "load_failed", number, {"error": exc.message})
+            return None
+        self._event(name, "load", number)
+        return model
 
     def _event(
         self, name: str, kind: str, number: int, detail: dict[str, Any] | None = None
