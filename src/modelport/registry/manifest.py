@@ -26,6 +26,24 @@ def check_model_name(name: str) -> str:
     return name
 
 
+MAX_VERSION = 2**31 - 1
+"""Largest version number a path may name; larger ones cannot exist in the registry."""
+
+
+def version_number(version: str) -> int | None:
+    """The version number that `version` names (ASCII digits, 1..MAX_VERSION), else None."""
+    # str.isdigit alone accepts other scripts' digits and superscripts, which int() rejects
+    # or reads as another number.
+    if not (version.isascii() and version.isdigit()):
+        return None
+    # Bounded before int(): a path of thousands of digits would make int() itself refuse.
+    digits = version.lstrip("0")
+    if len(digits) > len(str(MAX_VERSION)):
+        return None
+    number = int(digits or "0")
+    return number if 1 <= number <= MAX_VERSION else None
+
+
 def check_alias(alias: str) -> str:
     """Return `alias` if it can name a version; else InvalidInput says the rule."""
     if not _ALIAS.fullmatch(alias) or ".." in alias:

@@ -38,6 +38,7 @@ from modelport.registry.manifest import (
     ModelVersion,
     check_alias,
     check_model_name,
+    version_number,
 )
 from modelport.registry.trust import is_pickle_family
 
@@ -204,24 +205,13 @@ class Registry:
         query = sa.select(versions_table).where(_V.name == name)
         if version is None:
             query = query.order_by(_V.version.desc()).limit(1)
-        elif isinstance(version, bool) or version < 1:
-            raise InvalidInput(f"invalid version {version!r}: versions are numbered from 1")
         else:
-            query = query.where(_V.version == version)
+            query = query.where(_V.version == _checked_version(version))
         with self._reading() as conn:
             row = conn.execute(query).mappings().first()
-            if row is not None:
-                return _model_version(row)
-            existing = list(
-                conn.execute(
-                    sa.select(_V.version).where(_V.name == name).order_by(_V.version)
-                ).scalars()
-            )
-        if not existing:
-            raise NotFound(_unknown_model(name))
-        raise NotFound(
-            f"model {name!r} has no version {version}; its versions are {_spans(existing)}"
-        )
+            if row is None:
+                raise _missing_version(conn, name, version)
+            return _model_version(row)
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, oldest first; NotFound for an unknown model."""
@@ -276,10 +266,8 @@ class Registry:
 
     def aliases(self, name: str) -> dict[str, int]:
         """The model's aliases and the version each names (NotFound for an unknown model)."""
-        check_model_name(name)
         with self._reading() as conn:
-            if not _model_exists(conn, name):
-                raise NotFound(_unknown_model(name))
+            _existing_model(conn, name)
             rows = conn.execute(sa.select(_A.alias, _A.version).where(_A.name == name))
             return dict(sorted((alias, version) for alias, version in rows))
 
@@ -295,13 +283,11 @@ class Registry:
                 if target is not None:
                     return self.get(name, target)
             return self.get(name)
-        if ref.isascii() and ref.isdigit():
-            number = int(ref) if len(ref) <= 10 else 0
-            if not 1 <= number <= 2**31 - 1:
-                raise NotFound(
-                    f"model {name!r} has no version {ref!r}; versions are numbers from 1"
-                )
+        number = version_number(ref)
+        if number is not None:
             return self.get(name, number)
+        if ref.isascii() and ref.isdigit():
+            raise NotFound(f"model {name!r} has no version {ref!r}; versions are numbers from 1")
         aliases = self.aliases(name)
         if ref not in aliases:
             known = ", ".join(aliases) or "none yet; set one with `modelport models alias`"
@@ -314,7 +300,13 @@ class Registry:
         """Point `alias` at `version` (which must exist) and record the move in the history."""
         check_alias(alias)
         with self._writing() as conn:
-            self._existing_version(conn, name, version)
+            found = conn.execute(
+                sa.select(_V.version).where(
+                    _V.name == _existing_model(conn, name), _V.version == _checked_version(version)
+                )
+            ).first()
+            if found is None:
+                raise _missing_version(conn, name, version)
             previous = _alias_target(conn, name, alias)
             values = {"version": version, "updated_at": _now(), "updated_by": actor}
             if previous is None:
@@ -345,7 +337,7 @@ class Registry:
         with self._writing() as conn:
             current = _alias_target(conn, name, alias)
             if current is None:
-                self._existing_model(conn, name)
+                _existing_model(conn, name)
                 raise NotFound(f"model {name!r} has no alias {alias!r}; nothing to roll back")
             last = conn.execute(
                 sa.select(_E.from_version)
@@ -382,7 +374,7 @@ class Registry:
         with self._writing() as conn:
             current = _alias_target(conn, name, alias)
             if current is None:
-                self._existing_model(conn, name)
+                _existing_model(conn, name)
                 raise NotFound(f"model {name!r} has no alias {alias!r}")
             conn.execute(aliases_table.delete().where(_A.name == name, _A.alias == alias))
             return _record(
@@ -408,10 +400,8 @@ class Registry:
 
     def history(self, name: str) -> list[Event]:
         """The model's events, oldest first; NotFound for an unknown model."""
-        check_model_name(name)
         with self._reading() as conn:
-            if not _model_exists(conn, name):
-                raise NotFound(_unknown_model(name))
+            _existing_model(conn, name)
             rows = conn.execute(
                 sa.select(events_table).where(_E.name == name).order_by(_E.id)
             ).mappings()
@@ -421,28 +411,6 @@ class Registry:
         """A number that grows with every push, alias move, load and unload (0 when none)."""
         with self._reading() as conn:
             return int(conn.execute(sa.select(sa.func.max(_E.id))).scalar() or 0)
-
-    def _existing_model(self, conn: Connection, name: str) -> None:
-        check_model_name(name)
-        if not _model_exists(conn, name):
-            raise NotFound(_unknown_model(name))
-
-    def _existing_version(self, conn: Connection, name: str, version: int) -> None:
-        self._existing_model(conn, name)
-        if isinstance(version, bool) or version < 1:
-            raise InvalidInput(f"invalid version {version!r}: versions are numbered from 1")
-        found = conn.execute(
-            sa.select(_V.version).where(_V.name == name, _V.version == version)
-        ).first()
-        if found is None:
-            existing = list(
-                conn.execute(
-                    sa.select(_V.version).where(_V.name == name).order_by(_V.version)
-                ).scalars()
-            )
-            raise NotFound(
-                f"model {name!r} has no version {version}; its versions are {_spans(existing)}"
-            )
 
     def _connect(self) -> Connection:
         if os.getpid() != self._pid:
@@ -468,9 +436,29 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _model_exists(conn: Connection, name: str) -> bool:
+def _existing_model(conn: Connection, name: str) -> str:
+    """`name`, once checked to be a valid name of a registered model (else NotFound)."""
+    check_model_name(name)
     found = conn.execute(sa.select(models_table.c.name).where(models_table.c.name == name))
-    return found.first() is not None
+    if found.first() is None:
+        raise NotFound(_unknown_model(name))
+    return name
+
+
+def _checked_version(version: int) -> int:
+    if isinstance(version, bool) or version < 1:
+        raise InvalidInput(f"invalid version {version!r}: versions are numbered from 1")
+    return version
+
+
+def _missing_version(conn: Connection, name: str, version: int | None) -> NotFound:
+    """The error for a version `name` does not have, listing the versions it has."""
+    existing = list(
+        conn.execute(sa.select(_V.version).where(_V.name == name).order_by(_V.version)).scalars()
+    )
+    if not existing:
+        return NotFound(_unknown_model(name))
+    return NotFound(f"model {name!r} has no version {version}; its versions are {_spans(existing)}")
 
 
 def _alias_target(conn: Connection, name: str, alias: str) -> int | None:

@@ -11,28 +11,17 @@ import numpy as np
 from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import RequestValidator
-from modelport.registry.manifest import LATEST, CompiledArtifact, ModelVersion
+from modelport.registry.manifest import (
+    LATEST,
+    CompiledArtifact,
+    ModelVersion,
+    version_number,
+)
 from modelport.registry.store import PRODUCTION
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher
 
-MAX_VERSION = 2**31 - 1
-"""Largest version number a path may name; larger ones cannot exist in the registry."""
 _MAX_MODEL_MESSAGE = 400
-
-
-def version_number(version: str) -> int | None:
-    """The version number that `version` names (ASCII digits, 1..MAX_VERSION), else None."""
-    # str.isdigit alone accepts other scripts' digits and superscripts, which int() rejects
-    # or reads as another number.
-    if not (version.isascii() and version.isdigit()):
-        return None
-    # Bounded before int(): a path of thousands of digits would make int() itself refuse.
-    digits = version.lstrip("0")
-    if len(digits) > len(str(MAX_VERSION)):
-        return None
-    number = int(digits or "0")
-    return number if 1 <= number <= MAX_VERSION else None
 
 
 @dataclass(slots=True)

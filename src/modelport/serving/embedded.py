@@ -14,10 +14,10 @@ from modelport.errors import InvalidInput
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import Signature
 from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
-from modelport.registry.manifest import ModelVersion
+from modelport.registry.manifest import MAX_VERSION, ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
-from modelport.serving.catalog import MAX_VERSION, LoadedModel
+from modelport.serving.catalog import LoadedModel
 
 
 class Model:

@@ -10,9 +10,9 @@ import pytest
 
 from modelport.errors import NotFound
 from modelport.protocol.signature import Signature, TensorSpec
-from modelport.registry.manifest import ModelVersion
+from modelport.registry.manifest import MAX_VERSION, ModelVersion, version_number
 from modelport.runtimes.python import PythonRuntime
-from modelport.serving.catalog import MAX_VERSION, Catalog, LoadedModel, version_number
+from modelport.serving.catalog import Catalog, LoadedModel
 
 SIGNATURE = Signature(
     (TensorSpec("x", "FP32", (-1, 2)),),
