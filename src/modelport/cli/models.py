@@ -21,7 +21,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 @click.group()
 def models() -> None:
-    """Register model artifacts and inspect registered versions."""
+    """Register model artifacts, move aliases between versions, and audit what was done."""
 
 
 def parse_meta(items: tuple[str, ...], meta_file: Path | None = None) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from modelport.config import (
     "models",
     multiple=True,
     metavar="NAME[:VERSION]",
-    help="Load only these models (repeatable). Default: the newest version of every model.",
+    help="Serve only these models (repeatable); NAME:VERSION pins one version. Default: "
+    "every model, its newest version and every version an alias names.",
 )
 @click.option(
     "--workers",
@@ -83,6 +84,8 @@ def serve(
     """Serve the registry's models over the Open Inference Protocol (REST and gRPC).
 
     Prints where it listens, then a "ready" line once the models are loaded.
+    Follows the registry while it runs: new versions and alias moves (`models alias`,
+    `models rollback`) take effect within about a second, with no restart.
     Ctrl-C (or SIGTERM) finishes in-flight requests and stops.
     """
     from modelport.server import serve as run
