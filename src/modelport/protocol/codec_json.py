@@ -246,6 +246,9 @@ def _request_error(exc: Exception, body: bytes | memoryview) -> InvalidInput:
     if isinstance(exc, UnicodeDecodeError):
         return InvalidInput(f"the request body is not valid UTF-8 JSON ({exc.reason})")
     message = str(exc)
+    if "UTF-8" in message:
+        # msgspec 0.23 reports bad UTF-8 as a decode error rather than UnicodeDecodeError.
+        return InvalidInput(f"the request body is not valid UTF-8 JSON ({message})")
     if not bytes(body).strip():
         return InvalidInput('the request body is empty; send a JSON object with an "inputs" list')
     if not isinstance(exc, msgspec.ValidationError):
@@ -299,7 +302,7 @@ def _tensor(index: int, item: _InputHead, data: msgspec.Raw, params: Parameters)
     count = math.prod(shape)
     try:
         values = decoder.decode(data)
-    except (msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         array = _nested(index, item, bytes(data), shape, count, exc)
     else:
         if len(values) != count:
@@ -349,6 +352,9 @@ def _utf8(name: str, values: list[str]) -> list[bytes]:
 def _data_error(index: int, item: _InputHead, exc: Exception, prefix: str = "") -> InvalidInput:
     if isinstance(exc, UnicodeDecodeError):
         detail = f"a string is not valid UTF-8 ({exc.reason}) - at `$.inputs[{index}].data`"
+    elif not isinstance(exc, msgspec.ValidationError) and "UTF-8" in str(exc):
+        # msgspec 0.23 reports bad UTF-8 as a decode error rather than UnicodeDecodeError.
+        detail = f"a string is not valid UTF-8 ({exc}) - at `$.inputs[{index}].data`"
     else:
         detail = str(exc)
         where = f"`$.inputs[{index}].data"
@@ -375,7 +381,7 @@ def _nested(
     mismatch = f"nested data must follow shape {list(shape)} exactly (or send a flat list): "
     try:
         nested = _nested_decoder(item.datatype, len(shape)).decode(raw)
-    except (msgspec.ValidationError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise _data_error(index, item, exc, mismatch) from None
     dtype = _DTYPE[item.datatype]
     try:
