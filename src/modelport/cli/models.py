@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -118,6 +119,23 @@ def compile_reference(compile_to: str | None, reference_file: Path | None) -> An
     help="Allow a pickle/joblib/cloudpickle artifact. Loading one runs code: "
     "only for files you trust.",
 )
+@click.option(
+    "--reference-data",
+    "reference_data",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=None,
+    help="CSV (first line naming the columns) or Parquet file of typical inputs, such as the "
+    "training set, to measure drift against; its profile is stored with the version. "
+    "Columns named like the inputs feed them (each input one value per row); for a model "
+    "with one [-1, F] input, give exactly F columns in feature order. Files over 100,000 "
+    "rows are sampled.",
+)
+@click.option(
+    "--reference-label",
+    metavar="COLUMN",
+    default=None,
+    help="A column of --reference-data to leave out of its profile (e.g. the label).",
+)
 @compile_options
 @registry_option
 def push(
@@ -128,6 +146,8 @@ def push(
     meta_file: Path | None,
     signature_file: Path | None,
     trust_pickle: bool,
+    reference_data: Path | None,
+    reference_label: str | None,
     compile_to: str | None,
     reference_file: Path | None,
     as_json: bool,
@@ -137,6 +157,7 @@ def push(
 
     With --compile, a line on stderr says whether the compiled form was kept, and why not.
     """
+    from modelport.cli.reference_data import profile_of, read_reference_data
     from modelport.protocol.signature import Signature
     from modelport.registry.store import Registry
     from modelport.serving.artifacts import push_artifact
@@ -149,8 +170,15 @@ def push(
             except json.JSONDecodeError as exc:
                 raise InvalidInput(f"--signature file is not valid JSON: {exc}") from None
         reference = compile_reference(compile_to, reference_file)
-        store = Registry.open(registry_location(registry))
-        try:
+        if reference_label is not None and reference_data is None:
+            raise InvalidInput("--reference-label names a column of --reference-data; add it")
+        # Read before the model loads, so that a bad file fails fast.
+        profile = None
+        if reference_data is not None:
+            profile = partial(
+                profile_of, read_reference_data(reference_data, label=reference_label)
+            )
+        with Registry.open(registry_location(registry)) as store:
             mv = push_artifact(
                 store,
                 file,
@@ -162,9 +190,8 @@ def push(
                 created_by=current_user(),
                 compile=compile_to,
                 reference=reference,
+                profile=profile,
             )
-        finally:
-            store.close()
         echo_pushed(mv, as_json=as_json, compile_to=compile_to)
 
 
@@ -223,7 +250,17 @@ def list_models(as_json: bool, registry: str | None) -> None:
             store.close()
     if as_json:
         click.echo(
-            json.dumps([{**mv.to_dict(), "versions": count} for mv, count in rows], indent=2)
+            json.dumps(
+                [
+                    {
+                        **mv.to_dict(),
+                        "versions": count,
+                        "reference_profile": _profile_summary(mv.reference_profile),
+                    }
+                    for mv, count in rows
+                ],
+                indent=2,
+            )
         )
         return
     from rich.table import Table
@@ -280,6 +317,7 @@ def show(ref: str, as_json: bool, registry: str | None) -> None:
         ("aliases", ", ".join(aliases) or "-"),
         *((f"meta {k}", str(v)) for k, v in sorted(mv.metadata.items())),
         *_compiled_rows(mv),
+        ("reference data", _profile_line(mv.reference_profile)),
     ):
         info.add_row(key, value)
     tensors = Table("", "name", "datatype", "shape", title="signature")
@@ -334,6 +372,30 @@ def _compiled_rows(mv: ModelVersion) -> list[tuple[str, str]]:
     if report.get("converter"):
         rows.append(("converter", str(report["converter"])))
     return rows
+
+
+def _profile_summary(profile: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A reference profile without its bins and samples, for listings."""
+    if profile is None:
+        return None
+    features = [
+        {key: f.get(key) for key in ("name", "input", "column", "kind")}
+        for f in profile.get("features", [])
+    ]
+    return {key: profile.get(key) for key in ("format", "rows", "source_rows")} | {
+        "features": features
+    }
+
+
+def _profile_line(profile: dict[str, Any] | None) -> str:
+    """`models show`'s one-line summary of the reference profile."""
+    if profile is None:
+        return "none (push with --reference-data to measure drift)"
+    names = [str(f.get("name")) for f in profile.get("features", [])]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    rows, source = profile.get("rows", 0), profile.get("source_rows", 0)
+    sampled = f" (sampled from {source:,})" if source > rows else ""
+    return f"{rows:,} rows{sampled}; {len(names)} features: {shown}"
 
 
 def _number(value: Any) -> str:

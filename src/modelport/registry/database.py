@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from modelport.errors import InvalidInput, Unsupported
 
-HEAD_REVISION: Final = "0004"
+HEAD_REVISION: Final = "0005"
 """The newest migration in migrations/versions; a registry already there is not migrated."""
 
 DATABASE_FILE: Final = "registry.db"
@@ -65,6 +65,8 @@ versions_table = sa.Table(
     sa.Column("compile_report", sa.JSON, nullable=True),
     # Revision 0003: the host the version was pushed from (null for older versions).
     sa.Column("created_host", sa.Text, nullable=True),
+    # Revision 0005: the reference profile drift is measured against (null without one).
+    sa.Column("reference_profile", sa.JSON, nullable=True),
     sa.PrimaryKeyConstraint("name", "version", name="pk_versions"),
     sa.ForeignKeyConstraint(["name"], ["models.name"], name="fk_versions_name_models"),
     sa.UniqueConstraint("name", "digest", name="uq_versions_name_digest"),

@@ -104,6 +104,9 @@ class ModelVersion:
     (also when the compiled form was not kept: the report says why)."""
     created_host: str = ""
     """Host the version was pushed from (empty for versions pushed before it was recorded)."""
+    reference_profile: dict[str, Any] | None = None
+    """JSON form of the reference data's profile (observability.reference_profile), which
+    drift is measured against; None when the version was pushed without reference data."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form, as `models show --json` prints it."""
@@ -123,6 +126,7 @@ class ModelVersion:
             "compiled": None if self.compiled is None else self.compiled.to_dict(),
             "compile_report": self.compile_report,
             "created_host": self.created_host,
+            "reference_profile": self.reference_profile,
         }
 
 

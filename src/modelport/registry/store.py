@@ -72,7 +72,7 @@ class Registry:
         self._pid = os.getpid()
 
     @classmethod
-    def open(cls, location: str | os.PathLike[str], *, create: bool = True) -> Registry:
+    def open(cls, location: str | os.PathLike[str], *, create: bool = True) -> Self:
         """Open a registry, creating it and updating its schema as needed.
 
         `location` is a directory (an embedded SQLite database plus the artifacts) or, for a
@@ -119,6 +119,7 @@ class Registry:
         compiled: Path | None = None,
         compiled_format: str = "onnx",
         compile_report: Mapping[str, Any] | None = None,
+        reference_profile: Mapping[str, Any] | None = None,
     ) -> ModelVersion:
         """Store `artifact` as the next version of model `name` and return that version.
 
@@ -130,6 +131,9 @@ class Registry:
         `compiled` is an optional second artifact of `compiled_format` converted from the
         first (it must not be pickle-family), and `compile_report` the JSON report of the
         check behind it; both are stored with the version, in the same transaction.
+
+        `reference_profile` is the JSON profile of the version's reference data, which drift
+        is measured against (see observability.reference_profile); stored as given.
         """
         check_model_name(name)
         for what, fmt in (("model format", format), ("compiled format", compiled_format)):
@@ -139,6 +143,7 @@ class Registry:
                 )
         meta = _json_metadata(metadata)
         report = None if compile_report is None else _json_metadata(compile_report)
+        profile = None if reference_profile is None else _json_metadata(reference_profile)
         for path in (artifact, compiled):
             if path is not None and not path.is_file():
                 raise InvalidInput(f"artifact {path.name!r} is not a readable file")
@@ -176,6 +181,7 @@ class Registry:
             "compiled_size": compiled_size,
             "compile_report": report,
             "created_host": socket.gethostname(),
+            "reference_profile": profile,
         }
         with self._writing() as conn:
             same = conn.execute(
@@ -566,6 +572,9 @@ def _model_version(row: Mapping[str, Any] | RowMapping) -> ModelVersion:
         ),
         compile_report=None if row["compile_report"] is None else dict(row["compile_report"]),
         created_host=row["created_host"] or "",
+        reference_profile=(
+            None if row["reference_profile"] is None else dict(row["reference_profile"])
+        ),
     )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,8 +37,12 @@ def push_artifact(
     trust_pickle: bool = False,
     compile: str | None = None,
     reference: Reference | None = None,
+    profile: Callable[[Signature], Mapping[str, Any]] | None = None,
 ) -> ModelVersion:
     """Register `path` as the next version of `name` and return it.
+
+    `profile`, when given, makes the version's reference profile (for drift monitoring) from
+    the signature the push records.
 
     The artifact is loaded once with its runtime to infer (or check) the signature; a
     pickle-family file is refused before anything loads it unless `trust_pickle` is set.
@@ -84,6 +88,7 @@ def push_artifact(
             compiled=compiled,
             compiled_format=compile or "onnx",
             compile_report=None if compilation is None else compilation.report,
+            reference_profile=None if profile is None else profile(inferred),
         )
 
 

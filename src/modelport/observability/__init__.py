@@ -1,0 +1,1 @@
+"""What the server records about its work: metrics, access logs, the inference log, drift."""
