@@ -38,6 +38,11 @@ def current_user() -> str:
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """The values `log_level` takes."""
+LOG_FORMATS = ("auto", "json", "text")
+"""The values `log_format` takes: auto = JSON lines unless the output is a terminal."""
+OVERFLOW_POLICIES = ("shed", "drop")
+"""What happens to inferences once the inference-log backlog is full."""
+TRACE_EXPORTERS = ("none", "console", "otlp")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +57,16 @@ class ModelSettings:
     """Milliseconds a batch may wait to fill under load (default 0: never wait)."""
     compiled: bool | None = None
     """Serve the compiled artifact when the version has one (default: yes)."""
+    log_sample_rate: float | None = None
+    """Share of inferences written to the inference log, 0-1 (default 1: every one)."""
+    log_redact: tuple[str, ...] = ()
+    """Input and output names whose values the inference log replaces with "[redacted]"."""
 
     def __post_init__(self) -> None:
+        if self.log_sample_rate is not None and not 0 <= self.log_sample_rate <= 1:
+            raise InvalidInput(
+                f"log_sample_rate must be between 0 and 1, got {self.log_sample_rate}"
+            )
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise InvalidInput(f"max_batch_size must be at least 1, got {self.max_batch_size}")
         if self.max_batch_delay_ms is not None and not 0 <= self.max_batch_delay_ms <= 1000:
@@ -82,6 +95,29 @@ class ServeSettings:
     """Adaptive batching for models that support it; False turns it off everywhere."""
     compiled: bool = True
     """Serve compiled artifacts where versions have them; False serves the originals."""
+    log_format: str = "auto"
+    """Log lines as "json", "text", or "auto" (JSON unless the output is a terminal)."""
+    access_log: bool = True
+    """One log record per request."""
+    metrics: bool = True
+    """Prometheus metrics at /metrics."""
+    metrics_port: int = 0
+    """Serve /metrics on this port instead of the REST port (0: on the REST port)."""
+    inference_log: str = ""
+    """Where every inference is recorded: a SQLite file path, a PostgreSQL URL, or "off".
+    Default: inference-log.sqlite in a registry directory, or the registry's database."""
+    inference_log_journal: str = ""
+    """Local directory that holds records while the inference-log store is unreachable.
+    Default: inference-journal in a registry directory, else ./.modelport-journal."""
+    inference_log_capacity: int = 1_000_000
+    """Most inference-log records held back (memory and journal) while the store is down."""
+    inference_log_overflow: str = "shed"
+    """Past the capacity: "shed" answers inferences 503 (nothing answered goes unlogged),
+    "drop" answers them and drops their records (counted)."""
+    trace_exporter: str = "none"
+    """OpenTelemetry spans: "none", "console" (stdout) or "otlp" (to trace_endpoint)."""
+    trace_endpoint: str = ""
+    """OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces."""
     model_settings: Mapping[str, ModelSettings] = field(default_factory=dict)
     """Per-model overrides, from `[models.NAME]` tables."""
 
@@ -96,10 +132,21 @@ class ServeSettings:
             raise InvalidInput(f"workers must be between 1 and 256, got {self.workers}")
         if self.max_body_bytes < 1024:
             raise InvalidInput("max_body_bytes must be at least 1024")
-        if self.log_level not in LOG_LEVELS:
-            raise InvalidInput(
-                f"log_level must be one of {', '.join(LOG_LEVELS)}, got {self.log_level!r}"
-            )
+        for key, allowed in (
+            ("log_level", LOG_LEVELS),
+            ("log_format", LOG_FORMATS),
+            ("inference_log_overflow", OVERFLOW_POLICIES),
+            ("trace_exporter", TRACE_EXPORTERS),
+        ):
+            value = getattr(self, key)
+            if value not in allowed:
+                raise InvalidInput(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise InvalidInput(f"metrics_port must be 0-65535, got {self.metrics_port}")
+        if self.inference_log_capacity < 1:
+            raise InvalidInput("inference_log_capacity must be at least 1")
+        if self.trace_exporter == "otlp" and not self.trace_endpoint:
+            raise InvalidInput("trace_exporter = otlp needs trace_endpoint (an OTLP/HTTP URL)")
 
     def for_model(self, name: str) -> ModelSettings:
         """The overrides for `name` (all None when the config file has none)."""

@@ -8,14 +8,18 @@ import gc
 import logging
 import signal
 import socket
+import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import uvicorn
 
 from modelport import __version__
 from modelport.config import ServeSettings
 from modelport.errors import InvalidInput
+from modelport.observability.observer import Observer
 from modelport.registry.location import display_location
 from modelport.registry.store import Registry
 from modelport.serving.catalog import Catalog
@@ -125,26 +129,38 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
             grpc_sock = stack.enter_context(
                 reserve(settings.host, settings.grpc_port, flag="--grpc-port (0 turns gRPC off)")
             )
+        metrics_sock = None
+        if settings.metrics and settings.metrics_port:
+            flag = "--metrics-port"
+            metrics_sock = stack.enter_context(
+                reserve(settings.host, settings.metrics_port, flag=flag)
+                if settings.workers > 1
+                else bind(settings.host, settings.metrics_port, flag=flag)
+            )
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
-        return _serve(settings, announce, sock, grpc_sock, registry)
+        metrics_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelport-")))
+        observer = Observer.from_settings(settings, Executor(), metrics_dir, sys.stderr)
+        return _serve(settings, announce, (sock, grpc_sock, metrics_sock), registry, observer)
 
 
 def _serve(
     settings: ServeSettings,
     announce: Callable[[str], None],
-    sock: socket.socket,
-    grpc_sock: socket.socket | None,
+    sockets: tuple[socket.socket, socket.socket | None, socket.socket | None],
     registry: Registry,
+    observer: Observer,
 ) -> int:
+    sock, grpc_sock, metrics_sock = sockets
     workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
     grpc_address = None if grpc_sock is None else address(grpc_sock)
     grpc = "" if grpc_address is None else f" and gRPC at {grpc_address}"
+    metrics = "" if metrics_sock is None else f"; metrics at {url(metrics_sock)}/metrics"
     announce(
         f"modelport {__version__} serving REST at {url(sock)}{grpc} "
-        f"(registry: {display_location(settings.registry)}; {workers})"
+        f"(registry: {display_location(settings.registry)}; {workers}{metrics})"
     )
     catalog = Catalog()
-    dataplane = DataPlane(registry, catalog, Executor(), settings)
+    dataplane = DataPlane(registry, catalog, Executor(), settings, observer)
     dataplane.preload(settings.models)
     # Everything loaded so far lives as long as the server: keep the collector from scanning
     # it (long pauses, a p99 several times the median) and, after fork, from writing to the
@@ -153,58 +169,72 @@ def _serve(
     loaded = sorted(f"{m.name}:{m.number}" for m in catalog)
     ready = f"modelport ready: {len(loaded)} model version(s) loaded ({', '.join(loaded)})"
     if settings.workers == 1:
-        run_worker(dataplane, settings, sock, lambda: announce(ready), grpc_address)
+        own = [sock] if metrics_sock is None else [sock, metrics_sock]
+        run_worker(dataplane, observer, settings, own, lambda: announce(ready), grpc_address)
         return 0
-    host, port = sock.getsockname()[:2]
 
     def worker(ready_fd: int) -> None:
-        own = bind(host, port, workers=settings.workers)
-        run_worker(dataplane, settings, own, lambda: report_ready(ready_fd), grpc_address)
+        own = [
+            bind(*s.getsockname()[:2], workers=settings.workers) for s in (sock, metrics_sock) if s
+        ]
+        run_worker(dataplane, observer, settings, own, lambda: report_ready(ready_fd), grpc_address)
 
-    return Supervisor(settings.workers, worker).run(lambda: announce(ready))
+    on_exit = None if observer.metrics is None else observer.metrics.process_gone
+    return Supervisor(settings.workers, worker, on_exit).run(lambda: announce(ready))
 
 
 def run_worker(
     dataplane: DataPlane,
+    observer: Observer,
     settings: ServeSettings,
-    sock: socket.socket,
+    sockets: list[socket.socket],
     on_ready: Callable[[], None],
     grpc_address: str | None = None,
 ) -> None:
-    """Serve REST on `sock`, and gRPC on `grpc_address` if given, until SIGINT or SIGTERM.
+    """Serve REST on `sockets` (the API, then /metrics if it has its own port), and gRPC on
+    `grpc_address` if given, until SIGINT or SIGTERM.
 
     Both run on one event loop, so they share the dataplane and its batchers.
     """
     grpc_server: GrpcServer | None = None
     failure: InvalidInput | None = None
-    following: asyncio.Task[None] | None = None
+    background: list[asyncio.Task[None]] = []
 
     async def on_startup() -> None:
-        nonlocal grpc_server, failure, following
+        nonlocal grpc_server, failure
         if grpc_address is not None:
             try:
                 grpc_server = await GrpcServer.start(
-                    dataplane, grpc_address, max_message_bytes=settings.max_body_bytes
+                    dataplane,
+                    grpc_address,
+                    max_message_bytes=settings.max_body_bytes,
+                    telemetry=observer,
                 )
             except RuntimeError as exc:
                 failure = InvalidInput(f"cannot serve gRPC on {grpc_address}: {exc}")
                 raise failure from None
-        following = asyncio.ensure_future(dataplane.follow())
+        observer.start()
+        background.append(asyncio.ensure_future(dataplane.follow()))
+        background.append(asyncio.ensure_future(observer.run()))
         on_ready()
 
     async def on_shutdown() -> None:
-        if following is not None:
-            following.cancel()
+        for task in background:
+            task.cancel()
         # REST has drained by now; gRPC calls get their own grace period.
         if grpc_server is not None:
             await grpc_server.stop()
         await dataplane.close()
+        # Every answered request's record goes to the store, or to the journal.
+        observer.close()
 
     app = RestApp(
         dataplane,
         max_body_bytes=settings.max_body_bytes,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
+        telemetry=observer,
+        metrics_port=sockets[1].getsockname()[1] if len(sockets) > 1 else 0,
     )
     config = uvicorn.Config(
         app,
@@ -216,7 +246,7 @@ def run_worker(
         log_config=None,
         timeout_graceful_shutdown=10,
     )
-    _Server(config).run(sockets=[sock])
+    _Server(config).run(sockets=sockets)
     if failure is not None:
         # uvicorn only logs a failed start-up and returns; the caller must see it.
         raise failure

@@ -37,9 +37,13 @@ def report_ready(fd: int) -> None:
 class Supervisor:
     """Forks `count` workers running `worker` and keeps that many alive until stopped."""
 
-    def __init__(self, count: int, worker: Worker) -> None:
+    def __init__(
+        self, count: int, worker: Worker, on_exit: Callable[[int], None] | None = None
+    ) -> None:
         self._count = count
         self._worker = worker
+        self._on_exit = on_exit
+        """Told the pid of each worker that has exited (to forget its live metrics)."""
         self._children: dict[int, float] = {}
         self._stopping = False
         self._deaths: list[float] = []
@@ -108,6 +112,8 @@ class Supervisor:
             except ChildProcessError:
                 break
             started = self._children.pop(pid, None)
+            if self._on_exit is not None:
+                self._on_exit(pid)
             if started is None or self._stopping:
                 continue
             now = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 
@@ -10,6 +9,10 @@ import click
 
 from modelport.cli.options import registry_option, reported
 from modelport.config import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    OVERFLOW_POLICIES,
+    TRACE_EXPORTERS,
     build_serve_settings,
     current_user,
     parse_workers,
@@ -65,9 +68,72 @@ from modelport.config import (
 )
 @click.option(
     "--log-level",
-    type=click.Choice(["debug", "info", "warning", "error"]),
+    type=click.Choice(LOG_LEVELS),
     default=None,
     help="Log level. Default: info.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS),
+    default=None,
+    help="Log lines as JSON or text; auto = JSON unless the output is a terminal. Default: auto.",
+)
+@click.option(
+    "--access-log/--no-access-log",
+    default=None,
+    help="One log record per request (id, model, version, status, latency). Default: on.",
+)
+@click.option(
+    "--metrics/--no-metrics",
+    default=None,
+    help="Prometheus metrics at /metrics, added up over all workers. Default: on.",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve /metrics on this port instead of the REST port.",
+)
+@click.option(
+    "--inference-log",
+    default=None,
+    metavar="PATH|URL|off",
+    help="Where every inference is recorded: a SQLite file, a postgresql:// URL, or off. "
+    "Default: inference-log.sqlite in the registry directory (a PostgreSQL registry: its "
+    "database).",
+)
+@click.option(
+    "--inference-log-journal",
+    default=None,
+    metavar="DIR",
+    help="Local directory holding records while the inference-log store is unreachable. "
+    "Default: inference-journal in the registry directory, else ./.modelport-journal.",
+)
+@click.option(
+    "--inference-log-capacity",
+    type=int,
+    default=None,
+    help="Most records held back while the store is unreachable. Default: 1000000.",
+)
+@click.option(
+    "--inference-log-overflow",
+    type=click.Choice(OVERFLOW_POLICIES),
+    default=None,
+    help="Past the capacity: shed (answer 503, so nothing answered goes unrecorded) or drop "
+    "(answer, drop the record and count it). Default: shed.",
+)
+@click.option(
+    "--trace-exporter",
+    type=click.Choice(TRACE_EXPORTERS),
+    default=None,
+    help="OpenTelemetry spans for request, queue, batch and predict (needs the otel extra): "
+    "console prints them, otlp sends them to --trace-endpoint. Default: none.",
+)
+@click.option(
+    "--trace-endpoint",
+    default=None,
+    metavar="URL",
+    help="OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces.",
 )
 def serve(
     registry: str | None,
@@ -80,14 +146,26 @@ def serve(
     compiled: bool | None,
     config_file: Path | None,
     log_level: str | None,
+    log_format: str | None,
+    access_log: bool | None,
+    metrics: bool | None,
+    metrics_port: int | None,
+    inference_log: str | None,
+    inference_log_journal: str | None,
+    inference_log_capacity: int | None,
+    inference_log_overflow: str | None,
+    trace_exporter: str | None,
+    trace_endpoint: str | None,
 ) -> None:
     """Serve the registry's models over the Open Inference Protocol (REST and gRPC).
 
     Prints where it listens, then a "ready" line once the models are loaded.
     Follows the registry while it runs: new versions and alias moves (`models alias`,
     `models rollback`) take effect within about a second, with no restart.
-    Ctrl-C (or SIGTERM) finishes in-flight requests and stops.
+    Every inference is recorded in the inference log (`modelport logs`); metrics are at
+    /metrics. Ctrl-C (or SIGTERM) finishes in-flight requests, writes their records and stops.
     """
+    from modelport.observability.access_log import configure_logging
     from modelport.server import serve as run
 
     with reported():
@@ -102,17 +180,20 @@ def serve(
                 "batching": batching,
                 "compiled": compiled,
                 "log_level": log_level,
+                "log_format": log_format,
+                "access_log": access_log,
+                "metrics": metrics,
+                "metrics_port": metrics_port,
+                "inference_log": inference_log,
+                "inference_log_journal": inference_log_journal,
+                "inference_log_capacity": inference_log_capacity,
+                "inference_log_overflow": inference_log_overflow,
+                "trace_exporter": trace_exporter,
+                "trace_endpoint": trace_endpoint,
             },
             config_file,
         )
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        )
-        # Alembic narrates every migration step at INFO; only its problems matter here.
-        logging.getLogger("alembic").setLevel(
-            max(logging.getLevelName(settings.log_level.upper()), logging.WARNING)
-        )
+        configure_logging(settings.log_level, settings.log_format, sys.stderr)
         status = run(settings, announce=lambda line: click.echo(line, nl=True))
     sys.exit(status)
 

@@ -49,6 +49,11 @@ def open_location(text: str, *, create: bool) -> tuple[Engine, BlobStore]:
     return _open_database(text, scheme.group(1), create=create)
 
 
+def is_url(text: str) -> bool:
+    """Whether a registry location is a URL (a shared database) rather than a directory."""
+    return _URL_SCHEME.match(text) is not None
+
+
 def display_location(text: str) -> str:
     """A registry location as it is safe to print: a URL's password and query masked."""
     scheme = _URL_SCHEME.match(text)

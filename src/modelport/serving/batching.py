@@ -24,6 +24,7 @@ from modelport.config import ModelSettings
 from modelport.errors import InvalidInput
 from modelport.protocol.signature import Signature
 from modelport.serving.executor import Executor
+from modelport.serving.telemetry import Timing
 
 V = TypeVar("V")
 
@@ -62,6 +63,7 @@ class _Pending:
     rows: int
     key: tuple[Any, ...]
     future: asyncio.Future[Arrays]
+    timing: Timing | None = None
 
 
 class Batcher:
@@ -73,8 +75,11 @@ class Batcher:
         output_order: Sequence[str],
         executor: Executor,
         policy: BatchPolicy,
+        on_call: Callable[[int, int], None] | None = None,
     ) -> None:
         self._predict = predict
+        self._on_call = on_call
+        """Told each model call's rows and how many requests still wait (for metrics)."""
         self._order = tuple(output_order)
         self._executor = executor
         self._policy = policy
@@ -96,16 +101,23 @@ class Batcher:
         """The batching policy in force."""
         return self._policy
 
-    async def predict(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
-        """Predict `outputs` for validated `inputs`, possibly as part of a larger batch."""
+    async def predict(
+        self, inputs: Arrays, outputs: Sequence[str], timing: Timing | None = None
+    ) -> Arrays:
+        """Predict `outputs` for validated `inputs`, possibly as part of a larger batch.
+
+        `timing`, when given, receives when its batch and model call ran (for tracing).
+        """
         if not self._policy.enabled:
-            return await self._call(inputs, outputs)
+            return await self._timed_call(inputs, outputs, [timing] if timing else [])
         first = next(iter(inputs.values()), None)
         rows = int(first.shape[0]) if first is not None and first.ndim else 0
         key = tuple((name, a.shape[1:], a.dtype.str) for name, a in inputs.items())
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Arrays] = loop.create_future()
-        self._queue.append(_Pending(inputs, outputs, rows, key, future))
+        if timing is not None:
+            timing.queued = time.perf_counter()
+        self._queue.append(_Pending(inputs, outputs, rows, key, future, timing))
         self._queued_rows += rows
         self._arrival()
         if self._full is not None and self._queued_rows >= self._policy.max_batch_size:
@@ -133,6 +145,7 @@ class Batcher:
             while self._queue:
                 await self._fill()
                 batch = self._take()
+                _mark_batch(batch)
                 try:
                     await self._run(batch)
                 except BaseException as exc:
@@ -193,7 +206,7 @@ class Batcher:
         merged = {n: np.concatenate([p.inputs[n] for p in batch]) for n in names}
         total = sum(p.rows for p in batch)
         try:
-            result = await self._call(merged, outputs)
+            result = await self._timed_call(merged, outputs, [p.timing for p in batch if p.timing])
         except Exception:
             # One bad row must not fail its neighbours: retry each request on its own.
             for pending in batch:
@@ -213,7 +226,8 @@ class Batcher:
 
     async def _settle(self, pending: _Pending) -> None:
         try:
-            result = await self._call(pending.inputs, pending.outputs)
+            timings = [pending.timing] if pending.timing else []
+            result = await self._timed_call(pending.inputs, pending.outputs, timings)
         except Exception as exc:
             if not pending.future.done():
                 pending.future.set_exception(exc)
@@ -221,7 +235,29 @@ class Batcher:
             if not pending.future.done():
                 pending.future.set_result(result)
 
+    async def _timed_call(
+        self, inputs: Arrays, outputs: Sequence[str], timings: list[Timing]
+    ) -> Arrays:
+        """`_call`, noting in each of `timings` when it started and ended."""
+        if not timings:
+            return await self._call(inputs, outputs)
+        started = time.perf_counter()
+        try:
+            return await self._call(inputs, outputs)
+        finally:
+            ended = time.perf_counter()
+            first = next(iter(inputs.values()), None)
+            rows = int(first.shape[0]) if first is not None and first.ndim else 1
+            for timing in timings:
+                timing.batch_started = timing.batch_started or started
+                timing.queued = timing.queued or started
+                timing.predict_started, timing.predict_ended, timing.rows = started, ended, rows
+
     async def _call(self, inputs: Arrays, outputs: Sequence[str]) -> Arrays:
+        if self._on_call is not None:
+            first = next(iter(inputs.values()), None)
+            rows = int(first.shape[0]) if first is not None and first.ndim else 1
+            self._on_call(rows, len(self._queue))
         if self._cost < INLINE_BELOW_SECONDS:
             result, seconds = self._timed(inputs, outputs)
         else:
@@ -246,6 +282,15 @@ class Batcher:
             self._cost = seconds
         else:
             self._cost += _EWMA * (seconds - self._cost)
+
+
+def _mark_batch(batch: list[_Pending]) -> None:
+    """Note, for traced requests, when their batch left the queue."""
+    now = 0.0
+    for pending in batch:
+        if pending.timing is not None:
+            now = now or time.perf_counter()
+            pending.timing.batch_started = now
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

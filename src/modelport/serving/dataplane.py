@@ -7,7 +7,9 @@ import json
 import logging
 import os
 import re
+import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from typing import Any
 
 from modelport import __version__
@@ -21,6 +23,7 @@ from modelport.serving.batching import Batcher, policy_for
 from modelport.serving.catalog import Catalog, LoadedModel
 from modelport.serving.compilation import verification_sample
 from modelport.serving.executor import Executor
+from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, Timing
 
 log = logging.getLogger("modelport.dataplane")
 
@@ -42,8 +45,10 @@ class DataPlane:
         catalog: Catalog,
         executor: Executor,
         settings: ServeSettings | None = None,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self._registry = registry
+        self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
         self._catalog = catalog
         self._executor = executor
         self._settings = settings if settings is not None else ServeSettings()
@@ -118,15 +123,32 @@ class DataPlane:
         )
 
     async def infer(
-        self, name: str, version: str | None, request: InferRequest, request_id: str
+        self,
+        name: str,
+        version: str | None,
+        request: InferRequest,
+        request_id: str,
+        call: Call | None = None,
     ) -> InferResponse:
-        """Validate `request` against the model's signature, predict, and stamp provenance."""
+        """Validate `request` against the model's signature, predict, and stamp provenance.
+
+        `call`, when given, receives the version that answered and the validated inputs and
+        the outputs, for the telemetry.
+        """
         model = await self.resolve(name, version)
+        if call is not None:
+            call.model = model.name
+            call.version = model.number
+            call.digest = model.version.digest
+        self._telemetry.admit(model.name)
         inputs = model.validator.inputs(request)
         wanted = model.validator.outputs(request) or model.output_names
+        timing = None
+        if call is not None and self._telemetry.traces:
+            timing = call.timing = Timing()
         model.in_flight += 1
         try:
-            arrays = await model.batcher.predict(inputs, wanted)
+            arrays = await model.batcher.predict(inputs, wanted, timing)
         finally:
             model.in_flight -= 1
         outputs = []
@@ -136,6 +158,9 @@ class DataPlane:
             if array.dtype != dtype:
                 array = array.astype(dtype)
             outputs.append(Tensor(out, datatype, array.shape, array))
+        if call is not None:
+            call.inputs = inputs
+            call.outputs = {t.name: t.data for t in outputs}
         parameters = dict(model.provenance)
         parameters["modelport.request_id"] = request_id
         return InferResponse(
@@ -250,7 +275,10 @@ class DataPlane:
         not tried again.
         """
         try:
-            model = self._build(self._registry.get(name, number), warm_up)
+            started = time.perf_counter()
+            mv = self._registry.get(name, number)
+            model = self._build(mv, warm_up)
+            self._telemetry.loaded(mv, time.perf_counter() - started)
         except ModelportError as exc:
             log.error("could not load %s:%d: %s", name, number, exc.message)
             self._given_up.add((name, number))
@@ -283,7 +311,9 @@ class DataPlane:
             existing = self._catalog.get(name, str(mv.version))
             if existing is not None:
                 return existing
+            started = time.perf_counter()
             model = await self._executor.run(self._build, mv)
+            self._telemetry.loaded(mv, time.perf_counter() - started)
             self._catalog.add(model)
             return model
 
@@ -315,7 +345,13 @@ class DataPlane:
             self._failures[name] = message
             raise InternalError(message) from exc
         model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None)
-        model.batcher = Batcher(model.predict, model.output_names, self._executor, policy)
+        model.batcher = Batcher(
+            model.predict,
+            model.output_names,
+            self._executor,
+            policy,
+            on_call=partial(self._telemetry.batch, name, mv.version),
+        )
         try:
             if warm_up:
                 _warm_up(model)

@@ -21,8 +21,9 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from modelport.errors import ErrorKind, InvalidInput, ModelportError, Unsupported
+from modelport.errors import ErrorKind, InternalError, InvalidInput, ModelportError, Unsupported
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
 from modelport.transports import grpc_codec
 from modelport.transports.grpc_gen import inference_pb2 as pb
 
@@ -51,6 +52,18 @@ STREAM_WINDOW: Final = 64
 GRACE_SECONDS: Final = 5.0
 """On stop, how long running calls may finish before they are cancelled."""
 
+_ENDPOINTS: Final = {
+    "ServerLive": "health",
+    "ServerReady": "health",
+    "ModelReady": "ready",
+    "ServerMetadata": "server_metadata",
+    "ModelMetadata": "metadata",
+    "ModelInfer": "infer",
+    "RepositoryIndex": "repository",
+    "RepositoryModelLoad": "repository",
+    "RepositoryModelUnload": "repository",
+}
+"""The endpoint label each RPC is counted under (the same names as over REST)."""
 _REQUEST_ID: Final = "x-request-id"
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -62,14 +75,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class InferenceService:
     """The RPCs of `inference.GRPCInferenceService`, each a thin call into the dataplane."""
 
-    def __init__(self, dataplane: DataPlane) -> None:
+    def __init__(self, dataplane: DataPlane, telemetry: Telemetry | None = None) -> None:
         self._dp = dataplane
+        self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         """Method name -> handler, with the protobuf (de)serializers of each message."""
         unary = grpc.unary_unary_rpc_method_handler
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-        for name, call, request_type, response_type in (
+        for name, body, request_type, response_type in (
             ("ServerLive", self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
             ("ServerReady", self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
             ("ModelReady", self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
@@ -106,7 +120,7 @@ class InferenceService:
             ),
         ):
             handlers[name] = unary(
-                _unary(call),
+                _unary(body, _ENDPOINTS[name], self._telemetry),
                 request_deserializer=request_type.FromString,
                 response_serializer=response_type.SerializeToString,
             )
@@ -119,17 +133,17 @@ class InferenceService:
 
     # -- health and metadata -------------------------------------------------------------
 
-    async def server_live(self, request: pb.ServerLiveRequest, rid: str) -> pb.ServerLiveResponse:
+    async def server_live(self, request: pb.ServerLiveRequest, call: Call) -> pb.ServerLiveResponse:
         """The process answers."""
         return pb.ServerLiveResponse(live=self._dp.live())
 
     async def server_ready(
-        self, request: pb.ServerReadyRequest, rid: str
+        self, request: pb.ServerReadyRequest, call: Call
     ) -> pb.ServerReadyResponse:
         """Start-up loading has finished."""
         return pb.ServerReadyResponse(ready=self._dp.ready())
 
-    async def model_ready(self, request: pb.ModelReadyRequest, rid: str) -> pb.ModelReadyResponse:
+    async def model_ready(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
         """ready=false, not an error, for an unknown model: tritonclient raises on any error."""
         try:
             ready = await self._dp.model_ready(_name(request.name), request.version or None)
@@ -140,7 +154,7 @@ class InferenceService:
         return pb.ModelReadyResponse(ready=ready)
 
     async def server_metadata(
-        self, request: pb.ServerMetadataRequest, rid: str
+        self, request: pb.ServerMetadataRequest, call: Call
     ) -> pb.ServerMetadataResponse:
         """Server name, version and extensions."""
         meta = self._dp.server_metadata()
@@ -149,7 +163,7 @@ class InferenceService:
         )
 
     async def model_metadata(
-        self, request: pb.ModelMetadataRequest, rid: str
+        self, request: pb.ModelMetadataRequest, call: Call
     ) -> pb.ModelMetadataResponse:
         """Inputs, outputs, versions, and provenance in `parameters`."""
         meta = await self._dp.model_metadata(_name(request.name), request.version or None)
@@ -157,11 +171,11 @@ class InferenceService:
 
     # -- inference -----------------------------------------------------------------------
 
-    async def model_infer(self, request: pb.ModelInferRequest, rid: str) -> pb.ModelInferResponse:
+    async def model_infer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
         """One inference through the dataplane (validation, batching, provenance)."""
         decoded = grpc_codec.decode_request(request)
         response = await self._dp.infer(
-            _name(request.model_name), request.model_version or None, decoded, rid
+            _name(request.model_name), request.model_version or None, decoded, call.request_id, call
         )
         return grpc_codec.encode_response(response, typed=not request.raw_input_contents)
 
@@ -174,6 +188,7 @@ class InferenceService:
         still come back in the order the requests arrived.
         """
         base = _request_id(context)
+        peer = _peer(context)
         window: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue(
             STREAM_WINDOW
         )
@@ -184,7 +199,8 @@ class InferenceService:
                 async for request in requests:
                     count += 1
                     rid = f"{base}-{count}"
-                    await window.put(asyncio.ensure_future(self._stream_one(request, rid)))
+                    call = Call("grpc", rid, caller=peer, endpoint="infer")
+                    await window.put(asyncio.ensure_future(self._stream_one(request, call)))
             except Exception:
                 # The client broke the stream off; what it already sent is still answered.
                 log.debug("stream %s ended while reading", base, exc_info=True)
@@ -205,21 +221,26 @@ class InferenceService:
                 await reader
 
     async def _stream_one(
-        self, request: pb.ModelInferRequest, rid: str
+        self, request: pb.ModelInferRequest, call: Call
     ) -> pb.ModelStreamInferResponse:
         try:
-            response = await self.model_infer(request, rid)
+            response = await self.model_infer(request, call)
         except ModelportError as exc:
+            _failed(call, exc)
+            self._telemetry.finished(call, STATUS[exc.kind].name)
             return pb.ModelStreamInferResponse(error_message=exc.message)
         except Exception:
-            log.exception("internal error handling stream request %s", rid)
-            return pb.ModelStreamInferResponse(error_message=_internal(rid))
+            log.exception("internal error handling stream request %s", call.request_id)
+            _failed(call, InternalError(_internal(call.request_id)))
+            self._telemetry.finished(call, grpc.StatusCode.INTERNAL.name)
+            return pb.ModelStreamInferResponse(error_message=_internal(call.request_id))
+        self._telemetry.finished(call, grpc.StatusCode.OK.name)
         return pb.ModelStreamInferResponse(infer_response=response)
 
     # -- repository ----------------------------------------------------------------------
 
     async def repository_index(
-        self, request: pb.RepositoryIndexRequest, rid: str
+        self, request: pb.RepositoryIndexRequest, call: Call
     ) -> pb.RepositoryIndexResponse:
         """Every loaded version, plus registered models with nothing loaded (unless ready)."""
         entries = await self._dp.repository_index(ready_only=request.ready)
@@ -229,7 +250,7 @@ class InferenceService:
         return response
 
     async def repository_model_load(
-        self, request: pb.RepositoryModelLoadRequest, rid: str
+        self, request: pb.RepositoryModelLoadRequest, call: Call
     ) -> pb.RepositoryModelLoadResponse:
         """Load the newest version, or the one in parameters["version"]."""
         params = request.parameters
@@ -242,7 +263,7 @@ class InferenceService:
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(
-        self, request: pb.RepositoryModelUnloadRequest, rid: str
+        self, request: pb.RepositoryModelUnloadRequest, call: Call
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload every loaded version, or the one in parameters["version"]."""
         await self._dp.unload(_name(request.model_name), _version(request.parameters))
@@ -258,7 +279,12 @@ class GrpcServer:
 
     @classmethod
     async def start(
-        cls, dataplane: DataPlane, address: str, *, max_message_bytes: int
+        cls,
+        dataplane: DataPlane,
+        address: str,
+        *,
+        max_message_bytes: int,
+        telemetry: Telemetry | None = None,
     ) -> GrpcServer:
         """Serve on `address` (host:port) in the running event loop.
 
@@ -270,7 +296,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", -1),
             ]
         )
-        handlers = InferenceService(dataplane).method_handlers()
+        handlers = InferenceService(dataplane, telemetry).method_handlers()
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
         server.add_registered_method_handlers(SERVICE, handlers)
         health_servicer = health.aio.HealthServicer()
@@ -296,23 +322,42 @@ class GrpcServer:
 
 
 def _unary(
-    call: Callable[[Req, str], Awaitable[Resp]],
+    body: Callable[[Req, Call], Awaitable[Resp]], endpoint: str, telemetry: Telemetry
 ) -> Callable[[Req, Context], Awaitable[Resp]]:
     """Wrap an RPC body: request id in, ModelportError -> status code out, faults logged."""
 
     async def handle(request: Req, context: Context) -> Resp:
         rid = _request_id(context)
+        call = Call("grpc", rid, caller=_peer(context), endpoint=endpoint)
         try:
-            response = await call(request, rid)
+            response = await body(request, call)
         except ModelportError as exc:
+            _failed(call, exc)
+            telemetry.finished(call, STATUS[exc.kind].name)
             await context.abort(STATUS[exc.kind], exc.message, ((_REQUEST_ID, rid),))
         except Exception:
             log.exception("internal error handling request %s", rid)
+            _failed(call, InternalError(_internal(rid)))
+            telemetry.finished(call, grpc.StatusCode.INTERNAL.name)
             await context.abort(grpc.StatusCode.INTERNAL, _internal(rid), ((_REQUEST_ID, rid),))
         context.set_trailing_metadata(((_REQUEST_ID, rid),))
+        telemetry.finished(call, grpc.StatusCode.OK.name)
         return response
 
     return handle
+
+
+def _failed(call: Call, exc: ModelportError) -> None:
+    call.kind = exc.kind.value
+    call.error = exc.message
+
+
+def _peer(context: Context) -> str:
+    """The client's address from gRPC's peer string (ipv4:1.2.3.4:5678, ipv6:[::1]:5678)."""
+    peer = context.peer() or ""
+    kind, _, rest = peer.partition(":")
+    host = rest.rpartition(":")[0] if kind in ("ipv4", "ipv6") else rest
+    return host.strip("[]")
 
 
 def _request_id(context: Context) -> str:

@@ -27,6 +27,7 @@ from modelport.errors import (
 )
 from modelport.protocol import codec_binary
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
 
 log = logging.getLogger("modelport.rest")
 
@@ -57,10 +58,12 @@ _HEADER_LENGTH: Final = b"inference-header-content-length"
 _REQUEST_ID: Final = b"x-request-id"
 _MAX_LENGTH_DIGITS: Final = 20
 _SAFE_ID: Final = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
+_METRICS_TYPE: Final = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _LIVE: Final = orjson.dumps({"live": True})
 _READY: Final = orjson.dumps({"ready": True})
 
 Response = tuple[int, list[tuple[bytes, bytes]], bytes]
+_CODES: Final = {status: str(status) for status in (200, *STATUS.values(), 405)}
 
 
 class MethodNotAllowed(InvalidInput):
@@ -81,8 +84,13 @@ class RestApp:
         max_body_bytes: int,
         on_startup: Hook | None = None,
         on_shutdown: Hook | None = None,
+        telemetry: Telemetry | None = None,
+        metrics_port: int = 0,
     ) -> None:
         self._dp = dataplane
+        self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
+        self._metrics_port = metrics_port
+        """Port that serves only /metrics (0: /metrics is on the API port)."""
         self._max_body = max_body_bytes
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
@@ -97,23 +105,52 @@ class RestApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         incoming = _Incoming(scope["headers"])
         request_id = incoming.request_id
+        client = scope.get("client")
+        call = Call("rest", request_id, caller=client[0] if client else "")
         try:
-            status, headers, body = await self._route(scope, receive, incoming)
+            if self._metrics_port and scope["server"][1] == self._metrics_port:
+                status, headers, body = self._metrics_only(scope, call)
+            else:
+                status, headers, body = await self._route(scope, receive, incoming, call)
         except ModelportError as exc:
+            call.kind = exc.kind.value
+            call.error = exc.message
             status, headers, body = _error(exc)
         except Exception:
             log.exception("internal error handling request %s", request_id)
-            status, headers, body = _error(
-                ModelportError(f"internal error; the server log has details under {request_id}")
-            )
+            error = ModelportError(f"internal error; the server log has details under {request_id}")
+            call.kind = error.kind.value
+            call.error = error.message
+            status, headers, body = _error(error)
         headers.append((_REQUEST_ID, request_id.encode("ascii")))
         headers.append((b"content-length", str(len(body)).encode("ascii")))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        self._telemetry.finished(call, _CODES[status])
 
-    async def _route(self, scope: Scope, receive: Receive, incoming: _Incoming) -> Response:
+    def _metrics_only(self, scope: Scope, call: Call) -> Response:
+        call.endpoint = "metrics"
+        if scope["path"] != "/metrics":
+            raise NotFound(f"no such endpoint {scope['path']!r}; this port serves /metrics only")
+        return self._metrics(scope)
+
+    def _metrics(self, scope: Scope) -> Response:
+        _allow(scope["method"], "GET")
+        page = self._telemetry.metrics_page()
+        if page is None:
+            raise NotFound("metrics are off on this server (it was started with --no-metrics)")
+        return 200, [_METRICS_TYPE], page
+
+    async def _route(
+        self, scope: Scope, receive: Receive, incoming: _Incoming, call: Call
+    ) -> Response:
         method: str = scope["method"]
         parts = _segments(scope)
+        if parts == ["metrics"]:
+            call.endpoint = "metrics"
+            if self._metrics_port:
+                raise NotFound(f"metrics are served on port {self._metrics_port}")
+            return self._metrics(scope)
         if not parts or parts[0] != "v2":
             raise NotFound(f"no such endpoint {scope['path']!r}; the API lives under /v2")
         n = len(parts)
@@ -125,26 +162,42 @@ class RestApp:
                 version = rest[1]
                 rest = rest[2:]
             if rest == ["infer"]:
+                call.endpoint = "infer"
                 _allow(method, "POST")
                 body = await self._body(receive, incoming)
                 request = codec_binary.decode_request(body, _header_length(incoming.header_length))
-                response = await self._dp.infer(name, version, request, incoming.request_id)
+                response = await self._dp.infer(name, version, request, incoming.request_id, call)
                 out, json_length = codec_binary.encode_response(response, request)
                 if json_length is None:
                     return 200, [_JSON], out
                 return 200, [_BINARY, (_HEADER_LENGTH, str(json_length).encode())], out
             if not rest:
+                call.endpoint = "metadata"
                 _allow(method, "GET")
                 return _json(await self._dp.model_metadata(name, version))
+            if rest == ["drift"]:
+                call.endpoint = "drift"
+                _allow(method, "GET")
+                model = await self._dp.resolve(name, version)
+                return _json(self._telemetry.drift(model.version))
+            if rest == ["feedback"] and version is None:
+                call.endpoint = "feedback"
+                _allow(method, "POST")
+                model = await self._dp.resolve(name, None)
+                feedback = _object(await self._body(receive, incoming), "feedback")
+                return _json(await self._telemetry.feedback(model.name, feedback))
             if rest == ["ready"]:
+                call.endpoint = "ready"
                 _allow(method, "GET")
                 if await self._dp.model_ready(name, version):
                     return _json({"name": name, "ready": True})
                 raise NotReady(f"model {name!r} is not loaded")
         elif n == 1:
+            call.endpoint = "server_metadata"
             _allow(method, "GET")
             return _json(self._dp.server_metadata())
         elif n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
+            call.endpoint = "health"
             _allow(method, "GET")
             if parts[2] == "live":
                 return 200, [_JSON], _LIVE
@@ -152,6 +205,7 @@ class RestApp:
                 return 200, [_JSON], _READY
             raise NotReady("the server is still loading its models")
         elif n == 3 and parts[1:] == ["repository", "index"]:
+            call.endpoint = "repository"
             _allow(method, "POST")
             options = _object(await self._body(receive, incoming), "index")
             ready = options.get("ready", False)
@@ -159,6 +213,7 @@ class RestApp:
                 raise InvalidInput('"ready" must be true or false')
             return _json(await self._dp.repository_index(ready_only=ready))
         elif n == 5 and parts[1:3] == ["repository", "models"] and parts[4] in ("load", "unload"):
+            call.endpoint = "repository"
             _allow(method, "POST")
             return await self._repository(parts[3], parts[4], receive, incoming)
         raise NotFound(f"no such endpoint {scope['path']!r}")

@@ -1,0 +1,322 @@
+"""The server's telemetry: metrics, access log, inference log, drift and feedback in one place.
+
+The composition root builds one `Observer` from the settings and hands it to the dataplane
+and the transports, which only know the `Telemetry` contract.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO, Any
+
+from modelport.config import ServeSettings
+from modelport.errors import InvalidInput, NotFound, Overloaded
+from modelport.observability.access_log import AccessLog, wants_json
+from modelport.observability.drift import DriftMonitor, ReferenceProfile
+from modelport.observability.feedback import parse_feedback, score
+from modelport.observability.inference_log import InferenceLog
+from modelport.observability.log_location import inference_log_targets
+from modelport.observability.log_store import LogRecord, LogStore, open_store
+from modelport.observability.metrics import Metrics
+from modelport.observability.tracing import Tracing
+from modelport.registry.manifest import ModelVersion
+from modelport.serving.executor import Executor
+from modelport.serving.telemetry import Arrays, Call
+
+log = logging.getLogger("modelport.observer")
+
+TICK_SECONDS = 0.2
+"""How often buffered access records are written and the backlog gauge refreshed."""
+DRIFT_EVERY_TICKS = 25
+"""Drift gauges are recomputed every DRIFT_EVERY_TICKS ticks (5 s)."""
+FEEDBACK_FLUSH_SECONDS = 2.0
+
+
+class _Logged:
+    """How one model version's inferences are logged: sampling and redaction."""
+
+    __slots__ = ("rate", "redact")
+
+    def __init__(self, rate: float, redact: frozenset[str]) -> None:
+        self.rate = rate
+        self.redact = redact
+
+
+class Observer:
+    """Implements the serving core's `Telemetry` with the parts the settings turn on."""
+
+    def __init__(
+        self,
+        settings: ServeSettings,
+        executor: Executor,
+        *,
+        metrics: Metrics | None = None,
+        access_log: AccessLog | None = None,
+        inference_log: InferenceLog | None = None,
+        store_target: str = "",
+    ) -> None:
+        self._settings = settings
+        self._executor = executor
+        self._metrics = metrics
+        self._access = access_log
+        self._log = inference_log
+        self._store_target = store_target
+        self._store: LogStore | None = None
+        """Read side of the inference log (feedback), opened in each process by `start`."""
+        self._shed = settings.inference_log_overflow == "shed"
+        self._logged: dict[tuple[str, int], _Logged] = {}
+        self._drift: dict[tuple[str, int], DriftMonitor] = {}
+        self._versions: dict[tuple[str, int], ModelVersion] = {}
+        self._ticks = 0
+        self._dropped = 0
+        """The inference log's dropped count already added to the metric."""
+        self._tracing: Tracing | None = None
+        """Made by `start`, in each process (exporters run threads, which a fork loses)."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: ServeSettings, executor: Executor, metrics_dir: Path, stream: IO[str]
+    ) -> Observer:
+        """The observer the settings ask for; metrics live in `metrics_dir` (empty, owned)."""
+        target, journal = inference_log_targets(settings)
+        if target:
+            open_store(target, lazy=True).close()  # a target that cannot work fails the start
+        return cls(
+            settings,
+            executor,
+            metrics=Metrics(metrics_dir) if settings.metrics else None,
+            access_log=(
+                AccessLog(stream, json=wants_json(settings.log_format, stream))
+                if settings.access_log
+                else None
+            ),
+            inference_log=(
+                InferenceLog(target, journal, capacity=settings.inference_log_capacity)
+                if target
+                else None
+            ),
+            store_target=target,
+        )
+
+    @property
+    def traces(self) -> bool:
+        """Whether inferences carry timings for trace spans."""
+        return self._settings.trace_exporter != "none"
+
+    @property
+    def metrics(self) -> Metrics | None:
+        """The metrics, when on."""
+        return self._metrics
+
+    # -- Telemetry -------------------------------------------------------------------------
+
+    def admit(self, model: str) -> None:
+        """Shed the inference when the inference log cannot take its record."""
+        if self._shed and self._log is not None and self._log.full:
+            raise Overloaded(
+                "the inference log is backlogged (its store is unreachable) and this server "
+                "records every inference; retry later"
+            )
+
+    def finished(self, call: Call, code: str) -> None:
+        """Count, log, trace and record one answered request."""
+        ended = time.perf_counter()
+        seconds = ended - call.started
+        version = "" if call.version is None else str(call.version)
+        if self._metrics is not None:
+            self._metrics.request(call.model, version, call.protocol, call.endpoint, code, seconds)
+        if self._access is not None:
+            self._access.record(call, code, seconds)
+        if self._tracing is not None:
+            self._tracing.record(call, code, ended)
+        if call.endpoint != "infer" or not call.model:
+            return
+        key = (call.model, call.version or 0)
+        if call.inputs is not None and call.kind == "ok":
+            monitor = self._drift.get(key)
+            if monitor is not None:
+                monitor.observe(call.inputs)
+        if self._log is not None:
+            self._record(call, code, seconds, self._logged.get(key))
+
+    def _record(self, call: Call, code: str, seconds: float, logged: _Logged | None) -> None:
+        if logged is not None:
+            if logged.rate < 1.0 and random.random() >= logged.rate:  # noqa: S311 (sampling, not secrecy)
+                return
+            inputs = _redacted(call.inputs, logged.redact)
+            outputs = _redacted(call.outputs, logged.redact)
+        else:
+            inputs, outputs = call.inputs, call.outputs
+        record = LogRecord(
+            request_id=call.request_id,
+            at=call.at,
+            model=call.model,
+            version=call.version,
+            digest=call.digest,
+            protocol=call.protocol,
+            caller=call.caller,
+            inputs=inputs,
+            outputs=outputs,
+            latency_ms=seconds * 1000,
+            status=code,
+            error=call.error,
+        )
+        assert self._log is not None
+        self._log.submit(record)
+
+    def batch(self, model: str, version: int, rows: int, queued: int) -> None:
+        """Observe a model call's size and the queue behind it."""
+        if self._metrics is not None:
+            self._metrics.batch(model, version, rows, queued)
+
+    def loaded(self, version: ModelVersion, seconds: float) -> None:
+        """Remember how the version is logged and watched; export its load time."""
+        key = (version.name, version.version)
+        self._versions[key] = version
+        overrides = self._settings.for_model(version.name)
+        rate = overrides.log_sample_rate
+        if rate is None:
+            rate = _rate(version)
+        redact = frozenset(overrides.log_redact) | _names(version.metadata.get("log_redact"))
+        if rate < 1.0 or redact:
+            self._logged[key] = _Logged(rate, redact)
+        profile = version.reference_profile
+        if profile:
+            self._drift[key] = DriftMonitor(ReferenceProfile.from_dict(profile))
+        if self._metrics is not None:
+            self._metrics.load_seconds.labels(version.name, str(version.version)).set(seconds)
+
+    def metrics_page(self) -> bytes | None:
+        """Every process's metrics, this process's gauges refreshed first."""
+        if self._metrics is None:
+            return None
+        self._refresh(drift=True, flush=False)
+        return self._metrics.render()
+
+    def drift(self, version: ModelVersion) -> dict[str, Any]:
+        """This process's drift report for a loaded version."""
+        monitor = self._drift.get((version.name, version.version))
+        if monitor is None:
+            raise NotFound(
+                f"model {version.name!r} version {version.version} has no reference profile; "
+                "push it with `modelport models push --reference-data FILE`"
+            )
+        report = monitor.report()
+        return {"model": version.name, "version": str(version.version), **report}
+
+    async def feedback(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Store the labels, then score every labelled prediction of the model."""
+        request_ids, labels = parse_feedback(body)
+        store = self._store
+        if store is None:
+            raise InvalidInput("feedback needs the inference log, which is off on this server")
+        if self._log is not None:
+            # What this process answered a moment ago may still be on its way to the store.
+            await self._executor.run(self._log.flush, FEEDBACK_FLUSH_SECONDS)
+        items = list(zip(request_ids, labels, strict=True))
+        await self._executor.run(store.add_feedback, model, items)
+        pairs = await self._executor.run(store.feedback_pairs, model)
+        known = {number: mv for (name, number), mv in self._versions.items() if name == model}
+        scores = score(((v, o, label) for _, v, o, label in pairs), known)
+        wanted = set(request_ids)
+        matched = len({rid for rid, _, _, _ in pairs if rid in wanted})
+        if self._metrics is not None:
+            for number, entry in scores.items():
+                keys = (model, str(number))
+                self._metrics.feedback_rows.labels(*keys).set(entry.rows)
+                gauge = (
+                    self._metrics.live_accuracy
+                    if entry.kind == "classification"
+                    else self._metrics.live_mae
+                )
+                gauge.labels(*keys).set(entry.value())
+        return {
+            "model": model,
+            "received": len(items),
+            "matched": matched,
+            "versions": {str(n): s.to_dict() for n, s in sorted(scores.items())},
+        }
+
+    # -- lifetime --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the parts that run in this process (after a fork: each worker its own)."""
+        if self._log is not None:
+            self._log.start()
+        if self._store_target:
+            # Lazy: a store that is down at start is the journal's job, not a failed start.
+            self._store = open_store(self._store_target, lazy=True)
+        if self.traces:
+            self._tracing = Tracing(self._settings.trace_exporter, self._settings.trace_endpoint)
+
+    async def run(self) -> None:
+        """Until cancelled: write access records, refresh the backlog and drift gauges."""
+        while True:
+            await asyncio.sleep(TICK_SECONDS)
+            self._ticks += 1
+            try:
+                self._refresh(drift=self._ticks % DRIFT_EVERY_TICKS == 0)
+            except Exception:
+                log.warning("could not refresh the telemetry", exc_info=True)
+
+    def close(self) -> None:
+        """Write everything buffered; what the store cannot take stays in the journal."""
+        if self._log is not None:
+            self._log.close()
+        self._refresh(drift=False)
+        if self._store is not None:
+            self._store.close()
+        if self._tracing is not None:
+            self._tracing.close()
+
+    def _refresh(self, *, drift: bool, flush: bool = True) -> None:
+        if self._access is not None:
+            self._access.flush()
+        metrics = self._metrics
+        if metrics is None:
+            return
+        if self._log is not None:
+            metrics.log_backlog.set(self._log.backlog)
+            dropped = self._log.dropped
+            if dropped != self._dropped:
+                metrics.log_dropped.inc(dropped - self._dropped)
+                self._dropped = dropped
+        if drift:
+            for (name, number), monitor in self._drift.items():
+                for feature in monitor.report()["features"]:
+                    keys = (name, str(number), feature["name"])
+                    if feature["psi"] is not None:
+                        metrics.drift_psi.labels(*keys).set(feature["psi"])
+                    if feature["ks"] is not None:
+                        metrics.drift_ks.labels(*keys).set(feature["ks"])
+        if flush:
+            metrics.flush()
+
+
+def _redacted(arrays: Arrays | None, redact: frozenset[str]) -> dict[str, Any] | None:
+    if arrays is None or not redact:
+        return arrays
+    return {name: (None if name in redact else a) for name, a in arrays.items()}
+
+
+def _rate(version: ModelVersion) -> float:
+    raw = version.metadata.get("log_sample_rate", 1.0)
+    try:
+        rate = float(raw)
+    except (TypeError, ValueError):
+        log.warning("ignoring log_sample_rate %r of %s: not a number", raw, version.name)
+        return 1.0
+    return min(max(rate, 0.0), 1.0)
+
+
+def _names(raw: Any) -> frozenset[str]:
+    if isinstance(raw, str):
+        return frozenset(n.strip() for n in raw.split(",") if n.strip())
+    if isinstance(raw, list):
+        return frozenset(str(n) for n in raw)
+    return frozenset()

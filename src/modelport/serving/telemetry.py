@@ -1,0 +1,129 @@
+"""What the serving core reports about its work, as a small contract the server fills in.
+
+The core never imports a metrics, logging or tracing library: it calls a `Telemetry` handed to
+it. `NoTelemetry` does nothing, so a dataplane built without one (the embedding API, unit
+tests) pays nothing. The real one lives in `modelport.observability`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from modelport.errors import Unsupported
+from modelport.registry.manifest import ModelVersion
+
+Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+@dataclass(slots=True)
+class Timing:
+    """When an inference queued, its batch left the queue, its model call started and ended.
+
+    Times are `time.perf_counter()` seconds; 0 means "did not happen".
+    """
+
+    queued: float = 0.0
+    batch_started: float = 0.0
+    predict_started: float = 0.0
+    predict_ended: float = 0.0
+    rows: int = 0
+    """Rows in the model call that answered it (its batch)."""
+
+
+@dataclass(slots=True)
+class Call:
+    """One request as it goes through a transport and the dataplane.
+
+    The transport creates it (protocol, request id, caller, start time); the dataplane fills
+    in the model, version and the validated inputs and outputs of an inference; the
+    transport hands it back to `Telemetry.finished` with the status it answered.
+    """
+
+    protocol: str
+    """"rest" or "grpc"."""
+    request_id: str
+    caller: str = ""
+    """Who asked: the client address (and, with authentication, the key's name)."""
+    endpoint: str = ""
+    """What was asked, e.g. "infer", "metadata", "health"."""
+    started: float = field(default_factory=time.perf_counter)
+    at: float = field(default_factory=time.time)
+    """Arrival, as Unix time (for records)."""
+    model: str = ""
+    version: int | None = None
+    digest: str = ""
+    inputs: Arrays | None = None
+    outputs: Arrays | None = None
+    error: str = ""
+    """The message a failed request was answered with."""
+    kind: str = "ok"
+    """"ok", or the ErrorKind value of a failure."""
+    timing: Timing | None = None
+    """Filled in by the batcher when the telemetry traces (`Telemetry.traces`)."""
+
+
+class Telemetry(Protocol):
+    """Hooks the serving core and the transports call; each must be cheap and never raise."""
+
+    @property
+    def traces(self) -> bool:
+        """Whether inferences should carry a `Timing` for trace spans."""
+
+    def admit(self, model: str) -> None:
+        """Raise Overloaded when the server must shed this inference (inference log full)."""
+
+    def finished(self, call: Call, code: str) -> None:
+        """A request was answered with `code` (HTTP status or gRPC status name)."""
+
+    def batch(self, model: str, version: int, rows: int, queued: int) -> None:
+        """One runtime call of `rows` rows ran; `queued` requests were waiting behind it."""
+
+    def loaded(self, version: ModelVersion, seconds: float) -> None:
+        """A version finished loading (and warming up) in `seconds`."""
+
+    def metrics_page(self) -> bytes | None:
+        """The Prometheus text exposition of every server process; None when metrics are off."""
+
+    def drift(self, version: ModelVersion) -> dict[str, Any]:
+        """Drift of this process's recent inputs from the version's reference profile."""
+
+    async def feedback(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Record true labels for logged predictions; the live accuracy they give per version.
+
+        `body` is `{"request_ids": [...], "labels": [...]}` as the client sent it.
+        """
+
+
+class NoTelemetry:
+    """Telemetry that records nothing."""
+
+    traces = False
+
+    def admit(self, model: str) -> None:
+        """Never sheds."""
+
+    def finished(self, call: Call, code: str) -> None:
+        """Ignores the call."""
+
+    def batch(self, model: str, version: int, rows: int, queued: int) -> None:
+        """Ignores the batch."""
+
+    def loaded(self, version: ModelVersion, seconds: float) -> None:
+        """Ignores the load."""
+
+    def metrics_page(self) -> bytes | None:
+        """Metrics are off."""
+        return None
+
+    def drift(self, version: ModelVersion) -> dict[str, Any]:
+        """Drift monitoring is off."""
+        raise Unsupported("drift monitoring is off on this server")
+
+    async def feedback(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Feedback needs the inference log."""
+        raise Unsupported("feedback needs the inference log, which is off on this server")
