@@ -4,7 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from scenarios import COMPILED, GRPC_CEILING, MLSERVER, MODELPORT, NO_BATCHING
+from scenarios import (
+    COMPILED,
+    GRPC_CEILING,
+    MLSERVER,
+    MODELPORT,
+    NO_BATCHING,
+    OBS_OFF,
+    OBS_OFF_FLAGS,
+    OBS_ON,
+    OBS_ON_FLAGS,
+)
 
 Results = dict[str, Any]
 
@@ -116,6 +126,7 @@ def targets(results: Results) -> list[dict[str, str]]:
         out.append(_verdict(name, ratio >= 4 and on["p99_ms"] <= off["p99_ms"], detail))
 
     out += _grpc_targets(results)
+    out.append(_observability_target(results))
 
     name = "start-to-ready < 1.5 s (modelport, demo registry)"
     starts = [s for s in results["start_to_ready"] if s["server"] == MODELPORT]
@@ -168,6 +179,23 @@ def _grpc_targets(results: Results) -> list[dict[str, str]]:
             detail += (f"{ratio:.2f}x" if factor > 1 else f"{ratio:.0%}") + also
             out.append(_verdict(name, ratio >= factor, detail))
     return out
+
+
+OBS_SCENARIO = "iris b1 c64 obs"
+
+
+def _observability_target(results: Results) -> dict[str, str]:
+    """req/s with metrics, access log and inference log on >= 85% of the same server without."""
+    name = f"{OBS_SCENARIO}: observability on >= 85% of off (req/s)"
+    on, off, why = _pair(results, OBS_SCENARIO, OBS_ON, OBS_OFF)
+    if why:
+        return _verdict(name, None, why)
+    if on["failed"] or off["failed"]:
+        return _verdict(name, False, "a run failed")
+    share = on["rps"] / off["rps"]
+    detail = f"{on['rps']:,.0f} vs {off['rps']:,.0f} req/s = {share:.0%}; "
+    detail += f"p99 {on['p99_ms']:.1f} vs {off['p99_ms']:.1f} ms"
+    return _verdict(name, share >= 0.85, detail)
 
 
 def markdown(results: Results, chart: str) -> str:
@@ -226,6 +254,15 @@ scenario and server.
   (batching on); `--no-batching` = batching off; `compiled` = the same file pushed with
   `--compile onnx` and served as compiled; `compiled --no-compiled` = that version served from
   its original scikit-learn file.
+- Observability cost (`{OBS_SCENARIO}`; on its own: `make bench ONLY=obs`): the iris b1 c64
+  REST load on the same registered model, served two ways:
+  `{OBS_ON}` = `modelport serve {" ".join(OBS_ON_FLAGS)}`: Prometheus metrics, one
+  JSON access record per request on stderr (which goes to the server's log file) and every
+  inference in the inference log (a SQLite file in the registry directory);
+  `{OBS_OFF}` = `modelport serve {" ".join(OBS_OFF_FLAGS)}`.
+  The two alternate round by round, the first to start swapping every round. After each stop
+  the runner checks that the server recorded what its label says (`/metrics` 200 or 404,
+  access records in its log or none, inference-log rows added or none), else the run is FAILED.
 - start-to-ready: wall time from process start to the first 200 on `/v2/health/ready`,
   median of {results["start_repeats"]}; modelport serves the whole demo registry
   (`modelport demo`), MLServer its iris folder.

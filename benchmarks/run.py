@@ -1,6 +1,6 @@
 """`make bench`: modelport against MLServer 1.7.1, side by side, on this machine.
 
-Usage: python benchmarks/run.py [--quick] [--only iris|heavy|grpc]   (with the project venv)
+Usage: python benchmarks/run.py [--quick] [--only iris|heavy|grpc|obs]   (with the project venv)
 ROUNDS= (default 3) and DURATION= (seconds per round, default 10) override the defaults.
 A full run rewrites benchmarks/results/latest.json, docs/performance.md and docs/performance.png;
 --quick (1 round of 3 s, fewer scenarios) and --only (one scenario group, no start-up or memory
@@ -17,6 +17,7 @@ import os
 import platform
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -28,7 +29,18 @@ from typing import Any
 import grpc_load
 import models
 import report
-from scenarios import MLSERVER, MODELPORT, Load, Variant, body, groups, request_rows
+from scenarios import (
+    GROUP_KEYS,
+    MLSERVER,
+    MODELPORT,
+    OBS_OFF,
+    OBS_ON,
+    Load,
+    Variant,
+    body,
+    groups,
+    request_rows,
+)
 from servers import HOST, LOAD_CPU, SERVER_CPU, Server, ServerFailed, free_port, running, status
 
 BENCH = Path(__file__).resolve().parent
@@ -38,6 +50,10 @@ VENV = BENCH / ".venv-mlserver"
 MODELPORT_BIN = Path(sys.executable).parent / "modelport"
 READY_DEADLINE = 180.0
 """Seconds a server may take to become ready (the ~500 MB model with 4 workers is the slowest)."""
+INFERENCE_LOG = "inference-log.sqlite"
+"""The inference log's default file in a registry directory (`serve --inference-log`)."""
+ACCESS_RECORD = b'"logger":"modelport.access"'
+"""What marks a JSON access record in a server's log."""
 
 
 def fail(message: str) -> None:
@@ -136,6 +152,7 @@ class Bench:
                 ("--no-compiled", serve_help),
                 ("--workers", serve_help),
                 ("--grpc-port", serve_help),
+                ("--inference-log", serve_help),
             )
         }
         self.can["h2load"] = shutil.which("h2load") is not None
@@ -145,6 +162,7 @@ class Bench:
             ("--no-compiled", "`serve --no-compiled`: the compiled-off scenario skipped"),
             ("--workers", "`serve --workers`: the memory scenario skipped"),
             ("--grpc-port", "`serve --grpc-port`: the gRPC scenario skipped"),
+            ("--inference-log", "`serve --inference-log`: the observability scenario skipped"),
         ):
             if not self.can[flag]:
                 self.note(f"this modelport has no {what}")
@@ -168,11 +186,16 @@ class Bench:
 
     def prepare(self) -> dict[str, Any]:
         """Train (or reuse) the model files; fill a fresh registry and the MLServer folders."""
-        wanted = ["iris", "heavy"] + ([] if self.quick or not self.can["--workers"] else ["big"])
+        if self.only is not None:
+            # One group: only its model (the memory scenario and its big model do not run).
+            wanted = ["heavy" if self.only == "heavy" else "iris"]
+        else:
+            wanted = ["iris", "heavy"]
+            wanted += [] if self.quick or not self.can["--workers"] else ["big"]
         with warnings_quiet():
             files = models.build(WORK / "models", wanted)
         shutil.rmtree(self.registry, ignore_errors=True)
-        for name in ("iris", "heavy"):
+        for name in (n for n in ("iris", "heavy") if n in files):
             if not self.push(files[name], name):
                 fail(f"cannot push {name} into a fresh registry; is modelport working?")
             self.folders[name] = models.mlserver_folder(WORK / "mlserver", name, files[name])
@@ -289,16 +312,22 @@ class Bench:
             self.can["--no-batching"],
             self.can["--no-compiled"],
             self.can["--grpc-port"] and self.can["h2load"],
+            self.can["--inference-log"],
         )
         if self.only is not None:
-            plan = [g for g in plan if self.only == ("grpc" if g.loads[0].grpc else g.model)]
+            plan = [g for g in plan if g.selector == self.only]
+            if not plan:
+                self.note(f"--only {self.only}: this modelport cannot run that group (see notes)")
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
         for rnd in range(1, self.rounds + 1):
             for group in plan:
-                for variant in group.variants:
+                flip = group.alternate and rnd % 2 == 0
+                for variant in group.variants[::-1] if flip else group.variants:
                     print(f"round {rnd}/{self.rounds}: {variant.label} serving {group.model}")
                     served = variant.served_name or group.model
                     path = f"/v2/models/{served}/infer"
+                    observed = variant.label in (OBS_ON, OBS_OFF)
+                    logged = self.inference_log_rows() if observed else 0
                     try:
                         with self.serve(variant, group.model) as server:
                             if all(load.grpc for load in group.loads):
@@ -315,6 +344,15 @@ class Bench:
                                 result = self.wrk(server.port, path, load, self.duration)
                                 samples.setdefault((load.name, variant.label), []).append(result)
                                 print(f"  {load.name:<16} {brief(result)}", flush=True)
+                            metrics = status(server.port, "/metrics") if observed else 0
+                        if observed:
+                            # Checked after the stop, when every record has been written.
+                            wrong = self.observability_problem(variant, server, metrics, logged)
+                            for load in group.loads:
+                                run = samples[(load.name, variant.label)][-1]
+                                if wrong and "error" not in run:
+                                    run["error"] = wrong
+                                    print(f"  FAILED: {wrong}", flush=True)
                     except ServerFailed as exc:
                         print(f"  FAILED: {exc}", flush=True)
                         for load in group.loads:
@@ -337,6 +375,44 @@ class Bench:
             ok = ml and row is not ml and not row["failed"] and not ml["failed"]
             row["ratio"] = row["rps"] / ml["rps"] if ok and ml and ml["rps"] else None
         return rows
+
+    def inference_log_rows(self) -> int:
+        """Rows in the run registry's inference log (0 while it has none)."""
+        path = self.registry / INFERENCE_LOG
+        if not path.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(path)) as db:
+            found = db.execute(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'inference_log'"
+            ).fetchone()[0]
+            return (
+                int(db.execute("SELECT count(*) FROM inference_log").fetchone()[0]) if found else 0
+            )
+
+    def observability_problem(
+        self, variant: Variant, server: Server, metrics: int, logged_before: int
+    ) -> str:
+        """Why a stopped server of the observability group did not record what its label says.
+
+        On: /metrics answered 200, the log holds access records and the inference log grew.
+        Off: /metrics answered 404, no access records, the inference log did not grow.
+        "" when all is as it should be.
+        """
+        on = variant.label == OBS_ON
+        access = server.log.read_bytes().count(ACCESS_RECORD)
+        grew = self.inference_log_rows() - logged_before
+        wrong = []
+        if metrics != (200 if on else 404):
+            wrong.append(f"GET /metrics answered {metrics}")
+        if on != (access > 0):
+            wrong.append(f"{access} access records in {server.log.name}")
+        if on != (grew > 0):
+            wrong.append(f"{grew} new inference-log rows")
+        if wrong:
+            state = "on" if on else "off"
+            return f"observability {state} but " + ", ".join(wrong)
+        print(f"  checked: {access:,} access records, {grew:,} inference-log rows", flush=True)
+        return ""
 
     def start_to_ready(self) -> list[dict[str, Any]]:
         """Seconds from process start to ready: modelport on the demo registry, MLServer on iris."""
@@ -471,7 +547,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="1 round of 3 s, fewer scenarios")
     parser.add_argument(
         "--only",
-        choices=("iris", "heavy", "grpc"),
+        choices=GROUP_KEYS,
         help="run one scenario group (no start-up or memory scenario); results go to work/",
     )
     args = parser.parse_args()
@@ -483,7 +559,10 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     preflight()
-    ensure_mlserver_venv()
+    # The observability group compares modelport with itself: no peer to install.
+    peer = args.only != "obs"
+    if peer:
+        ensure_mlserver_venv()
     # SIGTERM unwinds like Ctrl-C, so every `finally` stops its server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = Bench(args.quick, args.rounds, args.duration, args.only)
@@ -502,7 +581,9 @@ def main() -> None:
         "machine": machine(),
         "versions": {
             "modelport": output([str(MODELPORT_BIN), "--version"]).split()[-1],
-            "mlserver": output([str(VENV / "bin" / "mlserver"), "--version"]).split()[-1],
+            "mlserver": (output([str(VENV / "bin" / "mlserver"), "--version"]).split() or [""])[-1]
+            if peer
+            else "",
             "scikit-learn": __import__("sklearn").__version__,
             "wrk": " ".join(output(["wrk", "-v"]).split()[:2]),
             "h2load": " ".join(output(["h2load", "--version"]).split()[:2])
@@ -536,14 +617,20 @@ def main() -> None:
         data, chart = BENCH / "results" / "latest.json", ROOT / "docs" / "performance.png"
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text(json.dumps(results, indent=2) + "\n")
-    drawn = subprocess.run(
-        [str(VENV / "bin" / "python"), str(BENCH / "chart.py"), str(data), str(chart)], check=False
+    plotter = VENV / "bin" / "python"
+    drawn = (
+        subprocess.run([str(plotter), str(BENCH / "chart.py"), str(data), str(chart)], check=False)
+        if plotter.exists()
+        else None
     )
-    if drawn.returncode != 0:
+    if drawn is None:
+        print("note: no chart (it is drawn with benchmarks/.venv-mlserver, not installed)")
+    elif drawn.returncode != 0:
         print("note: the chart could not be drawn (see the error above)")
     if not partial:
         (ROOT / "docs" / "performance.md").write_text(report.markdown(results, chart.name))
-    print(f"\nresults: {data.relative_to(ROOT)}, chart: {chart.relative_to(ROOT)}")
+    shown = f", chart: {chart.relative_to(ROOT)}" if drawn and drawn.returncode == 0 else ""
+    print(f"\nresults: {data.relative_to(ROOT)}{shown}")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,12 @@ NO_BATCHING = "modelport --no-batching"
 COMPILED = "modelport compiled"
 NO_COMPILED = "modelport compiled --no-compiled"
 GRPC_CEILING = "bare grpc.aio, fixed response"
+OBS_ON = "modelport, observability on"
+OBS_OFF = "modelport, observability off"
+OBS_ON_FLAGS = ("--metrics", "--access-log", "--log-format", "json")
+"""Everything on, as by default: metrics, JSON access records on stderr (which the runner
+writes to the server's log file) and the inference log in the registry's SQLite file."""
+OBS_OFF_FLAGS = ("--no-metrics", "--no-access-log", "--inference-log", "off")
 
 
 @dataclass(frozen=True)
@@ -27,13 +33,17 @@ class Load:
     rows: int
     connections: int
     grpc: bool = False
+    tag: str = ""
+    """Appended to the name, so the same load in another comparison gets its own rows."""
 
     @property
     def name(self) -> str:
-        """The scenario's row label, e.g. "iris b1 c64" or "iris b1 grpc s64"."""
+        """The scenario's row label, e.g. "iris b1 c64", "iris b1 grpc s64", "iris b1 c64 obs"."""
         if self.grpc:
-            return f"{self.model} b{self.rows} grpc s{self.connections}"
-        return f"{self.model} b{self.rows} c{self.connections}"
+            label = f"{self.model} b{self.rows} grpc s{self.connections}"
+        else:
+            label = f"{self.model} b{self.rows} c{self.connections}"
+        return f"{label} {self.tag}" if self.tag else label
 
 
 @dataclass(frozen=True)
@@ -53,20 +63,38 @@ class Group:
     model: str
     loads: tuple[Load, ...]
     variants: tuple[Variant, ...]
+    key: str = ""
+    """What `--only` selects it by; default "grpc" for gRPC loads, else the model."""
+    alternate: bool = False
+    """Reverse the variants' order every other round, so neither always runs first."""
+
+    @property
+    def selector(self) -> str:
+        """The `--only` value that runs this group."""
+        return self.key or ("grpc" if self.loads[0].grpc else self.model)
 
 
 IRIS_LOADS = (Load("iris", 1, 1), Load("iris", 1, 64), Load("iris", 64, 64))
 HEAVY_LOADS = (Load("heavy", 1, 64),)
 QUICK_IRIS_LOADS = (Load("iris", 1, 64),)
 GRPC_LOADS = (Load("iris", 1, 64, grpc=True),)
+OBS_LOADS = (Load("iris", 1, 64, tag="obs"),)
+GROUP_KEYS = ("iris", "heavy", "grpc", "obs")
+"""The values `--only` takes."""
 
 
 def groups(
-    quick: bool, compiled: set[str], no_batching: bool, no_compiled: bool, grpc: bool = False
+    quick: bool,
+    compiled: set[str],
+    no_batching: bool,
+    no_compiled: bool,
+    grpc: bool = False,
+    obs: bool = False,
 ) -> list[Group]:
     """The groups to run; `compiled` names the models that have an ONNX-compiled version.
 
-    `grpc` adds the gRPC group (modelport serves gRPC and h2load is there).
+    `grpc` adds the gRPC group (modelport serves gRPC and h2load is there); `obs` the
+    observability-cost group (this modelport has the observability flags).
     """
     iris = [Variant(MLSERVER, "mlserver"), Variant(MODELPORT, "modelport", "iris")]
     if "iris" in compiled:
@@ -86,6 +114,11 @@ def groups(
         # The same servers over gRPC, plus the ceiling no grpc.aio server can pass.
         variants = [*iris, Variant(GRPC_CEILING, "grpc-ceiling")]
         plan.append(Group("iris", GRPC_LOADS, tuple(variants)))
+    if obs:
+        # The cost of metrics, access log and inference log: the same server with and without.
+        on = Variant(OBS_ON, "modelport", "iris", OBS_ON_FLAGS)
+        off = Variant(OBS_OFF, "modelport", "iris", OBS_OFF_FLAGS)
+        plan.append(Group("iris", OBS_LOADS, (on, off), key="obs", alternate=True))
     return plan
 
 
