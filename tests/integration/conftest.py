@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import push_artifact
 
+EVENTUALLY_SECONDS = 30.0
+"""Seconds `eventually` waits for a condition (servers poll each second; CI machines are slow)."""
 START_TIMEOUT = 90.0
 """Seconds a server may take from exec to its ready line (imports and model loads)."""
 STOP_TIMEOUT = 20.0
@@ -204,6 +207,24 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
     """A server with every demo model loaded."""
     return start_server("--registry", str(demo_registry))
+
+
+@pytest.fixture
+def registry_dir(tmp_path: Path) -> Path:
+    """A registry of its own holding iris version 1 (the demo's model)."""
+    location = tmp_path / "registry"
+    with Registry.open(location) as registry:
+        path, fmt, meta = build_iris(tmp_path)
+        push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by=CREATED_BY)
+    return location
+
+
+def eventually(check: Callable[[], bool], what: str) -> None:
+    """Poll `check` until it is true; fail saying `what` did not happen in time."""
+    deadline = time.monotonic() + EVENTUALLY_SECONDS
+    while not check():
+        assert time.monotonic() < deadline, f"not within {EVENTUALLY_SECONDS:.0f} s: {what}"
+        time.sleep(0.05)
 
 
 def free_port() -> int:

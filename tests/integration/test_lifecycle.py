@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,23 +13,11 @@ from modelport.demo import build_iris
 from modelport.registry.store import PRODUCTION, Registry
 from modelport.serving.artifacts import push_artifact
 
-from .conftest import CREATED_BY, ServerFactory, ServerProcess, write_iris_c001
+from .conftest import CREATED_BY, ServerFactory, ServerProcess, eventually, write_iris_c001
 
 pytestmark = pytest.mark.integration
 
-FOLLOW_DEADLINE = 30.0
-"""Seconds a change may take to show (the server polls every second; CI machines are slow)."""
 ROW = {"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
-
-
-@pytest.fixture
-def registry_dir(tmp_path: Path) -> Path:
-    """A registry holding iris version 1 (the demo's model)."""
-    location = tmp_path / "registry"
-    with Registry.open(location) as registry:
-        path, fmt, meta = build_iris(tmp_path)
-        push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by=CREATED_BY)
-    return location
 
 
 def push_second(registry_dir: Path, tmp_path: Path) -> None:
@@ -44,13 +30,6 @@ def infer(http: httpx.Client, path: str = "/v2/models/iris/infer") -> dict[str, 
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
-
-
-def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + FOLLOW_DEADLINE
-    while not check():
-        assert time.monotonic() < deadline, f"the server did not follow: {what}"
-        time.sleep(0.1)
 
 
 def serve(start_server: ServerFactory, registry_dir: Path, *args: str) -> ServerProcess:

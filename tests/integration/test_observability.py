@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -23,34 +22,14 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.demo import build_iris
 from modelport.observability.log_store import open_store
-from modelport.registry.store import Registry
-from modelport.serving.artifacts import push_artifact
 from modelport.transports.grpc_gen import inference_pb2 as pb
 from modelport.transports.grpc_gen import inference_pb2_grpc as pb_grpc
 
-from .conftest import CREATED_BY, ServerFactory, free_port
+from .conftest import ServerFactory, eventually, free_port
 
 pytestmark = pytest.mark.integration
 
-DEADLINE = 30.0
 ROW = {"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
-
-
-@pytest.fixture
-def registry_dir(tmp_path: Path) -> Path:
-    """A registry holding iris version 1."""
-    location = tmp_path / "registry"
-    with Registry.open(location) as registry:
-        path, fmt, meta = build_iris(tmp_path)
-        push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by=CREATED_BY)
-    return location
-
-
-def eventually(check: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while not check():
-        assert time.monotonic() < deadline, f"not within {DEADLINE:.0f} s: {what}"
-        time.sleep(0.05)
 
 
 def samples(http: httpx.Client, path: str = "/metrics") -> dict[str, list[Any]]:
