@@ -28,8 +28,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import orjson
@@ -39,13 +39,8 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from modelport.observability.inference_log import InferenceLog
-from modelport.observability.log_store import (
-    COLUMNS,
-    LogRecord,
-    SQLiteStore,
-    encode_record,
-    open_store,
-)
+from modelport.observability.log_sqlite import SQLiteStore
+from modelport.observability.log_store import COLUMNS, LogRecord, encode_record, open_store
 
 MODELS = ("iris", "wine", "digits", "housing")
 SCHEMA = pa.schema(
