@@ -41,22 +41,16 @@ class AccessLog:
         """Queue the access record of an answered request."""
         version = "" if call.version is None else str(call.version)
         if self._json:
-            entry: dict[str, Any] = {
-                "ts": _iso(call.at),
-                "level": "info",
-                "logger": "modelport.access",
-                "request_id": call.request_id,
-                "protocol": call.protocol,
-                "endpoint": call.endpoint,
-                "model": call.model,
-                "version": version,
-                "status": code,
-                "latency_ms": round(seconds * 1000, 3),
-                "caller": call.caller,
-            }
-            if call.error:
-                entry["error"] = call.error
-            line = orjson.dumps(entry).decode()
+            # Built by hand: every field but the error is safe JSON text already (request ids
+            # and names are validated, the rest are the server's own words), and this runs
+            # once per request.
+            line = (
+                f'{{"ts":"{_iso(call.at)}","level":"info","logger":"modelport.access",'
+                f'"request_id":"{call.request_id}","protocol":"{call.protocol}",'
+                f'"endpoint":"{call.endpoint}","model":{_text(call.model)},"version":"{version}",'
+                f'"status":"{code}","latency_ms":{seconds * 1000:.3f},"caller":{_text(call.caller)}'
+            )
+            line += f',"error":{_text(call.error)}}}' if call.error else "}"
         else:
             target = f"{call.model}:{version}" if call.model else "-"
             line = (
@@ -118,6 +112,11 @@ def configure_logging(level: str, log_format: str, stream: IO[str]) -> bool:
 
 _second: list[Any] = [-1, ""]
 """The last whole second formatted, and its text (most records share it)."""
+
+
+def _text(value: str) -> str:
+    """`value` as a JSON string."""
+    return orjson.dumps(value).decode()
 
 
 def _iso(at: float) -> str:

@@ -24,6 +24,7 @@ from modelport.observability.log_store import (
     display_target,
     pairs_query,
     read_query,
+    row_values,
     to_json,
     to_stored,
 )
@@ -100,7 +101,7 @@ class PostgresStore(LogStore):
     def _copy(conn: psycopg.Connection[Any], rows: Sequence[Row]) -> None:
         with conn.transaction(), conn.cursor() as cursor, cursor.copy(_COPY) as copy:
             for row in rows:
-                copy.write_row([row[c] for c in COLUMNS])
+                copy.write_row(row_values(row))
 
     def _run(self, work: Callable[[psycopg.Connection[Any]], Any]) -> Any:
         with self._lock:

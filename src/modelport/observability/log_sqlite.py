@@ -27,6 +27,7 @@ from modelport.observability.log_store import (
     count_query,
     pairs_query,
     read_query,
+    row_values,
     to_json,
     to_stored,
 )
@@ -63,7 +64,7 @@ class SQLiteStore(LogStore):
 
     def write(self, rows: Sequence[Row]) -> None:
         if rows:
-            values = [tuple(row[c] for c in COLUMNS) for row in rows]
+            values = list(map(row_values, rows))
             self._run(lambda conn: _transaction(conn, _INSERT, values))
 
     def read(
@@ -146,9 +147,7 @@ class SQLiteStore(LogStore):
                 "name IN ('inference_log', 'inference_feedback')"
             ).fetchone()[0]
             if found < 2:
-                conn.executescript(
-                    SCHEMA.format(serial="INTEGER", autoincrement=" AUTOINCREMENT", json="TEXT")
-                )
+                conn.executescript(SCHEMA.format(serial="INTEGER", autoincrement="", json="TEXT"))
             identity = _identity(self._path)
             if identity is None:
                 raise sqlite3.OperationalError("the database file vanished while opening it")

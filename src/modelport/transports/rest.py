@@ -7,7 +7,6 @@ ErrorKind is mapped to an HTTP status here, once. Every error body is
 from __future__ import annotations
 
 import logging
-import os
 import re
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,7 +26,7 @@ from modelport.errors import (
 )
 from modelport.protocol import codec_binary
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
+from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
 
 log = logging.getLogger("modelport.rest")
 
@@ -314,7 +313,7 @@ class _Incoming:
                 self.content_encoding = _joined(self.content_encoding, value.strip().lower())
             elif key == _REQUEST_ID and _SAFE_ID.fullmatch(value):
                 request_id = value.decode("ascii")
-        self.request_id = request_id if request_id is not None else os.urandom(16).hex()
+        self.request_id = request_id if request_id is not None else new_request_id()
 
 
 def _joined(previous: bytes | None, value: bytes) -> bytes:
