@@ -178,7 +178,7 @@ def test_metrics_port_and_switches(start_server: ServerFactory, registry_dir: Pa
         assert response.status_code == 404
         assert "--no-metrics" in response.json()["error"]
         feedback = http.post("/v2/models/iris/feedback", json={"request_ids": ["a"], "labels": [0]})
-        assert feedback.status_code == 400
+        assert feedback.status_code == 501
         assert "inference log" in feedback.json()["error"]
 
 
@@ -377,3 +377,21 @@ def test_drift_shows_shifted_inputs_and_feedback_gives_live_accuracy(
         bad = http.post("/v2/models/iris/feedback", json={"request_ids": ids[:2], "labels": [1]})
         assert bad.status_code == 400
         assert "labels" in bad.json()["error"]
+
+
+def test_sampling_and_redaction_from_the_config_file(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    config = tmp_path / "modelport.toml"
+    config.write_text('[models.iris]\nlog_sample_rate = 0.5\nlog_redact = ["input-0"]\n')
+    server = start_server("--registry", str(registry_dir), "--config", str(config))
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        ids = rest_infer(http, 200)
+    assert server.stop() == 0
+    with open_store(str(registry_dir / "inference-log.sqlite")) as store:
+        records = store.read(model="iris")
+    # 200 draws at one half: fewer than 50 or more than 150 kept has odds below 1e-12.
+    assert 50 <= len(records) <= 150
+    assert {r.request_id for r in records} <= set(ids)
+    assert all(r.inputs == {"input-0": "[redacted]"} for r in records)
+    assert all(r.outputs is not None and "predict" in r.outputs for r in records)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from modelport.config import ServeSettings
-from modelport.errors import InvalidInput, NotFound, Overloaded
+from modelport.errors import NotFound, Overloaded, Unsupported
 from modelport.observability.access_log import AccessLog, wants_json
 from modelport.observability.drift import DriftMonitor, ReferenceProfile
 from modelport.observability.feedback import parse_feedback, score
@@ -214,7 +214,7 @@ class Observer:
         request_ids, labels = parse_feedback(body)
         store = self._store
         if store is None:
-            raise InvalidInput("feedback needs the inference log, which is off on this server")
+            raise Unsupported("feedback needs the inference log, which is off on this server")
         if self._log is not None:
             # What this process answered a moment ago may still be on its way to the store.
             await self._executor.run(self._log.flush, FEEDBACK_FLUSH_SECONDS)
