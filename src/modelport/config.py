@@ -118,6 +118,26 @@ class ServeSettings:
     """OpenTelemetry spans: "none", "console" (stdout) or "otlp" (to trace_endpoint)."""
     trace_endpoint: str = ""
     """OTLP/HTTP traces URL, e.g. http://collector:4318/v1/traces."""
+    require_auth: bool = False
+    """Every request but health checks needs an API key or token with the right scope."""
+    allow_insecure: bool = False
+    """Listen beyond loopback without --require-auth (only behind something that authenticates)."""
+    tls_cert: str = ""
+    """PEM certificate (chain) for REST and gRPC; with tls_key, the server speaks TLS only."""
+    tls_key: str = ""
+    """PEM private key of tls_cert."""
+    tls_client_ca: str = ""
+    """PEM CA bundle: clients must present a certificate it signed (mutual TLS)."""
+    jwt_public_key: str = ""
+    """PEM public key that verifies JWT bearer tokens (RS256, ES256, EdDSA)."""
+    jwks_file: str = ""
+    """Local JWKS file whose keys verify JWT bearer tokens (picked by `kid`)."""
+    jwt_audience: str = ""
+    """Required `aud` of JWT bearer tokens (empty: not checked)."""
+    jwt_issuer: str = ""
+    """Required `iss` of JWT bearer tokens (empty: not checked)."""
+    jwt_scope_claim: str = "scope"
+    """The JWT claim holding the token's scopes (space-separated or a list)."""
     model_settings: Mapping[str, ModelSettings] = field(default_factory=dict)
     """Per-model overrides, from `[models.NAME]` tables."""
 
@@ -145,6 +165,10 @@ class ServeSettings:
             raise InvalidInput(f"metrics_port must be 0-65535, got {self.metrics_port}")
         if self.inference_log_capacity < 1:
             raise InvalidInput("inference_log_capacity must be at least 1")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise InvalidInput("TLS needs both tls_cert and tls_key (--tls-cert and --tls-key)")
+        if self.tls_client_ca and not self.tls_cert:
+            raise InvalidInput("tls_client_ca (mutual TLS) needs TLS: add --tls-cert and --tls-key")
         if self.trace_exporter == "otlp" and not self.trace_endpoint:
             raise InvalidInput("trace_exporter = otlp needs trace_endpoint (an OTLP/HTTP URL)")
 

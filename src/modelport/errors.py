@@ -13,6 +13,7 @@ class ErrorKind(enum.Enum):
     NOT_FOUND = "not_found"
     NOT_READY = "not_ready"
     OVERLOADED = "overloaded"
+    RATE_LIMITED = "rate_limited"
     UNAUTHENTICATED = "unauthenticated"
     FORBIDDEN = "forbidden"
     DEADLINE = "deadline"
@@ -52,9 +53,19 @@ class NotReady(ModelportError):
 
 
 class Overloaded(ModelportError):
-    """The server sheds this request; the client may retry later."""
+    """The server sheds this request; the client may retry after `retry_after` seconds."""
 
     kind = ErrorKind.OVERLOADED
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(Overloaded):
+    """The caller sent more than its rate allows; it may retry after `retry_after` seconds."""
+
+    kind = ErrorKind.RATE_LIMITED
 
 
 class Unauthenticated(ModelportError):

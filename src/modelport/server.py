@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 import signal
 import socket
@@ -99,6 +100,35 @@ def reserve(host: str, port: int, *, flag: str) -> socket.socket:
     return bind(host, port, workers=2, flag=flag)
 
 
+def check_exposure(settings: ServeSettings) -> None:
+    """Refuse to listen beyond loopback without authentication, unless told it is on purpose.
+
+    An open management plane on a reachable address is how model servers get taken over (see
+    docs/security.md); InvalidInput says what to add.
+    """
+    if settings.require_auth or settings.allow_insecure or is_loopback(settings.host):
+        return
+    raise InvalidInput(
+        f"refusing to listen on {settings.host} without authentication: anyone who reaches it "
+        "could run inferences and load or unload models. Add --require-auth (and create keys "
+        "with `modelport keys create`), or --allow-insecure if something in front of the "
+        "server authenticates every request"
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether every address `host` names is a loopback address (unresolvable: no)."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        pass
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except OSError:
+        return False
+    return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
+
+
 def address(sock: socket.socket) -> str:
     """`host:port` of a bound socket (IPv6 hosts in brackets), as gRPC takes it."""
     host, port = sock.getsockname()[:2]
@@ -116,6 +146,7 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     Announces where it listens, loads the models (before forking workers, so they share the
     memory), then announces readiness once every worker accepts connections.
     """
+    check_exposure(settings)
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     with contextlib.ExitStack() as stack:
         if settings.workers > 1:

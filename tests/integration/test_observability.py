@@ -271,6 +271,7 @@ def test_past_the_capacity_the_server_sheds_or_drops_as_configured(
         )
         refused = http.post("/v2/models/iris/infer", json={"inputs": [ROW]})
         assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
         assert "inference log" in refused.json()["error"]
     drop = start_server(
         *common, "--inference-log-journal", str(tmp_path / "j2"), "--inference-log-overflow", "drop"

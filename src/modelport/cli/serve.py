@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -135,28 +136,50 @@ from modelport.config import (
     metavar="URL",
     help="OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces.",
 )
-def serve(
-    registry: str | None,
-    host: str | None,
-    http_port: int | None,
-    grpc_port: int | None,
-    models: tuple[str, ...],
-    workers: str | None,
-    batching: bool | None,
-    compiled: bool | None,
-    config_file: Path | None,
-    log_level: str | None,
-    log_format: str | None,
-    access_log: bool | None,
-    metrics: bool | None,
-    metrics_port: int | None,
-    inference_log: str | None,
-    inference_log_journal: str | None,
-    inference_log_capacity: int | None,
-    inference_log_overflow: str | None,
-    trace_exporter: str | None,
-    trace_endpoint: str | None,
-) -> None:
+@click.option(
+    "--require-auth",
+    is_flag=True,
+    default=None,
+    help="Every request but health checks needs an API key (`modelport keys create`) or a JWT "
+    "with the right scope, as `Authorization: Bearer ...` or `x-api-key` (gRPC: metadata).",
+)
+@click.option(
+    "--allow-insecure",
+    is_flag=True,
+    default=None,
+    help="Listen beyond loopback without --require-auth: only when something in front of the "
+    "server authenticates every request.",
+)
+@click.option(
+    "--tls-cert", default=None, metavar="PEM", help="Certificate (chain) for TLS on REST and gRPC."
+)
+@click.option("--tls-key", default=None, metavar="PEM", help="Private key of --tls-cert.")
+@click.option(
+    "--tls-client-ca",
+    default=None,
+    metavar="PEM",
+    help="Require client certificates signed by this CA (mutual TLS).",
+)
+@click.option(
+    "--jwt-public-key",
+    default=None,
+    metavar="PEM",
+    help="Accept JWT bearer tokens signed by this public key (RS256, ES256, EdDSA).",
+)
+@click.option(
+    "--jwks-file",
+    default=None,
+    metavar="JSON",
+    help="Accept JWT bearer tokens signed by a key of this local JWKS file.",
+)
+@click.option("--jwt-audience", default=None, help="Required `aud` of JWT bearer tokens.")
+@click.option("--jwt-issuer", default=None, help="Required `iss` of JWT bearer tokens.")
+@click.option(
+    "--jwt-scope-claim",
+    default=None,
+    help="The claim that holds a token's scopes (infer, read, admin). Default: scope.",
+)
+def serve(config_file: Path | None, workers: str | None, **flags: Any) -> None:
     """Serve the registry's models over the Open Inference Protocol (REST and gRPC).
 
     Prints where it listens, then a "ready" line once the models are loaded.
@@ -169,30 +192,10 @@ def serve(
     from modelport.server import serve as run
 
     with reported():
-        settings = build_serve_settings(
-            {
-                "registry": registry,
-                "host": host,
-                "http_port": http_port,
-                "grpc_port": grpc_port,
-                "models": models or None,
-                "workers": None if workers is None else parse_workers(workers),
-                "batching": batching,
-                "compiled": compiled,
-                "log_level": log_level,
-                "log_format": log_format,
-                "access_log": access_log,
-                "metrics": metrics,
-                "metrics_port": metrics_port,
-                "inference_log": inference_log,
-                "inference_log_journal": inference_log_journal,
-                "inference_log_capacity": inference_log_capacity,
-                "inference_log_overflow": inference_log_overflow,
-                "trace_exporter": trace_exporter,
-                "trace_endpoint": trace_endpoint,
-            },
-            config_file,
-        )
+        # Every other option is named as its setting; None means "not given".
+        flags["models"] = flags["models"] or None
+        flags["workers"] = None if workers is None else parse_workers(workers)
+        settings = build_serve_settings(flags, config_file)
         configure_logging(settings.log_level, settings.log_format, sys.stderr)
         status = run(settings, announce=lambda line: click.echo(line, nl=True))
     sys.exit(status)

@@ -26,6 +26,8 @@ from modelport.serving.executor import Executor
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, Timing
 
 log = logging.getLogger("modelport.dataplane")
+audit = logging.getLogger("modelport.audit")
+"""One record per admin action over the API (load, unload): who, what, from where, outcome."""
 
 FOLLOW_SECONDS = 1.0
 """How often each server process checks the registry for new versions and alias moves."""
@@ -282,40 +284,57 @@ class DataPlane:
         except ModelportError as exc:
             log.error("could not load %s:%d: %s", name, number, exc.message)
             self._given_up.add((name, number))
-            self._event(name, "load_failed", number, {"error": exc.message})
+            self._event(name, "load_failed", number, detail={"error": exc.message})
             return None
         self._event(name, "load", number)
         return model
 
     def _event(
-        self, name: str, kind: str, number: int, detail: dict[str, Any] | None = None
+        self,
+        name: str,
+        kind: str,
+        number: int,
+        actor: str = "server",
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """Record what this server did in the model's history; a failure only logs."""
         try:
             self._registry.record_event(
                 name,
                 kind,
-                actor="server",
+                actor=actor,
                 version=number,
                 detail={**(detail or {}), "pid": os.getpid()},
             )
         except Exception:
             log.warning("could not record %s of %s:%d in the registry", kind, name, number)
 
-    async def load(self, name: str, version: str | None = None) -> LoadedModel:
-        """Load a version (default: newest registered) unless it is already loaded."""
-        self._one_process("loading")
-        mv = await self._registered(name, version)
-        lock = self._locks.setdefault(name, asyncio.Lock())
-        async with lock:
-            existing = self._catalog.get(name, str(mv.version))
-            if existing is not None:
-                return existing
-            started = time.perf_counter()
-            model = await self._executor.run(self._build, mv)
-            self._telemetry.loaded(mv, time.perf_counter() - started)
-            self._catalog.add(model)
-            return model
+    async def load(
+        self, name: str, version: str | None = None, *, actor: str = "server"
+    ) -> LoadedModel:
+        """Load a version (default: newest registered) unless it is already loaded.
+
+        `actor` (who asked, and from where) is written to the audit log and the model's history.
+        """
+        try:
+            self._one_process("loading")
+            mv = await self._registered(name, version)
+            lock = self._locks.setdefault(name, asyncio.Lock())
+            async with lock:
+                existing = self._catalog.get(name, str(mv.version))
+                if existing is not None:
+                    model = existing
+                else:
+                    started = time.perf_counter()
+                    model = await self._executor.run(self._build, mv)
+                    self._telemetry.loaded(mv, time.perf_counter() - started)
+                    self._catalog.add(model)
+                    await self._executor.run(self._event, name, "load", mv.version, actor)
+        except ModelportError as exc:
+            _audited("load", name, version, actor, exc.message)
+            raise
+        _audited("load", name, str(model.number), actor, "done")
+        return model
 
     def _build(self, mv: ModelVersion, warm_up: bool = False) -> LoadedModel:
         """Load a version's runtime and wrap it for serving; failures are remembered by name."""
@@ -369,8 +388,22 @@ class DataPlane:
         )
         return model
 
-    async def unload(self, name: str, version: str | None = None) -> list[int]:
-        """Unload one version, or every loaded version of `name`; returns the numbers unloaded."""
+    async def unload(
+        self, name: str, version: str | None = None, *, actor: str = "server"
+    ) -> list[int]:
+        """Unload one version, or every loaded version of `name`; returns the numbers unloaded.
+
+        `actor` (who asked, and from where) is written to the audit log and the model's history.
+        """
+        try:
+            numbers = await self._unload(name, version, actor)
+        except ModelportError as exc:
+            _audited("unload", name, version, actor, exc.message)
+            raise
+        _audited("unload", name, ",".join(map(str, numbers)) or version, actor, "done")
+        return numbers
+
+    async def _unload(self, name: str, version: str | None, actor: str) -> list[int]:
         self._one_process("unloading")
         loaded = self._catalog.versions(name)
         if not loaded:
@@ -383,6 +416,7 @@ class DataPlane:
         for model in loaded:
             self._catalog.remove(name, model.number)
             await self._executor.run(model.runtime.close)
+            await self._executor.run(self._event, name, "unload", model.number, actor)
         return [m.number for m in loaded]
 
     async def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
@@ -422,6 +456,12 @@ class DataPlane:
 
     async def _registered(self, name: str, version: str | None) -> ModelVersion:
         return await self._executor.run(self._registry.resolve, name, version)
+
+
+def _audited(action: str, name: str, version: str | None, actor: str, outcome: str) -> None:
+    audit.info(
+        "%s %s version %s by %s: %s", action, name, version or "newest", actor or "-", outcome
+    )
 
 
 def _split(item: str) -> tuple[str, str, str]:

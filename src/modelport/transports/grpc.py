@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from modelport.errors import ErrorKind, InternalError, InvalidInput, ModelportError, Unsupported
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.guard import Action, Guard, OpenGuard
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
 from modelport.transports import grpc_codec
 from modelport.transports.grpc_gen import inference_pb2 as pb
@@ -35,6 +36,7 @@ STATUS: Final[dict[ErrorKind, grpc.StatusCode]] = {
     ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
     ErrorKind.NOT_READY: grpc.StatusCode.UNAVAILABLE,
     ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
     ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
     ErrorKind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
     ErrorKind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -52,17 +54,18 @@ GRACE_SECONDS: Final = 5.0
 """On stop, how long running calls may finish before they are cancelled."""
 
 _ENDPOINTS: Final = {
-    "ServerLive": "health",
-    "ServerReady": "health",
-    "ModelReady": "ready",
-    "ServerMetadata": "server_metadata",
-    "ModelMetadata": "metadata",
-    "ModelInfer": "infer",
-    "RepositoryIndex": "repository",
-    "RepositoryModelLoad": "repository",
-    "RepositoryModelUnload": "repository",
+    "ServerLive": ("health", Action.HEALTH),
+    "ServerReady": ("health", Action.HEALTH),
+    "ModelReady": ("ready", Action.METADATA),
+    "ServerMetadata": ("server_metadata", Action.METADATA),
+    "ModelMetadata": ("metadata", Action.METADATA),
+    "ModelInfer": ("infer", Action.INFER),
+    "RepositoryIndex": ("repository", Action.METADATA),
+    "RepositoryModelLoad": ("repository", Action.ADMIN),
+    "RepositoryModelUnload": ("repository", Action.ADMIN),
 }
-"""The endpoint label each RPC is counted under (the same names as over REST)."""
+"""The endpoint label each RPC is counted under (the same names as over REST), and what it
+does as far as permissions go (the same policy as over REST)."""
 _REQUEST_ID: Final = "x-request-id"
 _SAFE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -74,9 +77,15 @@ Context = grpc.aio.ServicerContext[Any, Any]
 class InferenceService:
     """The RPCs of `inference.GRPCInferenceService`, each a thin call into the dataplane."""
 
-    def __init__(self, dataplane: DataPlane, telemetry: Telemetry | None = None) -> None:
+    def __init__(
+        self,
+        dataplane: DataPlane,
+        telemetry: Telemetry | None = None,
+        guard: Guard | None = None,
+    ) -> None:
         self._dp = dataplane
         self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
+        self._guard: Guard = guard if guard is not None else OpenGuard()
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         """Method name -> handler, with the protobuf (de)serializers of each message."""
@@ -119,7 +128,7 @@ class InferenceService:
             ),
         ):
             handlers[name] = unary(
-                _unary(body, _ENDPOINTS[name], self._telemetry),
+                _unary(body, _ENDPOINTS[name], self._telemetry, self._guard),
                 request_deserializer=request_type.FromString,
                 response_serializer=response_type.SerializeToString,
             )
@@ -188,6 +197,14 @@ class InferenceService:
         """
         base = _request_id(context)
         peer = _peer(context)
+        stream_call = Call("grpc", base, caller=peer, endpoint="infer")
+        try:
+            _admit(self._guard, Action.INFER, context, stream_call)
+        except ModelportError as exc:
+            _failed(stream_call, exc)
+            self._telemetry.finished(stream_call, STATUS[exc.kind].name)
+            await context.abort(STATUS[exc.kind], exc.message, ((_REQUEST_ID, base),))
+        peer = stream_call.caller
         window: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue(
             STREAM_WINDOW
         )
@@ -258,14 +275,16 @@ class InferenceService:
                 "loading with a config or files is not offered; register the artifact with "
                 "`modelport models push` and load it by name"
             )
-        await self._dp.load(_name(request.model_name), _version(params))
+        await self._dp.load(_name(request.model_name), _version(params), actor=call.caller)
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(
         self, request: pb.RepositoryModelUnloadRequest, call: Call
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload every loaded version, or the one in parameters["version"]."""
-        await self._dp.unload(_name(request.model_name), _version(request.parameters))
+        await self._dp.unload(
+            _name(request.model_name), _version(request.parameters), actor=call.caller
+        )
         return pb.RepositoryModelUnloadResponse()
 
 
@@ -284,6 +303,8 @@ class GrpcServer:
         *,
         max_message_bytes: int,
         telemetry: Telemetry | None = None,
+        guard: Guard | None = None,
+        credentials: grpc.ServerCredentials | None = None,
     ) -> GrpcServer:
         """Serve on `address` (host:port) in the running event loop.
 
@@ -295,7 +316,7 @@ class GrpcServer:
                 ("grpc.max_send_message_length", -1),
             ]
         )
-        handlers = InferenceService(dataplane, telemetry).method_handlers()
+        handlers = InferenceService(dataplane, telemetry, guard).method_handlers()
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
         server.add_registered_method_handlers(SERVICE, handlers)
         health_servicer = health.aio.HealthServicer()
@@ -303,7 +324,10 @@ class GrpcServer:
         reflection.enable_server_reflection(
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
         )
-        server.add_insecure_port(address)
+        if credentials is None:
+            server.add_insecure_port(address)
+        else:
+            server.add_secure_port(address, credentials)
         await server.start()
         status = (
             health_pb2.HealthCheckResponse.SERVING
@@ -321,14 +345,21 @@ class GrpcServer:
 
 
 def _unary(
-    body: Callable[[Req, Call], Awaitable[Resp]], endpoint: str, telemetry: Telemetry
+    body: Callable[[Req, Call], Awaitable[Resp]],
+    kind: tuple[str, Action],
+    telemetry: Telemetry,
+    guard: Guard,
 ) -> Callable[[Req, Context], Awaitable[Resp]]:
-    """Wrap an RPC body: request id in, ModelportError -> status code out, faults logged."""
+    """Wrap an RPC body: request id in, permission checked, ModelportError -> status code out,
+    faults logged."""
+    endpoint, action = kind
 
     async def handle(request: Req, context: Context) -> Resp:
         rid = _request_id(context)
         call = Call("grpc", rid, caller=_peer(context), endpoint=endpoint)
         try:
+            if action is not Action.HEALTH:
+                _admit(guard, action, context, call)
             response = await body(request, call)
         except ModelportError as exc:
             _failed(call, exc)
@@ -344,6 +375,19 @@ def _unary(
         return response
 
     return handle
+
+
+def _admit(guard: Guard, action: Action, context: Context, call: Call) -> None:
+    """Let the call do `action` or raise; who asked joins the caller's address."""
+    authorization = api_key = None
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization" and isinstance(value, str):
+            authorization = value
+        elif key == "x-api-key" and isinstance(value, str):
+            api_key = value
+    who = guard.check(action, authorization, api_key)
+    if who:
+        call.caller = f"{who}@{call.caller}"
 
 
 def _failed(call: Call, exc: ModelportError) -> None:

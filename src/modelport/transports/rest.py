@@ -7,6 +7,7 @@ ErrorKind is mapped to an HTTP status here, once. Every error body is
 from __future__ import annotations
 
 import logging
+import math
 import re
 import zlib
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -21,11 +22,13 @@ from modelport.errors import (
     ModelportError,
     NotFound,
     NotReady,
+    Overloaded,
     TooLarge,
     Unsupported,
 )
 from modelport.protocol import codec_binary
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.guard import Action, Guard, OpenGuard
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
 
 log = logging.getLogger("modelport.rest")
@@ -41,6 +44,7 @@ STATUS: Final[dict[ErrorKind, int]] = {
     ErrorKind.NOT_FOUND: 404,
     ErrorKind.NOT_READY: 503,
     ErrorKind.OVERLOADED: 503,
+    ErrorKind.RATE_LIMITED: 429,
     ErrorKind.UNAUTHENTICATED: 401,
     ErrorKind.FORBIDDEN: 403,
     ErrorKind.DEADLINE: 504,
@@ -85,9 +89,11 @@ class RestApp:
         on_shutdown: Hook | None = None,
         telemetry: Telemetry | None = None,
         metrics_port: int = 0,
+        guard: Guard | None = None,
     ) -> None:
         self._dp = dataplane
         self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
+        self._guard: Guard = guard if guard is not None else OpenGuard()
         self._metrics_port = metrics_port
         """Port that serves only /metrics (0: /metrics is on the API port)."""
         self._max_body = max_body_bytes
@@ -108,7 +114,7 @@ class RestApp:
         call = Call("rest", request_id, caller=client[0] if client else "")
         try:
             if self._metrics_port and scope["server"][1] == self._metrics_port:
-                status, headers, body = self._metrics_only(scope, call)
+                status, headers, body = self._metrics_only(scope, call, incoming)
             else:
                 status, headers, body = await self._route(scope, receive, incoming, call)
         except ModelportError as exc:
@@ -127,11 +133,18 @@ class RestApp:
         await send({"type": "http.response.body", "body": body})
         self._telemetry.finished(call, _CODES[status])
 
-    def _metrics_only(self, scope: Scope, call: Call) -> Response:
+    def _metrics_only(self, scope: Scope, call: Call, incoming: _Incoming) -> Response:
         call.endpoint = "metrics"
         if scope["path"] != "/metrics":
             raise NotFound(f"no such endpoint {scope['path']!r}; this port serves /metrics only")
+        self._admit(call, Action.METRICS, incoming)
         return self._metrics(scope)
+
+    def _admit(self, call: Call, action: Action, incoming: _Incoming) -> None:
+        """Let the request do `action` or raise; who asked joins the caller's address."""
+        who = self._guard.check(action, incoming.authorization, incoming.api_key)
+        if who:
+            call.caller = f"{who}@{call.caller}"
 
     def _metrics(self, scope: Scope) -> Response:
         _allow(scope["method"], "GET")
@@ -149,6 +162,7 @@ class RestApp:
             call.endpoint = "metrics"
             if self._metrics_port:
                 raise NotFound(f"metrics are served on port {self._metrics_port}")
+            self._admit(call, Action.METRICS, incoming)
             return self._metrics(scope)
         if not parts or parts[0] != "v2":
             raise NotFound(f"no such endpoint {scope['path']!r}; the API lives under /v2")
@@ -163,6 +177,7 @@ class RestApp:
             if rest == ["infer"]:
                 call.endpoint = "infer"
                 _allow(method, "POST")
+                self._admit(call, Action.INFER, incoming)
                 body = await self._body(receive, incoming)
                 request = codec_binary.decode_request(body, _header_length(incoming.header_length))
                 response = await self._dp.infer(name, version, request, incoming.request_id, call)
@@ -173,27 +188,32 @@ class RestApp:
             if not rest:
                 call.endpoint = "metadata"
                 _allow(method, "GET")
+                self._admit(call, Action.METADATA, incoming)
                 return _json(await self._dp.model_metadata(name, version))
             if rest == ["drift"]:
                 call.endpoint = "drift"
                 _allow(method, "GET")
+                self._admit(call, Action.LOGS, incoming)
                 model = await self._dp.resolve(name, version)
                 return _json(self._telemetry.drift(model.version))
             if rest == ["feedback"] and version is None:
                 call.endpoint = "feedback"
                 _allow(method, "POST")
+                self._admit(call, Action.INFER, incoming)
                 model = await self._dp.resolve(name, None)
                 feedback = _object(await self._body(receive, incoming), "feedback")
                 return _json(await self._telemetry.feedback(model.name, feedback))
             if rest == ["ready"]:
                 call.endpoint = "ready"
                 _allow(method, "GET")
+                self._admit(call, Action.METADATA, incoming)
                 if await self._dp.model_ready(name, version):
                     return _json({"name": name, "ready": True})
                 raise NotReady(f"model {name!r} is not loaded")
         elif n == 1:
             call.endpoint = "server_metadata"
             _allow(method, "GET")
+            self._admit(call, Action.METADATA, incoming)
             return _json(self._dp.server_metadata())
         elif n == 3 and parts[1] == "health" and parts[2] in ("live", "ready"):
             call.endpoint = "health"
@@ -206,6 +226,7 @@ class RestApp:
         elif n == 3 and parts[1:] == ["repository", "index"]:
             call.endpoint = "repository"
             _allow(method, "POST")
+            self._admit(call, Action.METADATA, incoming)
             options = _object(await self._body(receive, incoming), "index")
             ready = options.get("ready", False)
             if not isinstance(ready, bool):
@@ -214,11 +235,12 @@ class RestApp:
         elif n == 5 and parts[1:3] == ["repository", "models"] and parts[4] in ("load", "unload"):
             call.endpoint = "repository"
             _allow(method, "POST")
-            return await self._repository(parts[3], parts[4], receive, incoming)
+            self._admit(call, Action.ADMIN, incoming)
+            return await self._repository(parts[3], parts[4], receive, incoming, call.caller)
         raise NotFound(f"no such endpoint {scope['path']!r}")
 
     async def _repository(
-        self, name: str, action: str, receive: Receive, incoming: _Incoming
+        self, name: str, action: str, receive: Receive, incoming: _Incoming, actor: str
     ) -> Response:
         options = _object(await self._body(receive, incoming), action)
         parameters = options.get("parameters")
@@ -239,9 +261,9 @@ class RestApp:
                     "loading with a config or files is not offered; register the artifact "
                     "with `modelport models push` and load it by name"
                 )
-            model = await self._dp.load(name, version)
+            model = await self._dp.load(name, version, actor=actor)
             return _json({"name": name, "version": str(model.number), "load": True})
-        unloaded = await self._dp.unload(name, version)
+        unloaded = await self._dp.unload(name, version, actor=actor)
         return _json({"name": name, "versions": [str(v) for v in unloaded], "unload": True})
 
     async def _body(self, receive: Receive, incoming: _Incoming) -> bytes:
@@ -295,12 +317,21 @@ class RestApp:
 class _Incoming:
     """The request headers the API reads, picked out in one pass."""
 
-    __slots__ = ("content_encoding", "content_length", "header_length", "request_id")
+    __slots__ = (
+        "api_key",
+        "authorization",
+        "content_encoding",
+        "content_length",
+        "header_length",
+        "request_id",
+    )
 
     def __init__(self, headers: list[tuple[bytes, bytes]]) -> None:
         self.header_length: bytes | None = None
         self.content_length: bytes | None = None
         self.content_encoding: bytes | None = None
+        self.authorization: str | None = None
+        self.api_key: str | None = None
         request_id: str | None = None
         for key, value in headers:
             # A repeated header means its values joined by commas (RFC 9110, 5.3), which the
@@ -313,6 +344,10 @@ class _Incoming:
                 self.content_encoding = _joined(self.content_encoding, value.strip().lower())
             elif key == _REQUEST_ID and _SAFE_ID.fullmatch(value):
                 request_id = value.decode("ascii")
+            elif key == b"authorization":
+                self.authorization = value.decode("latin-1")
+            elif key == b"x-api-key":
+                self.api_key = value.decode("latin-1")
         self.request_id = request_id if request_id is not None else new_request_id()
 
 
@@ -400,6 +435,7 @@ def _error(exc: ModelportError) -> Response:
         return 405, [_JSON, (b"allow", exc.allowed.encode())], body
     status = STATUS[exc.kind]
     headers = [_JSON]
-    if exc.kind is ErrorKind.OVERLOADED:
-        headers.append((b"retry-after", b"1"))
+    if isinstance(exc, Overloaded):
+        # Whole seconds, at least one (RFC 9110, 10.2.3).
+        headers.append((b"retry-after", str(max(1, math.ceil(exc.retry_after))).encode()))
     return status, headers, orjson.dumps({"error": exc.message, "code": exc.kind.value})
