@@ -138,6 +138,11 @@ class ServeSettings:
     """Required `iss` of JWT bearer tokens (empty: not checked)."""
     jwt_scope_claim: str = "scope"
     """The JWT claim holding the token's scopes (space-separated or a list)."""
+    rate_limit: float = 0.0
+    """Requests a second each caller (API key, token subject, else address) may send on
+    average, per server process; 0 turns rate limits off."""
+    rate_burst: float = 0.0
+    """Requests a caller may send at once before the rate applies (0: the rate, at least 1)."""
     model_settings: Mapping[str, ModelSettings] = field(default_factory=dict)
     """Per-model overrides, from `[models.NAME]` tables."""
 
@@ -165,6 +170,8 @@ class ServeSettings:
             raise InvalidInput(f"metrics_port must be 0-65535, got {self.metrics_port}")
         if self.inference_log_capacity < 1:
             raise InvalidInput("inference_log_capacity must be at least 1")
+        if self.rate_limit < 0 or self.rate_burst < 0:
+            raise InvalidInput("rate_limit and rate_burst must not be negative")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise InvalidInput("TLS needs both tls_cert and tls_key (--tls-cert and --tls-key)")
         if self.tls_client_ca and not self.tls_cert:

@@ -13,6 +13,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import uvicorn
@@ -23,9 +24,11 @@ from modelport.errors import InvalidInput
 from modelport.observability.observer import Observer
 from modelport.registry.location import display_location
 from modelport.registry.store import Registry
+from modelport.security.tls import TlsFiles, grpc_credentials, load_tls, uvicorn_options
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
+from modelport.serving.guard import Guard, OpenGuard
 from modelport.supervisor import Supervisor, report_ready
 from modelport.transports.grpc import GrpcServer
 from modelport.transports.rest import RestApp
@@ -100,6 +103,10 @@ def reserve(host: str, port: int, *, flag: str) -> socket.socket:
     return bind(host, port, workers=2, flag=flag)
 
 
+def _path(text: str) -> Path | None:
+    return Path(text).expanduser() if text else None
+
+
 def check_exposure(settings: ServeSettings) -> None:
     """Refuse to listen beyond loopback without authentication, unless told it is on purpose.
 
@@ -135,9 +142,17 @@ def address(sock: socket.socket) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def url(sock: socket.socket) -> str:
-    """The http:// URL a bound socket answers on."""
-    return f"http://{address(sock)}"
+def url(sock: socket.socket, tls: bool = False) -> str:
+    """The http:// (https:// with TLS) URL a bound socket answers on."""
+    return f"{'https' if tls else 'http'}://{address(sock)}"
+
+
+@dataclass(frozen=True)
+class Protection:
+    """What guards the server: TLS material (None: plain text) and who may do what."""
+
+    tls: TlsFiles | None = None
+    guard: Guard = field(default_factory=OpenGuard)
 
 
 def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> int:
@@ -147,6 +162,10 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     memory), then announces readiness once every worker accepts connections.
     """
     check_exposure(settings)
+    # Certificates are checked before anything binds or loads: a bad file fails at once.
+    protection = Protection(
+        load_tls(_path(settings.tls_cert), _path(settings.tls_key), _path(settings.tls_client_ca))
+    )
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     with contextlib.ExitStack() as stack:
         if settings.workers > 1:
@@ -171,7 +190,8 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
         metrics_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelport-")))
         observer = Observer.from_settings(settings, Executor(), metrics_dir, sys.stderr)
-        return _serve(settings, announce, (sock, grpc_sock, metrics_sock), registry, observer)
+        sockets = (sock, grpc_sock, metrics_sock)
+        return _serve(settings, announce, sockets, registry, observer, protection)
 
 
 def _serve(
@@ -180,14 +200,17 @@ def _serve(
     sockets: tuple[socket.socket, socket.socket | None, socket.socket | None],
     registry: Registry,
     observer: Observer,
+    protection: Protection,
 ) -> int:
     sock, grpc_sock, metrics_sock = sockets
+    tls = protection.tls is not None
     workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
     grpc_address = None if grpc_sock is None else address(grpc_sock)
     grpc = "" if grpc_address is None else f" and gRPC at {grpc_address}"
-    metrics = "" if metrics_sock is None else f"; metrics at {url(metrics_sock)}/metrics"
+    metrics = "" if metrics_sock is None else f"; metrics at {url(metrics_sock, tls)}/metrics"
+    grpc += " (TLS)" if grpc and tls else ""
     announce(
-        f"modelport {__version__} serving REST at {url(sock)}{grpc} "
+        f"modelport {__version__} serving REST at {url(sock, tls)}{grpc} "
         f"(registry: {display_location(settings.registry)}; {workers}{metrics})"
     )
     catalog = Catalog()
@@ -201,14 +224,24 @@ def _serve(
     ready = f"modelport ready: {len(loaded)} model version(s) loaded ({', '.join(loaded)})"
     if settings.workers == 1:
         own = [sock] if metrics_sock is None else [sock, metrics_sock]
-        run_worker(dataplane, observer, settings, own, lambda: announce(ready), grpc_address)
+        run_worker(
+            dataplane, observer, settings, own, lambda: announce(ready), grpc_address, protection
+        )
         return 0
 
     def worker(ready_fd: int) -> None:
         own = [
             bind(*s.getsockname()[:2], workers=settings.workers) for s in (sock, metrics_sock) if s
         ]
-        run_worker(dataplane, observer, settings, own, lambda: report_ready(ready_fd), grpc_address)
+        run_worker(
+            dataplane,
+            observer,
+            settings,
+            own,
+            lambda: report_ready(ready_fd),
+            grpc_address,
+            protection,
+        )
 
     on_exit = None if observer.metrics is None else observer.metrics.process_gone
     return Supervisor(settings.workers, worker, on_exit).run(lambda: announce(ready))
@@ -221,15 +254,18 @@ def run_worker(
     sockets: list[socket.socket],
     on_ready: Callable[[], None],
     grpc_address: str | None = None,
+    protection: Protection | None = None,
 ) -> None:
     """Serve REST on `sockets` (the API, then /metrics if it has its own port), and gRPC on
-    `grpc_address` if given, until SIGINT or SIGTERM.
+    `grpc_address` if given, until SIGINT or SIGTERM; with TLS and the guard of `protection`.
 
     Both run on one event loop, so they share the dataplane and its batchers.
     """
     grpc_server: GrpcServer | None = None
     failure: InvalidInput | None = None
     background: list[asyncio.Task[None]] = []
+    protection = protection if protection is not None else Protection()
+    tls = protection.tls
 
     async def on_startup() -> None:
         nonlocal grpc_server, failure
@@ -240,6 +276,9 @@ def run_worker(
                     grpc_address,
                     max_message_bytes=settings.max_body_bytes,
                     telemetry=observer,
+                    guard=protection.guard,
+                    # Made here, in the worker: gRPC objects must not cross a fork.
+                    credentials=None if tls is None else grpc_credentials(tls),
                 )
             except RuntimeError as exc:
                 failure = InvalidInput(f"cannot serve gRPC on {grpc_address}: {exc}")
@@ -266,6 +305,7 @@ def run_worker(
         on_shutdown=on_shutdown,
         telemetry=observer,
         metrics_port=sockets[1].getsockname()[1] if len(sockets) > 1 else 0,
+        guard=protection.guard,
     )
     config = uvicorn.Config(
         app,
@@ -276,6 +316,7 @@ def run_worker(
         log_level=logging.WARNING,
         log_config=None,
         timeout_graceful_shutdown=10,
+        **({} if tls is None else uvicorn_options(tls)),
     )
     _Server(config).run(sockets=sockets)
     if failure is not None:

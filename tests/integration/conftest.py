@@ -38,7 +38,7 @@ STOP_TIMEOUT = 20.0
 """Seconds a server may take to exit after SIGTERM."""
 CREATED_BY = "tests@integration"
 
-_LISTENING = re.compile(r"serving REST at (http://\S+)")
+_LISTENING = re.compile(r"serving REST at (https?://\S+)")
 _GRPC = re.compile(r" and gRPC at (\S+)")
 _READY = "modelport ready:"
 

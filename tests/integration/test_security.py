@@ -61,3 +61,61 @@ def test_admin_actions_are_audited_with_who_and_from_where(
         (e.kind, e.actor) for e in history if e.actor != "server" and e.kind in ("load", "unload")
     ]
     assert api == [("unload", "127.0.0.1"), ("load", "127.0.0.1")]
+
+
+def test_tls_and_mutual_tls_on_a_real_server(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    import ssl
+
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server = start_server(
+        "--registry", str(registry_dir),
+        "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
+    )  # fmt: skip
+    assert server.url.startswith("https://")
+    trusting = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    with httpx.Client(base_url=server.url, verify=trusting, timeout=30.0) as https:
+        assert https.get("/v2/health/ready").status_code == 200
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(server.url.replace("https://", "http://") + "/v2/health/ready", timeout=5.0)
+
+    client_ca = trustme.CA()
+    client = client_ca.issue_cert("client@example.com")
+    client_ca.cert_pem.write_to_path(str(tmp_path / "client-ca.pem"))
+    mutual = start_server(
+        "--registry", str(registry_dir),
+        "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
+        "--tls-client-ca", str(tmp_path / "client-ca.pem"),
+    )  # fmt: skip
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(mutual.url + "/v2/health/ready", verify=trusting, timeout=5.0)
+    presenting = ssl.create_default_context(cafile=str(tmp_path / "ca.pem"))
+    client.configure_cert(presenting)
+    with httpx.Client(base_url=mutual.url, verify=presenting, timeout=30.0) as https:
+        assert https.get("/v2/health/ready").status_code == 200
+
+
+def test_a_key_that_does_not_match_the_certificate_fails_the_start(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    import trustme
+
+    ca = trustme.CA()
+    ca.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(
+        str(tmp_path / "server.pem")
+    )
+    ca.issue_cert("127.0.0.1").private_key_pem.write_to_path(str(tmp_path / "other.key"))
+    server = start_server(
+        "--registry", str(registry_dir),
+        "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "other.key"),
+        ready=False,
+    )  # fmt: skip
+    assert server.wait() == 1
+    assert "--tls-key" in server.log()

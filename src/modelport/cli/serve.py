@@ -179,6 +179,20 @@ from modelport.config import (
     default=None,
     help="The claim that holds a token's scopes (infer, read, admin). Default: scope.",
 )
+@click.option(
+    "--rate-limit",
+    type=float,
+    default=None,
+    metavar="PER_SECOND",
+    help="Requests a second each caller (API key, token subject, else address) may send, per "
+    "worker; past it, 429 with Retry-After. Default: 0 (no limit).",
+)
+@click.option(
+    "--rate-burst",
+    type=float,
+    default=None,
+    help="Requests a caller may send at once before --rate-limit applies. Default: the rate.",
+)
 def serve(config_file: Path | None, workers: str | None, **flags: Any) -> None:
     """Serve the registry's models over the Open Inference Protocol (REST and gRPC).
 

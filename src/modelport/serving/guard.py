@@ -31,17 +31,22 @@ class Action(enum.Enum):
 class Guard(Protocol):
     """Decides whether a request may do `action`, from the credentials it presented."""
 
-    def check(self, action: Action, authorization: str | None, api_key: str | None) -> str:
-        """Who is asking ("" when anonymous); Unauthenticated or Forbidden when not allowed.
+    def check(
+        self, action: Action, authorization: str | None, api_key: str | None, address: str
+    ) -> str:
+        """Who is asking ("" when anonymous); Unauthenticated, Forbidden or RateLimited when
+        the request may not go on.
 
         `authorization` is the Authorization header (or gRPC metadata) as sent, `api_key` the
-        x-api-key one.
+        x-api-key one, `address` the client's.
         """
 
 
 class OpenGuard:
     """Lets every request through, anonymously."""
 
-    def check(self, action: Action, authorization: str | None, api_key: str | None) -> str:
+    def check(
+        self, action: Action, authorization: str | None, api_key: str | None, address: str
+    ) -> str:
         """Anyone may do anything."""
         return ""

@@ -385,7 +385,7 @@ def _admit(guard: Guard, action: Action, context: Context, call: Call) -> None:
             authorization = value
         elif key == "x-api-key" and isinstance(value, str):
             api_key = value
-    who = guard.check(action, authorization, api_key)
+    who = guard.check(action, authorization, api_key, call.caller)
     if who:
         call.caller = f"{who}@{call.caller}"
 

@@ -142,7 +142,7 @@ class RestApp:
 
     def _admit(self, call: Call, action: Action, incoming: _Incoming) -> None:
         """Let the request do `action` or raise; who asked joins the caller's address."""
-        who = self._guard.check(action, incoming.authorization, incoming.api_key)
+        who = self._guard.check(action, incoming.authorization, incoming.api_key, call.caller)
         if who:
             call.caller = f"{who}@{call.caller}"
 
