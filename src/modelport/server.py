@@ -22,8 +22,10 @@ from modelport import __version__
 from modelport.config import ServeSettings
 from modelport.errors import InvalidInput
 from modelport.observability.observer import Observer
+from modelport.registry.keys import KeyStore
 from modelport.registry.location import display_location
 from modelport.registry.store import Registry
+from modelport.security.policy import build_policy
 from modelport.security.tls import TlsFiles, grpc_credentials, load_tls, uvicorn_options
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
@@ -162,10 +164,8 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     memory), then announces readiness once every worker accepts connections.
     """
     check_exposure(settings)
-    # Certificates are checked before anything binds or loads: a bad file fails at once.
-    protection = Protection(
-        load_tls(_path(settings.tls_cert), _path(settings.tls_key), _path(settings.tls_client_ca))
-    )
+    # Certificates and token keys are checked before anything binds: a bad file fails at once.
+    tls = load_tls(_path(settings.tls_cert), _path(settings.tls_key), _path(settings.tls_client_ca))
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     with contextlib.ExitStack() as stack:
         if settings.workers > 1:
@@ -188,6 +188,8 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
                 else bind(settings.host, settings.metrics_port, flag=flag)
             )
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
+        keys = stack.enter_context(KeyStore.open(settings.registry))
+        protection = Protection(tls, build_policy(settings, keys.verify))
         metrics_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelport-")))
         observer = Observer.from_settings(settings, Executor(), metrics_dir, sys.stderr)
         sockets = (sock, grpc_sock, metrics_sock)

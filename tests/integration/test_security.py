@@ -119,3 +119,123 @@ def test_a_key_that_does_not_match_the_certificate_fails_the_start(
     )  # fmt: skip
     assert server.wait() == 1
     assert "--tls-key" in server.log()
+
+
+# -- authentication and scopes: one policy over REST and gRPC -----------------------------------
+
+
+ROW = {"name": "input-0", "datatype": "FP32", "shape": [1, 4], "data": [5.1, 3.5, 1.4, 0.2]}
+
+
+def make_keys(registry_dir: Path) -> dict[str, str]:
+    """A key per scope, by scope."""
+    from modelport.registry.keys import KeyStore
+
+    with KeyStore.open(registry_dir) as keys:
+        return {
+            scope: keys.create(scope, name=f"{scope}-key", created_by="tests")[0]
+            for scope in ("infer", "read", "admin")
+        }
+
+
+def test_require_auth_enforces_scopes_on_rest(
+    start_server: ServerFactory, registry_dir: Path
+) -> None:
+    keys = make_keys(registry_dir)
+    server = start_server("--registry", str(registry_dir), "--require-auth")
+    infer = "/v2/models/iris/infer"
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        assert http.get("/v2/health/ready").status_code == 200
+        anonymous = http.post(infer, json={"inputs": [ROW]})
+        assert anonymous.status_code == 401
+        assert "x-api-key" in anonymous.json()["error"]
+        wrong = http.post(infer, json={"inputs": [ROW]}, headers={"x-api-key": "mp_nope"})
+        assert wrong.status_code == 401
+        by_header = http.post(infer, json={"inputs": [ROW]}, headers={"x-api-key": keys["infer"]})
+        assert by_header.status_code == 200
+        bearer = {"authorization": f"Bearer {keys['infer']}"}
+        assert http.post(infer, json={"inputs": [ROW]}, headers=bearer).status_code == 200
+        assert http.get("/metrics", headers=bearer).status_code == 403
+        read = {"x-api-key": keys["read"]}
+        assert http.get("/metrics", headers=read).status_code == 200
+        assert http.get("/v2/models/iris", headers=read).status_code == 200
+        refused = http.post(infer, json={"inputs": [ROW]}, headers=read)
+        assert refused.status_code == 403
+        assert "infer" in refused.json()["error"]
+        unload = "/v2/repository/models/iris/unload"
+        assert http.post(unload, headers=bearer).status_code == 403
+        admin = {"x-api-key": keys["admin"]}
+        assert http.post(unload, headers=admin).status_code == 200
+    assert server.stop() == 0
+    assert "unload iris version 1 by admin-key@127.0.0.1: done" in server.log()
+
+
+def test_require_auth_enforces_the_same_scopes_on_grpc(
+    start_server: ServerFactory, registry_dir: Path
+) -> None:
+    import grpc
+
+    from modelport.transports.grpc_gen import inference_pb2 as pb
+    from modelport.transports.grpc_gen import inference_pb2_grpc as pb_grpc
+
+    from .conftest import free_port
+
+    keys = make_keys(registry_dir)
+    server = start_server(
+        "--registry", str(registry_dir), "--require-auth", "--grpc-port", str(free_port())
+    )
+    request = pb.ModelInferRequest(model_name="iris")
+    tensor = request.inputs.add(name="input-0", datatype="FP32", shape=[1, 4])
+    tensor.contents.fp32_contents.extend([5.1, 3.5, 1.4, 0.2])
+    with grpc.insecure_channel(server.grpc_address) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready
+        with pytest.raises(grpc.RpcError) as anonymous:
+            stub.ModelInfer(request, timeout=30)
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with pytest.raises(grpc.RpcError) as read:
+            stub.ModelInfer(request, timeout=30, metadata=(("x-api-key", keys["read"]),))
+        assert read.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        answer = stub.ModelInfer(
+            request, timeout=30, metadata=(("authorization", f"Bearer {keys['infer']}"),)
+        )
+        assert answer.model_name == "iris"
+
+
+def test_jwt_bearer_tokens_and_rate_limits(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    import time
+
+    import jwt
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    private = ec.generate_private_key(ec.SECP256R1())
+    public = tmp_path / "jwt.pem"
+    public.write_bytes(
+        private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    )
+    token = jwt.encode(
+        {"sub": "app-7", "scope": "infer", "aud": "modelport", "exp": int(time.time()) + 600},
+        private,
+        algorithm="ES256",
+    )
+    server = start_server(
+        "--registry", str(registry_dir), "--require-auth",
+        "--jwt-public-key", str(public), "--jwt-audience", "modelport",
+        "--rate-limit", "0.01", "--rate-burst", "3",
+    )  # fmt: skip
+    bearer = {"authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        codes = [
+            http.post("/v2/models/iris/infer", json={"inputs": [ROW]}, headers=bearer)
+            for _ in range(4)
+        ]
+        assert [r.status_code for r in codes] == [200, 200, 200, 429]
+        assert int(codes[-1].headers["retry-after"]) >= 1
+        assert "app-7" in codes[-1].json()["error"]
+        # The limit is per caller: the health check and others are not held back.
+        assert http.get("/v2/health/live").status_code == 200

@@ -10,7 +10,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from modelport.errors import InvalidInput, Unsupported
 
-HEAD_REVISION: Final = "0005"
+HEAD_REVISION: Final = "0006"
 """The newest migration in migrations/versions; a registry already there is not migrated."""
 
 DATABASE_FILE: Final = "registry.db"
@@ -118,6 +118,23 @@ settings_table = sa.Table(
     sa.Column("key", sa.String(64), nullable=False),
     sa.Column("value", sa.Text, nullable=False),
     sa.PrimaryKeyConstraint("key", name="pk_settings"),
+)
+
+# Revision 0006: API keys for `serve --require-auth`. Only the sha256 of a secret is stored; `id`
+# is its public prefix, shown by `keys list`. Revoked keys keep their row, for the record.
+api_keys_table = sa.Table(
+    "api_keys",
+    schema,
+    sa.Column("id", sa.String(16), nullable=False),
+    sa.Column("secret_sha256", sa.String(64), nullable=False),
+    sa.Column("name", sa.String(64), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_by", sa.Text, nullable=False),
+    sa.Column("revoked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("revoked_by", sa.Text, nullable=True),
+    sa.PrimaryKeyConstraint("id", name="pk_api_keys"),
+    sa.UniqueConstraint("secret_sha256", name="uq_api_keys_secret_sha256"),
 )
 
 
