@@ -138,6 +138,9 @@ class ServeSettings:
     """Required `iss` of JWT bearer tokens (empty: not checked)."""
     jwt_scope_claim: str = "scope"
     """The JWT claim holding the token's scopes (space-separated or a list)."""
+    request_timeout: float = 60.0
+    """Seconds an inference may take before it is answered 504 / DEADLINE_EXCEEDED (0: no
+    limit); a client's shorter `timeout` parameter or gRPC deadline wins."""
     rate_limit: float = 0.0
     """Requests a second each caller (API key, token subject, else address) may send on
     average, per server process; 0 turns rate limits off."""
@@ -170,6 +173,8 @@ class ServeSettings:
             raise InvalidInput(f"metrics_port must be 0-65535, got {self.metrics_port}")
         if self.inference_log_capacity < 1:
             raise InvalidInput("inference_log_capacity must be at least 1")
+        if self.request_timeout < 0:
+            raise InvalidInput("request_timeout must not be negative (0 turns it off)")
         if self.rate_limit < 0 or self.rate_burst < 0:
             raise InvalidInput("rate_limit and rate_burst must not be negative")
         if bool(self.tls_cert) != bool(self.tls_key):

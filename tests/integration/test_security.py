@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -239,3 +240,106 @@ def test_jwt_bearer_tokens_and_rate_limits(
         assert "app-7" in codes[-1].json()["error"]
         # The limit is per caller: the health check and others are not held back.
         assert http.get("/v2/health/live").status_code == 200
+
+
+# -- faults: a model that raises or hangs harms only its own requests ---------------------------
+
+
+def write_moody_model(path: Path) -> Path:
+    """A python model: x > 100 raises, x < 0 sleeps 3 s, else echoes x as y."""
+    import cloudpickle
+
+    class Moody:
+        def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            import time
+
+            x = inputs["x"]
+            if (x > 100).any():
+                raise RuntimeError("the model broke on purpose")
+            if (x < 0).any():
+                time.sleep(3)
+            return {"y": x}
+
+    with path.open("wb") as fh:
+        cloudpickle.dump(Moody(), fh)
+    return path
+
+
+@pytest.fixture
+def moody_registry(registry_dir: Path, tmp_path: Path) -> Path:
+    from modelport.protocol.signature import Signature, TensorSpec
+    from modelport.serving.artifacts import push_artifact
+
+    from .conftest import CREATED_BY
+
+    with Registry.open(registry_dir) as registry:
+        push_artifact(
+            registry,
+            write_moody_model(tmp_path / "moody.cloudpickle"),
+            name="moody",
+            format="python",
+            signature=Signature(
+                (TensorSpec("x", "FP32", (-1, 1)),), (TensorSpec("y", "FP32", (-1, 1)),)
+            ),
+            trust_pickle=True,
+            created_by=CREATED_BY,
+        )
+    return registry_dir
+
+
+def moody(http: httpx.Client, value: float, **parameters: Any) -> httpx.Response:
+    body = {
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 1], "data": [value]}],
+        "parameters": parameters,
+    }
+    return http.post("/v2/models/moody/infer", json=body)
+
+
+def test_a_model_that_raises_fails_only_that_request(
+    start_server: ServerFactory, moody_registry: Path
+) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    server = start_server("--registry", str(moody_registry), "--inference-log", "off")
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        assert moody(http, 1.0).status_code == 200
+        broken = moody(http, 101.0)
+        assert broken.status_code == 500
+        assert "the server log has details" in broken.json()["error"]
+        assert moody(http, 2.0).json()["outputs"][0]["data"] == [2.0]
+        assert http.post("/v2/models/iris/infer", json={"inputs": [ROW]}).status_code == 200
+        text = http.get("/metrics").text
+    failures = [
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "modelport_requests_total"
+        and s.labels["model"] == "moody"
+        and s.labels["code"] == "500"
+    ]
+    assert failures == [1.0]
+
+
+def test_a_model_that_hangs_hits_its_deadline_without_blocking_others(
+    start_server: ServerFactory, moody_registry: Path
+) -> None:
+    import time
+
+    server = start_server(
+        "--registry", str(moody_registry), "--inference-log", "off", "--request-timeout", "1"
+    )
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        started = time.monotonic()
+        hung = moody(http, -1.0, timeout=200_000)  # microseconds, as tritonclient sends it
+        assert hung.status_code == 504
+        assert time.monotonic() - started < 2.5
+        assert "did not answer within 0.2 s" in hung.json()["error"]
+        # While moody's call still sleeps, other models answer at once.
+        assert http.post("/v2/models/iris/infer", json={"inputs": [ROW]}).status_code == 200
+        # The server's own limit applies when the client gives none.
+        default = moody(http, -1.0)
+        assert default.status_code == 504
+        assert "within 1 s" in default.json()["error"]
+        bad = moody(http, 1.0, timeout="soon")
+        assert bad.status_code == 400
+        assert "microseconds" in bad.json()["error"]

@@ -180,6 +180,15 @@ from modelport.config import (
     help="The claim that holds a token's scopes (infer, read, admin). Default: scope.",
 )
 @click.option(
+    "--request-timeout",
+    type=float,
+    default=None,
+    metavar="SECONDS",
+    help="Answer an inference 504 (gRPC DEADLINE_EXCEEDED) once it has taken this long; a "
+    "client's shorter `timeout` parameter (microseconds) or gRPC deadline wins. 0 = none. "
+    "Default: 60.",
+)
+@click.option(
     "--rate-limit",
     type=float,
     default=None,

@@ -178,13 +178,21 @@ class Batcher:
                 self._full = None
 
     def _take(self) -> list[_Pending]:
-        """The oldest request plus the following compatible ones, within max_batch_size rows."""
+        """The oldest request plus the following compatible ones, within max_batch_size rows.
+
+        Requests nobody waits for any more (past their deadline) are dropped on the way.
+        """
+        while self._queue[0].future.done() and len(self._queue) > 1:
+            self._queued_rows -= self._queue.popleft().rows
         head = self._queue.popleft()
         batch = [head]
         rows = head.rows
         skipped: list[_Pending] = []
         while self._queue and rows < self._policy.max_batch_size:
             item = self._queue.popleft()
+            if item.future.done():
+                self._queued_rows -= item.rows
+                continue
             if item.key != head.key or rows + item.rows > self._policy.max_batch_size:
                 skipped.append(item)
                 continue

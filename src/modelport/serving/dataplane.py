@@ -14,7 +14,15 @@ from typing import Any
 
 from modelport import __version__
 from modelport.config import ServeSettings
-from modelport.errors import InternalError, ModelportError, NotFound, NotReady, Unsupported
+from modelport.errors import (
+    DeadlineExceeded,
+    InternalError,
+    InvalidInput,
+    ModelportError,
+    NotFound,
+    NotReady,
+    Unsupported,
+)
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion, version_number
 from modelport.registry.store import Registry
@@ -148,9 +156,20 @@ class DataPlane:
         timing = None
         if call is not None and self._telemetry.traces:
             timing = call.timing = Timing()
+        seconds = self._time_limit(request, call)
         model.in_flight += 1
         try:
-            arrays = await model.batcher.predict(inputs, wanted, timing)
+            if seconds is None:
+                arrays = await model.batcher.predict(inputs, wanted, timing)
+            else:
+                async with asyncio.timeout(seconds):
+                    arrays = await model.batcher.predict(inputs, wanted, timing)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"model {model.name!r} version {model.number} did not answer within "
+                f"{seconds:.3g} s; retry later, or allow more time (the `timeout` parameter, "
+                "in microseconds)"
+            ) from None
         finally:
             model.in_flight -= 1
         outputs = []
@@ -172,6 +191,20 @@ class DataPlane:
             outputs=outputs,
             parameters=parameters,
         )
+
+    def _time_limit(self, request: InferRequest, call: Call | None) -> float | None:
+        """Seconds this inference may take: the server's limit, or the client's if shorter."""
+        limits = [self._settings.request_timeout] if self._settings.request_timeout else []
+        given = request.parameters.get("timeout")
+        if given is not None:
+            if isinstance(given, bool) or not isinstance(given, int | float) or given <= 0:
+                raise InvalidInput(
+                    f"parameters.timeout must be a positive number of microseconds, got {given!r}"
+                )
+            limits.append(given / 1e6)
+        if call is not None and call.time_left is not None:
+            limits.append(call.time_left - (time.perf_counter() - call.started))
+        return max(min(limits), 0.0) if limits else None
 
     # -- repository ----------------------------------------------------------------------
 

@@ -76,6 +76,8 @@ class Call:
     """"ok", or the ErrorKind value of a failure."""
     timing: Timing | None = None
     """Filled in by the batcher when the telemetry traces (`Telemetry.traces`)."""
+    time_left: float | None = None
+    """Seconds the client gave the request (a gRPC deadline) at arrival; None: no deadline."""
 
 
 class Telemetry(Protocol):

@@ -357,6 +357,7 @@ def _unary(
     async def handle(request: Req, context: Context) -> Resp:
         rid = _request_id(context)
         call = Call("grpc", rid, caller=_peer(context), endpoint=endpoint)
+        call.time_left = context.time_remaining()
         try:
             if action is not Action.HEALTH:
                 _admit(guard, action, context, call)
