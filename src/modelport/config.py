@@ -57,6 +57,8 @@ class ModelSettings:
     """Milliseconds a batch may wait to fill under load (default 0: never wait)."""
     compiled: bool | None = None
     """Serve the compiled artifact when the version has one (default: yes)."""
+    max_queue: int | None = None
+    """Most requests waiting for or inside this model at once (default: the server's)."""
     log_sample_rate: float | None = None
     """Share of inferences written to the inference log, 0-1 (default 1: every one)."""
     log_redact: tuple[str, ...] = ()
@@ -67,6 +69,8 @@ class ModelSettings:
             raise InvalidInput(
                 f"log_sample_rate must be between 0 and 1, got {self.log_sample_rate}"
             )
+        if self.max_queue is not None and self.max_queue < 1:
+            raise InvalidInput(f"max_queue must be at least 1, got {self.max_queue}")
         if self.max_batch_size is not None and self.max_batch_size < 1:
             raise InvalidInput(f"max_batch_size must be at least 1, got {self.max_batch_size}")
         if self.max_batch_delay_ms is not None and not 0 <= self.max_batch_delay_ms <= 1000:
@@ -138,6 +142,9 @@ class ServeSettings:
     """Required `iss` of JWT bearer tokens (empty: not checked)."""
     jwt_scope_claim: str = "scope"
     """The JWT claim holding the token's scopes (space-separated or a list)."""
+    max_queue: int = 1024
+    """Most requests waiting for or inside one model at once in a server process; past it,
+    requests are shed with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) instead of queueing."""
     request_timeout: float = 60.0
     """Seconds an inference may take before it is answered 504 / DEADLINE_EXCEEDED (0: no
     limit); a client's shorter `timeout` parameter or gRPC deadline wins."""
@@ -173,6 +180,8 @@ class ServeSettings:
             raise InvalidInput(f"metrics_port must be 0-65535, got {self.metrics_port}")
         if self.inference_log_capacity < 1:
             raise InvalidInput("inference_log_capacity must be at least 1")
+        if self.max_queue < 1:
+            raise InvalidInput(f"max_queue must be at least 1, got {self.max_queue}")
         if self.request_timeout < 0:
             raise InvalidInput("request_timeout must not be negative (0 turns it off)")
         if self.rate_limit < 0 or self.rate_burst < 0:

@@ -343,3 +343,31 @@ def test_a_model_that_hangs_hits_its_deadline_without_blocking_others(
         bad = moody(http, 1.0, timeout="soon")
         assert bad.status_code == 400
         assert "microseconds" in bad.json()["error"]
+
+
+def test_a_full_model_queue_sheds_with_retry_after(
+    start_server: ServerFactory, moody_registry: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    from .conftest import eventually
+
+    config = tmp_path / "modelport.toml"
+    config.write_text("[models.moody]\nmax_queue = 1\n")
+    server = start_server(
+        "--registry", str(moody_registry), "--inference-log", "off", "--config", str(config)
+    )
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        slow = threading.Thread(target=moody, args=(http, -1.0))
+        slow.start()
+        try:
+            eventually(lambda: moody(http, 1.0).status_code == 503, "moody's queue full")
+            shed = moody(http, 1.0)
+            assert shed.status_code == 503
+            assert shed.headers["retry-after"] == "1"
+            assert "max_queue" in shed.json()["error"]
+            # Other models have queues of their own.
+            assert http.post("/v2/models/iris/infer", json={"inputs": [ROW]}).status_code == 200
+        finally:
+            slow.join()
+        assert moody(http, 1.0).status_code == 200

@@ -180,6 +180,15 @@ from modelport.config import (
     help="The claim that holds a token's scopes (infer, read, admin). Default: scope.",
 )
 @click.option(
+    "--max-queue",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Most requests waiting for one model at once, per worker; past it, requests are shed "
+    "with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) so latency stays bounded. Default: 1024 "
+    "(per model: max_queue in [models.NAME]).",
+)
+@click.option(
     "--request-timeout",
     type=float,
     default=None,

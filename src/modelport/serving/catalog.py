@@ -41,6 +41,8 @@ class LoadedModel:
     """Set by the dataplane: runs this model's predictions, batching concurrent ones."""
     in_flight: int = field(init=False, default=0)
     """Requests inside the dataplane for this version right now (it unloads at zero)."""
+    max_queue: int = field(init=False, default=1024)
+    """Set by the dataplane: past this many requests in flight, new ones are shed."""
 
     def __post_init__(self) -> None:
         signature = self.version.signature

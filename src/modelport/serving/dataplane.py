@@ -21,6 +21,7 @@ from modelport.errors import (
     ModelportError,
     NotFound,
     NotReady,
+    Overloaded,
     Unsupported,
 )
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
@@ -157,6 +158,11 @@ class DataPlane:
         if call is not None and self._telemetry.traces:
             timing = call.timing = Timing()
         seconds = self._time_limit(request, call)
+        if model.in_flight >= model.max_queue:
+            raise Overloaded(
+                f"model {model.name!r} has {model.in_flight} requests waiting, its limit "
+                "(max_queue); retry in a moment"
+            )
         model.in_flight += 1
         try:
             if seconds is None:
@@ -397,6 +403,7 @@ class DataPlane:
             self._failures[name] = message
             raise InternalError(message) from exc
         model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None)
+        model.max_queue = overrides.max_queue or self._settings.max_queue
         model.batcher = Batcher(
             model.predict,
             model.output_names,
