@@ -129,9 +129,12 @@ class RestApp:
             status, headers, body = _error(error)
         headers.append((_REQUEST_ID, request_id.encode("ascii")))
         headers.append((b"content-length", str(len(body)).encode("ascii")))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        self._telemetry.finished(call, _CODES[status])
+        try:
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            # Recorded even when the client left before the answer reached it.
+            self._telemetry.finished(call, _CODES[status])
 
     def _metrics_only(self, scope: Scope, call: Call, incoming: _Incoming) -> Response:
         call.endpoint = "metrics"
