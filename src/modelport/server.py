@@ -164,7 +164,7 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     memory), then announces readiness once every worker accepts connections.
     """
     check_exposure(settings)
-    # Certificates and token keys are checked before anything binds: a bad file fails at once.
+    # Certificates are checked before anything binds: a bad file fails at once.
     tls = load_tls(_path(settings.tls_cert), _path(settings.tls_key), _path(settings.tls_client_ca))
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     with contextlib.ExitStack() as stack:
@@ -315,6 +315,9 @@ def run_worker(
         http="httptools",
         lifespan="on",
         access_log=False,
+        # X-Forwarded-For from a local process would otherwise rewrite the client address that
+        # the audit log, the inference log and per-address rate limits rely on.
+        proxy_headers=False,
         log_level=logging.WARNING,
         log_config=None,
         timeout_graceful_shutdown=10,
