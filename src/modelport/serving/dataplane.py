@@ -133,6 +133,17 @@ class DataPlane:
             f"load it with POST /v2/repository/models/{name}/load"
         )
 
+    def shed(self, name: str, version: str | None) -> None:
+        """Overloaded when the model that would answer cannot take another request now.
+
+        Transports ask before they read and decode a request, so that shedding under overload
+        costs next to nothing; `infer` checks again.
+        """
+        model = self._catalog.get(name, version)
+        if model is not None:
+            _check_queue(model)
+            self._telemetry.admit(model.name)
+
     async def infer(
         self,
         name: str,
@@ -158,11 +169,7 @@ class DataPlane:
         if call is not None and self._telemetry.traces:
             timing = call.timing = Timing()
         seconds = self._time_limit(request, call)
-        if model.in_flight >= model.max_queue:
-            raise Overloaded(
-                f"model {model.name!r} has {model.in_flight} requests waiting, its limit "
-                "(max_queue); retry in a moment"
-            )
+        _check_queue(model)
         model.in_flight += 1
         try:
             if seconds is None:
@@ -496,6 +503,14 @@ class DataPlane:
 
     async def _registered(self, name: str, version: str | None) -> ModelVersion:
         return await self._executor.run(self._registry.resolve, name, version)
+
+
+def _check_queue(model: LoadedModel) -> None:
+    if model.in_flight >= model.max_queue:
+        raise Overloaded(
+            f"model {model.name!r} has {model.in_flight} requests waiting, its limit "
+            "(max_queue); retry in a moment"
+        )
 
 
 def _audited(action: str, name: str, version: str | None, actor: str, outcome: str) -> None:

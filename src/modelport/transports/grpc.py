@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
@@ -20,7 +21,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from modelport.errors import ErrorKind, InternalError, InvalidInput, ModelportError, Unsupported
+from modelport.errors import (
+    ErrorKind,
+    InternalError,
+    InvalidInput,
+    ModelportError,
+    Overloaded,
+    Unsupported,
+)
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.guard import Action, Guard, OpenGuard
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
@@ -181,6 +189,7 @@ class InferenceService:
 
     async def model_infer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
         """One inference through the dataplane (validation, batching, provenance)."""
+        self._dp.shed(_name(request.model_name), request.model_version or None)
         decoded = grpc_codec.decode_request(request)
         response = await self._dp.infer(
             _name(request.model_name), request.model_version or None, decoded, call.request_id, call
@@ -365,7 +374,7 @@ def _unary(
         except ModelportError as exc:
             _failed(call, exc)
             telemetry.finished(call, STATUS[exc.kind].name)
-            await context.abort(STATUS[exc.kind], exc.message, ((_REQUEST_ID, rid),))
+            await context.abort(STATUS[exc.kind], exc.message, _trailers(rid, exc))
         except Exception:
             log.exception("internal error handling request %s", rid)
             _failed(call, InternalError(_internal(rid)))
@@ -376,6 +385,13 @@ def _unary(
         return response
 
     return handle
+
+
+def _trailers(rid: str, exc: ModelportError) -> tuple[tuple[str, str], ...]:
+    """The request id, and for shed or rate-limited calls the seconds to wait (`retry-after`)."""
+    if isinstance(exc, Overloaded):
+        return ((_REQUEST_ID, rid), ("retry-after", str(max(1, math.ceil(exc.retry_after)))))
+    return ((_REQUEST_ID, rid),)
 
 
 def _admit(guard: Guard, action: Action, context: Context, call: Call) -> None:

@@ -181,6 +181,7 @@ class RestApp:
                 call.endpoint = "infer"
                 _allow(method, "POST")
                 self._admit(call, Action.INFER, incoming)
+                self._dp.shed(name, version)
                 body = await self._body(receive, incoming)
                 request = codec_binary.decode_request(body, _header_length(incoming.header_length))
                 response = await self._dp.infer(name, version, request, incoming.request_id, call)
