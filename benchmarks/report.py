@@ -16,6 +16,13 @@ from scenarios import (
     OBS_OFF_FLAGS,
     OBS_ON,
     OBS_ON_FLAGS,
+    OVERLOAD_CLOSED,
+    OVERLOAD_CONNECTIONS,
+    OVERLOAD_FLAGS,
+    SOAK,
+    SOAK_LOAD,
+    SOAK_SAMPLE,
+    SOAK_SECONDS,
 )
 
 Results = dict[str, Any]
@@ -129,6 +136,8 @@ def targets(results: Results) -> list[dict[str, str]]:
 
     out += _grpc_targets(results)
     out.append(_observability_target(results))
+    out += _overload_targets(results)
+    out.append(_soak_target(results))
 
     name = "start-to-ready < 1.5 s (modelport, demo registry)"
     starts = [s for s in results["start_to_ready"] if s["server"] == MODELPORT]
@@ -200,6 +209,260 @@ def _observability_target(results: Results) -> dict[str, str]:
     return _verdict(name, share >= 0.85, detail)
 
 
+OVERLOAD_P99_FACTOR = 10
+"""Admitted p99 at twice the sustainable rate may be at most this many times the p99 at half."""
+RECOVERED_FACTOR = 2
+"""Recovered: a 100 ms window's admitted p99 back within this many times the p99 at half load."""
+
+
+def overload_summary(ov: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The overload run's headline figures, or None when it has no open-loop figures.
+
+    Phases: before (half the sustainable rate), over (twice it), after (half again).
+    `recovered_ms`: from the drop back to half load to the end of the first 100 ms window
+    whose admitted p99 is within RECOVERED_FACTOR of the p99 before the overload.
+    """
+    if not ov or "open_loop" not in ov:
+        return None
+    load = ov["open_loop"]
+    before, over, after = load["phases"]
+    unloaded = before["p99_ms"]
+    recovered = None
+    for i, p99 in enumerate(after["p99_ms_by_100ms"]):
+        if unloaded and p99 is not None and p99 <= RECOVERED_FACTOR * unloaded:
+            recovered = (i + 1) * 100
+            break
+    return {
+        "sustainable_rps": ov["closed"]["rps"],
+        "closed_p99_ms": ov["closed"]["p99_us"] / 1000,
+        "unloaded_p99_ms": unloaded,
+        "offered_rps": over["offered"] / over["seconds"],
+        "admitted_rps": over["admitted_rps"],
+        "answered_rps": over["answered_rps"],
+        "shed_share": over["shed"] / over["offered"] if over["offered"] else 0.0,
+        "overload_p50_ms": over["p50_ms"],
+        "overload_p99_ms": over["p99_ms"],
+        "client_queue_max": over["backlog_max"],
+        "lost": sum(p["errors"] for p in load["phases"]),
+        "other": sum(p["other"] for p in load["phases"]),
+        "silent_seconds": sum(1 for r in over["per_second"] if r["answered_rps"] == 0),
+        "after_first_second_p99_ms": after["per_second"][0]["p99_ms"],
+        "recovered_ms": recovered,
+        "after_s": after["seconds"],
+        "ready_after": ov.get("ready_after", 0),
+        "shed_without_retry_after": load["shed_without_retry_after"],
+        "client_cpu": load["client_cpu"],
+        "client_lag_ms_max": max(p["lag_ms_max"] for p in load["phases"]),
+    }
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f} ms"
+
+
+def overload_rows(results: Results) -> list[list[str]]:
+    """Header plus the overload run's headline figures (none when it did not run)."""
+    ov = results.get("overload")
+    rows = [["overload (" + " ".join(OVERLOAD_FLAGS) + ")", "figure"]]
+    if not ov:
+        return rows
+    if ov["failed"]:
+        return [*rows, ["run", f"FAILED: {ov['failed']}"]]
+    o = overload_summary(ov)
+    assert o is not None
+    recovered = (
+        f"{o['recovered_ms']} ms"
+        if o["recovered_ms"] is not None
+        else f"not within the {o['after_s']:g} s at half load"
+    )
+    return [
+        *rows,
+        [
+            f"sustainable rate ({OVERLOAD_CLOSED.name}, wrk)",
+            f"{o['sustainable_rps']:,.0f} req/s, p99 {_ms(o['closed_p99_ms'])}",
+        ],
+        ["p99 at 0.5x, before (the unloaded level)", _ms(o["unloaded_p99_ms"])],
+        ["offered at 2x (open loop)", f"{o['offered_rps']:,.0f} req/s"],
+        ["answered at 2x (200 + 503)", f"{o['answered_rps']:,.0f} req/s"],
+        ["admitted at 2x (200)", f"{o['admitted_rps']:,.0f} req/s"],
+        ["shed at 2x (503 + Retry-After)", f"{o['shed_share']:.0%} of offered"],
+        [
+            "admitted p50 / p99 at 2x",
+            f"{_ms(o['overload_p50_ms'])} / {_ms(o['overload_p99_ms'])}",
+        ],
+        ["most requests queued at the client (all connections busy)", f"{o['client_queue_max']:,}"],
+        ["lost (no answer) / other statuses", f"{o['lost']:,} / {o['other']:,}"],
+        ["p99 in the first second back at 0.5x", _ms(o["after_first_second_p99_ms"])],
+        ["time to recover (p99 within 2x of the unloaded level)", recovered],
+        [
+            "load generator",
+            f"{o['client_cpu']:.0%} of its CPU, at most {o['client_lag_ms_max']:.1f} ms late",
+        ],
+    ]
+
+
+def overload_seconds(ov: dict[str, Any]) -> list[list[str]]:
+    """Header plus one row per second of the open-loop run (by the time requests were due)."""
+    rows = [
+        ["s", "load", "offered", "answered/s", "admitted", "shed", "p50 ms", "p99 ms", "queued"]
+    ]
+    load = ov.get("open_loop")
+    if not load:
+        return rows
+    t = 0
+    for factor, p in zip(ov["factors"], load["phases"], strict=True):
+        for r in p["per_second"]:
+            rows.append(
+                [
+                    str(t),
+                    f"{factor:g}x",
+                    f"{r['offered']:,}",
+                    f"{r['answered_rps']:,.0f}",
+                    f"{r['ok']:,}",
+                    f"{r['shed']:,}",
+                    _num(r["p50_ms"], ".1f"),
+                    _num(r["p99_ms"], ".1f"),
+                    f"{r['backlog_max']:,}",
+                ]
+            )
+            t += 1
+    return rows
+
+
+def _overload_targets(results: Results) -> list[dict[str, str]]:
+    """Bounded p99 with every request answered at 2x; back to the unloaded p99 within 1 s."""
+    bounded = (
+        f"overload: admitted p99 at 2x the sustainable rate <= {OVERLOAD_P99_FACTOR}x the p99 "
+        "at 0.5x, every request answered (200 or 503)"
+    )
+    recovers = f"overload: p99 back within {RECOVERED_FACTOR}x of the 0.5x level within 1 s"
+    ov = results.get("overload")
+    if not ov:
+        why = "not run"
+        return [_verdict(bounded, None, why), _verdict(recovers, None, why)]
+    o = overload_summary(ov)
+    if ov["failed"] or o is None:
+        return [_verdict(bounded, False, "the run failed"), _verdict(recovers, False, "failed")]
+    unloaded, p99 = o["unloaded_p99_ms"], o["overload_p99_ms"]
+    answered = not o["lost"] and not o["silent_seconds"] and o["ready_after"] == 200
+    ok = answered and unloaded is not None and p99 is not None
+    ok = ok and p99 <= OVERLOAD_P99_FACTOR * unloaded
+    detail = f"{_ms(p99)} vs {_ms(unloaded)}"
+    if unloaded and p99:
+        detail += f" = {p99 / unloaded:.1f}x"
+    detail += f"; admitted {o['admitted_rps']:,.0f} req/s, shed {o['shed_share']:.0%}"
+    detail += f"; lost {o['lost']}, ready after: {o['ready_after']}"
+    recovered = o["recovered_ms"]
+    after = "not within the phase" if recovered is None else f"{recovered} ms"
+    return [
+        _verdict(bounded, ok, detail),
+        _verdict(recovers, recovered is not None and recovered <= 1000, after),
+    ]
+
+
+def soak_summary(soak: dict[str, Any] | None) -> dict[str, Any] | None:
+    """RSS at the end of warm-up and at the end, and the growth between; None without samples."""
+    if not soak or not soak["samples"]:
+        return None
+    samples = soak["samples"]
+    warm = next((x for x in samples if x["t_s"] >= soak["warmup_s"]), samples[-1])
+    last = samples[-1]
+    return {
+        "first_mb": samples[0]["rss_mb"],
+        "warm_mb": warm["rss_mb"],
+        "warm_t_s": warm["t_s"],
+        "last_mb": last["rss_mb"],
+        "last_t_s": last["t_s"],
+        "peak_mb": max(x["rss_mb"] for x in samples),
+        "growth": (last["rss_mb"] - warm["rss_mb"]) / warm["rss_mb"] if warm["rss_mb"] else 0.0,
+    }
+
+
+def soak_brief(soak: dict[str, Any]) -> str:
+    """One line: RSS after warm-up, at the end, and the growth."""
+    s = soak_summary(soak)
+    if s is None:
+        return f"no RSS samples: {soak['failed']}"
+    text = f"RSS {s['warm_mb']:.1f} MB at {s['warm_t_s']:.0f} s -> {s['last_mb']:.1f} MB at "
+    text += f"{s['last_t_s']:.0f} s: {s['growth']:+.1%}"
+    return text + (f"; FAILED: {soak['failed']}" if soak["failed"] else "")
+
+
+def soak_rows(results: Results) -> list[list[str]]:
+    """Header plus the soak's figures (none when it did not run)."""
+    soak = results.get("soak")
+    rows = [[f"soak ({SOAK_LOAD.name.removesuffix(' soak')}, {SOAK})", "figure"]]
+    if not soak:
+        return rows
+    if soak["failed"]:
+        rows.append(["run", f"FAILED: {soak['failed']}"])
+    run = soak.get("wrk", {})
+    if "rps" in run:
+        rows.append(
+            [
+                f"load ({soak['seconds']} s)",
+                f"{run['rps']:,.0f} req/s, p99 {run['p99_us'] / 1000:.1f} ms, "
+                f"{run['requests']:,} requests",
+            ]
+        )
+    s = soak_summary(soak)
+    if s is not None:
+        rows += [
+            ["RSS at start", f"{s['first_mb']:.1f} MB"],
+            [f"RSS after warm-up ({s['warm_t_s']:.0f} s)", f"{s['warm_mb']:.1f} MB"],
+            [f"RSS at the end ({s['last_t_s']:.0f} s)", f"{s['last_mb']:.1f} MB"],
+            ["peak RSS", f"{s['peak_mb']:.1f} MB"],
+            ["growth after warm-up", f"{s['growth']:+.2%}"],
+        ]
+    if "inference_log_rows" in soak:
+        rows.append(["inference-log rows written", f"{soak['inference_log_rows']:,}"])
+    if "log_mb" in soak:
+        rows.append(["server log (JSON access records)", f"{soak['log_mb']:,.0f} MB"])
+    return rows
+
+
+def _soak_target(results: Results) -> dict[str, str]:
+    name = f"soak: RSS growth after warm-up < 5% ({SOAK_SECONDS // 60} min, {SOAK_LOAD.name})"
+    soak = results.get("soak")
+    if not soak:
+        return _verdict(name, None, "not run (`make bench ONLY=soak`, or SOAK=1)")
+    s = soak_summary(soak)
+    if soak["failed"] or s is None:
+        return _verdict(name, False, soak["failed"] or "no RSS samples")
+    detail = f"{s['warm_mb']:.1f} -> {s['last_mb']:.1f} MB = {s['growth']:+.2%}"
+    if soak["seconds"] < SOAK_SECONDS:
+        detail += f" (only {soak['seconds']} s: SOAK_SECONDS, a check, not the full soak)"
+    return _verdict(name, s["growth"] < 0.05, detail)
+
+
+def _soak_samples(results: Results) -> str:
+    soak = results.get("soak")
+    if not soak or not soak["samples"]:
+        return ""
+    shown = ", ".join(f"{x['t_s']:.0f} s: {x['rss_mb']:.1f}" for x in soak["samples"])
+    return f"RSS samples (MB, every {SOAK_SAMPLE} s): {shown}."
+
+
+def _overload_section(results: Results) -> str:
+    ov = results.get("overload")
+    if not ov:
+        return "Not run."
+    text = markdown_table(overload_rows(results))
+    seconds = overload_seconds(ov)
+    if len(seconds) > 1:
+        text += "\n\nSecond by second (s = seconds since the open-loop load began; offered,"
+        text += " admitted and shed count the requests due in that second; queued = the"
+        text += " most requests waiting at the client for a free connection):\n\n"
+        text += markdown_table(seconds)
+    return text
+
+
+def _soak_section(results: Results) -> str:
+    if not results.get("soak"):
+        return "Not run in this run (`make bench ONLY=soak`, or `make bench SOAK=1`)."
+    return markdown_table(soak_rows(results)) + "\n\n" + _soak_samples(results)
+
+
 def markdown(results: Results, chart: str) -> str:
     """The whole of docs/performance.md for one full run."""
     m, v = results["machine"], results["versions"]
@@ -266,6 +529,26 @@ scenario and server.
   The three alternate round by round, the order reversing every round. After each stop
   the runner checks that the server recorded what its label says (`/metrics` 200 or 404,
   access records in its log or none, inference-log rows added or none), else the run is FAILED.
+- Overload (`make bench ONLY=overload`): one start of `modelport serve --model iris
+  {" ".join(OVERLOAD_FLAGS)}`. A closed-loop wrk run ({OVERLOAD_CLOSED.name}, the same
+  command as above) gives the sustainable rate R. Then `benchmarks/open_loop.py` (pinned to
+  CPU {m["load_cpu"]}) offers R/2, 2R and R/2 requests a second, {results["duration_s"]} s
+  each, without a pause: an open-loop load, each request due at a fixed time whatever the
+  server answers (wrk, closed-loop, cannot offer more than the server takes). It holds
+  {OVERLOAD_CONNECTIONS} keep-alive HTTP/1.1 connections (more than the queue bound, so the
+  server decides what waits); a request due while all are busy waits at the client, and
+  every latency counts from when the request was due. Per second of due time it records the
+  requests offered, admitted (200), shed (503, each checked for Retry-After) and lost, and
+  the admitted p50/p99; "answered/s" counts answers by the second they arrived. The unloaded
+  level is the admitted p99 of the first R/2 phase; time to recover runs from the drop back
+  to R/2 to the end of the first 100 ms window whose admitted p99 is within
+  {RECOVERED_FACTOR}x of it.
+- Soak (`make bench ONLY=soak`, or `SOAK=1` in a full run; about {SOAK_SECONDS // 60}
+  minutes): `modelport serve --model iris` with default settings (metrics, the inference
+  log and the JSON access log all on) under {SOAK_LOAD.name.removesuffix(" soak")} (wrk)
+  for {SOAK_SECONDS // 60} minutes, the RSS (sum of `VmRSS` over the server's processes)
+  sampled every {SOAK_SAMPLE} s. Growth = (last sample - sample at the end of the first
+  minute, the warm-up) / the latter.
 - start-to-ready: wall time from process start to the first 200 on `/v2/health/ready`,
   median of {results["start_repeats"]}; modelport serves the whole demo registry
   (`modelport demo`), MLServer its iris folder.
@@ -286,6 +569,14 @@ ratio = modelport req/s / MLServer req/s in the same scenario.
 {markdown_table(other_rows(results))}
 
 ![req/s by scenario and server]({chart})
+
+## Overload
+
+{_overload_section(results)}
+
+## Soak
+
+{_soak_section(results)}
 
 ## Targets
 

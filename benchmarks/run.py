@@ -1,7 +1,9 @@
 """`make bench`: modelport against MLServer 1.7.1, side by side, on this machine.
 
-Usage: python benchmarks/run.py [--quick] [--only iris|heavy|grpc|obs]   (with the project venv)
-ROUNDS= (default 3) and DURATION= (seconds per round, default 10) override the defaults.
+Usage: python benchmarks/run.py [--quick] [--only iris|heavy|grpc|obs|overload|soak]
+(with the project venv). ROUNDS= (default 3) and DURATION= (seconds per round, default 10)
+override the defaults; DURATION is also the length of each overload phase. The 10-minute soak
+runs with --only soak, or in a full run with SOAK=1; SOAK_SECONDS= shortens it.
 A full run rewrites benchmarks/results/latest.json, docs/performance.md and docs/performance.png;
 --quick (1 round of 3 s, fewer scenarios) and --only (one scenario group, no start-up or memory
 scenario) write only to benchmarks/work/.
@@ -21,6 +23,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +31,7 @@ from typing import Any
 
 import grpc_load
 import models
+import open_loop
 import report
 from scenarios import (
     GROUP_KEYS,
@@ -36,6 +40,17 @@ from scenarios import (
     OBS_ALL,
     OBS_OFF,
     OBS_ON,
+    OVERLOAD,
+    OVERLOAD_CLOSED,
+    OVERLOAD_CONNECTIONS,
+    OVERLOAD_FACTORS,
+    OVERLOAD_FLAGS,
+    SOAK,
+    SOAK_LOAD,
+    SOAK_SAMPLE,
+    SOAK_SECONDS,
+    SOAK_WARMUP,
+    STANDALONE,
     Load,
     Variant,
     body,
@@ -288,22 +303,25 @@ class Bench:
             results[load.name] = self.h2load(server, body_file, load, self.duration)
         return results
 
-    def wrk(self, port: int, path: str, load: Load, seconds: int) -> dict[str, Any]:
-        """One wrk run from LOAD_CPU; its parsed figures, or {"error": ...}."""
+    def wrk_command(
+        self, port: int, path: str, load: Load, seconds: int
+    ) -> tuple[list[str], dict[str, str]]:
+        """The argv and environment of one wrk run from LOAD_CPU."""
         url = f"http://{HOST}:{port}{path}"
         argv = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{load.connections}"]
         # A long timeout: an overloaded server's slowest answers belong in p99, and wrk leaves
         # timed-out requests out of its percentiles (a timeout would still fail the run).
         argv += [f"-d{seconds}s", "--timeout", "60s", "-s", str(BENCH / "post.lua"), url]
         env = {**os.environ, "BODY_FILE": str(self.body_file(load.model, load.rows))}
+        return argv, env
+
+    def wrk(self, port: int, path: str, load: Load, seconds: int) -> dict[str, Any]:
+        """One wrk run from LOAD_CPU; its parsed figures, or {"error": ...}."""
+        argv, env = self.wrk_command(port, path, load, seconds)
         done = subprocess.run(
             argv, env=env, capture_output=True, text=True, timeout=seconds + 60, check=False
         )
-        for line in done.stdout.splitlines():
-            if line.startswith("BENCH "):
-                result: dict[str, Any] = json.loads(line[len("BENCH ") :])
-                return result
-        return {"error": f"wrk gave no figures: {done.stderr.strip()[-200:]}"}
+        return wrk_figures(done.stdout, done.stderr)
 
     def loads(self) -> list[dict[str, Any]]:
         """Every load on every variant, servers alternating round by round; medians per row."""
@@ -315,6 +333,8 @@ class Bench:
             self.can["--grpc-port"] and self.can["h2load"],
             self.can["--inference-log"],
         )
+        if self.only in STANDALONE:
+            return []
         if self.only is not None:
             plan = [g for g in plan if g.selector == self.only]
             if not plan:
@@ -415,6 +435,103 @@ class Bench:
         print(f"  checked: {access:,} access records, {grew:,} inference-log rows", flush=True)
         return ""
 
+    def overload(self) -> dict[str, Any]:
+        """Shedding at twice the sustainable rate, then recovery, in one server start.
+
+        `serve --max-queue 64`: a closed-loop wrk run (iris b1 c64) gives the sustainable rate
+        R; then an open-loop load offers R/2, 2R and R/2 requests a second, DURATION seconds
+        each, without a pause, recording per second what was offered, admitted and shed.
+        """
+        variant = Variant(OVERLOAD, "modelport", "iris", OVERLOAD_FLAGS)
+        path = "/v2/models/iris/infer"
+        out: dict[str, Any] = {
+            "server": OVERLOAD,
+            "connections": OVERLOAD_CONNECTIONS,
+            "factors": list(OVERLOAD_FACTORS),
+            "phase_s": self.duration,
+            "failed": "",
+        }
+        print(f"overload: {OVERLOAD} serving iris", flush=True)
+        try:
+            with self.serve(variant, "iris") as server:
+                self.wrk(server.port, path, OVERLOAD_CLOSED, self.warmup)
+                closed = out["closed"] = self.wrk(server.port, path, OVERLOAD_CLOSED, self.duration)
+                print(f"  {OVERLOAD_CLOSED.name:<20} {brief(closed)}", flush=True)
+                if "error" in closed or closed["non2xx"] or closed["socket_errors"]:
+                    out["failed"] = f"the closed-loop run failed: {brief(closed)}"
+                    return out
+                rate = closed["rps"]
+                phases = [(rate * factor, float(self.duration)) for factor in OVERLOAD_FACTORS]
+                body_file = self.body_file("iris", 1)
+                load = open_loop.run(
+                    server.port, path, body_file, phases, LOAD_CPU, OVERLOAD_CONNECTIONS
+                )
+                out["ready_after"] = status(server.port, "/v2/health/ready")
+        except ServerFailed as exc:
+            out["failed"] = str(exc)
+            print(f"  FAILED: {exc}", flush=True)
+            return out
+        if "error" in load:
+            out["failed"] = load["error"]
+        else:
+            out["open_loop"] = load
+        for line in report.text_table(report.overload_seconds(out)).splitlines():
+            print(f"  {line}", flush=True)
+        return out
+
+    def soak(self) -> dict[str, Any]:
+        """RSS of a server under steady load for SOAK_SECONDS (default 10 minutes).
+
+        Default settings, so metrics, the inference log and the access log are all on; wrk
+        iris b1 c16 for the whole time; the RSS of the server's processes every 10 s.
+        """
+        seconds = int(os.environ.get("SOAK_SECONDS") or SOAK_SECONDS)
+        # The first minute, unless a shortened check leaves too little after it.
+        warmup = SOAK_WARMUP if seconds >= SOAK_WARMUP + 2 * SOAK_SAMPLE else seconds // 2
+        out: dict[str, Any] = {
+            "server": SOAK,
+            "load": SOAK_LOAD.name,
+            "seconds": seconds,
+            "warmup_s": warmup,
+            "samples": [],
+            "failed": "",
+        }
+        variant = Variant(SOAK, "modelport", "iris")
+        path = "/v2/models/iris/infer"
+        logged = self.inference_log_rows()
+        print(f"soak: {SOAK} serving iris, {SOAK_LOAD.name} for {seconds} s", flush=True)
+        try:
+            with self.serve(variant, "iris") as server:
+                argv, env = self.wrk_command(server.port, path, SOAK_LOAD, seconds)
+                wrk = subprocess.Popen(
+                    argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                )
+                try:
+                    out["samples"] = sample_rss(server, wrk, seconds)
+                finally:
+                    if wrk.poll() is None:
+                        wrk.kill()
+                    stdout, stderr = wrk.communicate()
+                out["wrk"] = wrk_figures(stdout, stderr)
+                out["metrics_status"] = status(server.port, "/metrics")
+                out["log_mb"] = server.log.stat().st_size / 1e6
+        except ServerFailed as exc:
+            out["failed"] = str(exc)
+        out["inference_log_rows"] = self.inference_log_rows() - logged
+        run = out.get("wrk", {})
+        if not out["failed"]:
+            wrong = []
+            if "error" in run or run["non2xx"] or run["socket_errors"] or run["timeouts"]:
+                wrong.append(f"wrk: {brief(run)}")
+            if out["metrics_status"] != 200:
+                wrong.append(f"GET /metrics answered {out['metrics_status']}")
+            if out["inference_log_rows"] <= 0:
+                wrong.append("the inference log recorded nothing")
+            out["failed"] = "; ".join(wrong)
+        print(f"  {SOAK_LOAD.name:<16} {brief(run) if run else 'no figures'}", flush=True)
+        print(f"  {report.soak_brief(out)}", flush=True)
+        return out
+
     def start_to_ready(self) -> list[dict[str, Any]]:
         """Seconds from process start to ready: modelport on the demo registry, MLServer on iris."""
         repeats = 2 if self.quick else 5
@@ -498,6 +615,44 @@ def warnings_quiet() -> Iterator[None]:
         yield
 
 
+def rss_mb(pids: list[int]) -> float:
+    """Total resident set size (VmRSS) of these processes, in MB."""
+    total_kb = 0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total_kb += int(line.split()[1])
+    return total_kb / 1024
+
+
+def sample_rss(server: Server, load: subprocess.Popen[str], seconds: int) -> list[dict[str, float]]:
+    """The server's RSS every SOAK_SAMPLE seconds while `load` runs, and once as it ends."""
+    samples: list[dict[str, float]] = []
+    started = time.perf_counter()
+    while True:
+        elapsed = time.perf_counter() - started
+        ended = load.poll() is not None or elapsed > seconds + 60
+        # A last sample as wrk ends, unless one was just taken on the grid.
+        if not ended or not samples or elapsed - samples[-1]["t_s"] >= 1:
+            samples.append({"t_s": round(elapsed, 1), "rss_mb": rss_mb(server.pids())})
+            print(f"  {elapsed:5.0f} s  RSS {samples[-1]['rss_mb']:7.1f} MB", flush=True)
+        if ended:
+            return samples
+        # The next sample on the 10 s grid, or as soon as wrk ends.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            load.wait(timeout=max(0.0, SOAK_SAMPLE * len(samples) - elapsed))
+
+
+def wrk_figures(stdout: str, stderr: str) -> dict[str, Any]:
+    """The figures of post.lua's `BENCH {...}` line, or {"error": ...}."""
+    for line in stdout.splitlines():
+        if line.startswith("BENCH "):
+            result: dict[str, Any] = json.loads(line[len("BENCH ") :])
+            return result
+    return {"error": f"wrk gave no figures: {stderr.strip()[-200:]}"}
+
+
 def describe(name: str) -> str:
     spec = models.SPECS[name]
     if name == "iris":
@@ -560,8 +715,8 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
     args = parse_args()
     preflight()
-    # The observability group compares modelport with itself: no peer to install.
-    peer = args.only != "obs"
+    # The observability, overload and soak groups have no peer to install.
+    peer = args.only not in ("obs", *STANDALONE)
     if peer:
         ensure_mlserver_venv()
     # SIGTERM unwinds like Ctrl-C, so every `finally` stops its server.
@@ -594,6 +749,11 @@ def main() -> None:
     }
     results["models"] = bench.prepare()
     results["loads"] = bench.loads()
+    results["overload"] = bench.overload() if args.only in (None, "overload") else None
+    soak = args.only == "soak" or (args.only is None and os.environ.get("SOAK") == "1")
+    results["soak"] = bench.soak() if soak else None
+    if args.only is None and not soak:
+        bench.note("soak not run (about 10 minutes): `make bench ONLY=soak`, or SOAK=1")
     if args.only is None:
         results["start_to_ready"] = bench.start_to_ready()
         results["memory"] = bench.memory()
@@ -603,10 +763,15 @@ def main() -> None:
     results["notes"] = bench.notes
     results["targets"] = report.targets(results)
 
-    print()
-    print(report.text_table(report.table_rows(results)))
-    print()
-    print(report.text_table(report.other_rows(results)))
+    for rows in (
+        report.table_rows(results),
+        report.other_rows(results),
+        report.overload_rows(results),
+        report.soak_rows(results),
+    ):
+        if len(rows) > 1:
+            print()
+            print(report.text_table(rows))
     print()
     for t in results["targets"]:
         print(f"{t['status']:<4}  {t['target']}  ({t['detail']})")
@@ -621,11 +786,12 @@ def main() -> None:
     plotter = VENV / "bin" / "python"
     drawn = (
         subprocess.run([str(plotter), str(BENCH / "chart.py"), str(data), str(chart)], check=False)
-        if plotter.exists()
+        if plotter.exists() and results["loads"]
         else None
     )
     if drawn is None:
-        print("note: no chart (it is drawn with benchmarks/.venv-mlserver, not installed)")
+        if results["loads"]:
+            print("note: no chart (it is drawn with benchmarks/.venv-mlserver, not installed)")
     elif drawn.returncode != 0:
         print("note: the chart could not be drawn (see the error above)")
     if not partial:

@@ -83,8 +83,29 @@ HEAVY_LOADS = (Load("heavy", 1, 64),)
 QUICK_IRIS_LOADS = (Load("iris", 1, 64),)
 GRPC_LOADS = (Load("iris", 1, 64, grpc=True),)
 OBS_LOADS = (Load("iris", 1, 64, tag="obs"),)
-GROUP_KEYS = ("iris", "heavy", "grpc", "obs")
+GROUP_KEYS = ("iris", "heavy", "grpc", "obs", "overload", "soak")
 """The values `--only` takes."""
+STANDALONE = ("overload", "soak")
+"""Groups with a procedure of their own (not loads taken in turn by variants)."""
+
+OVERLOAD = "modelport --max-queue 64"
+OVERLOAD_FLAGS = ("--max-queue", "64")
+OVERLOAD_CLOSED = Load("iris", 1, 64, tag="closed loop")
+"""The closed-loop wrk run whose req/s is taken as the sustainable rate."""
+OVERLOAD_FACTORS = (0.5, 2.0, 0.5)
+"""The open-loop phases, as multiples of the sustainable rate, DURATION seconds each."""
+OVERLOAD_CONNECTIONS = 256
+"""Keep-alive connections of the open-loop load: more than max_queue, so the server, not the
+client, decides what waits; a request finding them all busy waits at the client (counted)."""
+
+SOAK = "modelport, defaults (metrics, inference log, access log on)"
+SOAK_LOAD = Load("iris", 1, 16, tag="soak")
+SOAK_SECONDS = 600
+"""Default soak length; SOAK_SECONDS= shortens it (a check, not a verdict)."""
+SOAK_WARMUP = 60
+"""Seconds of the soak counted as warm-up: growth is measured from the RSS sampled then."""
+SOAK_SAMPLE = 10
+"""Seconds between RSS samples."""
 
 
 def groups(
