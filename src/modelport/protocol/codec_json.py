@@ -399,7 +399,9 @@ def _nested(
         raise InvalidInput(f"input {item.name!r}: {mismatch}got {got}")
     if item.datatype == "BYTES":
         return _flat_array(item.name, array.ravel().tolist(), "BYTES", shape)
-    return array.reshape(shape)
+    # Not a plain reshape: an empty prefix such as [[], []] may claim dimensions too large
+    # for numpy ([2, 0, 2**63 - 1]), which must be the client's error rather than a crash.
+    return shaped_input(array, shape, item.name)
 
 
 def _json_data(tensor: Tensor) -> Any:

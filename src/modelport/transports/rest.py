@@ -30,6 +30,7 @@ from modelport.protocol import codec_binary
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.guard import Action, Guard, OpenGuard
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
+from modelport.transports.openapi import OPENAPI, SWAGGER_UI
 
 log = logging.getLogger("modelport.rest")
 
@@ -57,6 +58,7 @@ STATUS: Final[dict[ErrorKind, int]] = {
 
 _JSON: Final = (b"content-type", b"application/json")
 _BINARY: Final = (b"content-type", b"application/octet-stream")
+_HTML: Final = (b"content-type", b"text/html; charset=utf-8")
 _HEADER_LENGTH: Final = b"inference-header-content-length"
 _REQUEST_ID: Final = b"x-request-id"
 _MAX_LENGTH_DIGITS: Final = 20
@@ -161,6 +163,13 @@ class RestApp:
     ) -> Response:
         method: str = scope["method"]
         parts = _segments(scope)
+        if parts == ["openapi.json"] or parts == ["docs"]:
+            # What the API is, as OpenAPI and as a page to try it: open, like the health checks.
+            call.endpoint = "docs"
+            _allow(method, "GET")
+            if parts == ["docs"]:
+                return 200, [_HTML], SWAGGER_UI
+            return 200, [_JSON], OPENAPI
         if parts == ["metrics"]:
             call.endpoint = "metrics"
             if self._metrics_port:

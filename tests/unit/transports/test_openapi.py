@@ -1,0 +1,243 @@
+"""The OpenAPI description of the REST API: valid, complete, and true to what the codecs write."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from html.parser import HTMLParser
+from typing import Any
+
+import numpy as np
+import pytest
+from jsonschema.exceptions import ValidationError
+from openapi_schema_validator import OAS31Validator
+from openapi_spec_validator import validate as validate_spec
+
+from modelport import __version__
+from modelport.errors import ErrorKind
+from modelport.observability.drift import DriftMonitor, ReferenceProfile
+from modelport.observability.feedback import Score
+from modelport.observability.reference_profile import build_profile
+from modelport.protocol import codec_binary, codec_json
+from modelport.protocol.datatypes import DATATYPES
+from modelport.protocol.signature import TensorSpec
+from modelport.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
+from modelport.transports import openapi
+
+# Every endpoint of the REST API (transports/rest.py), by method and path.
+ENDPOINTS = {
+    ("get", "/v2"),
+    ("get", "/v2/health/live"),
+    ("get", "/v2/health/ready"),
+    ("get", "/v2/models/{model_name}"),
+    ("get", "/v2/models/{model_name}/versions/{model_version}"),
+    ("get", "/v2/models/{model_name}/ready"),
+    ("get", "/v2/models/{model_name}/versions/{model_version}/ready"),
+    ("post", "/v2/models/{model_name}/infer"),
+    ("post", "/v2/models/{model_name}/versions/{model_version}/infer"),
+    ("get", "/v2/models/{model_name}/drift"),
+    ("get", "/v2/models/{model_name}/versions/{model_version}/drift"),
+    ("post", "/v2/models/{model_name}/feedback"),
+    ("post", "/v2/repository/index"),
+    ("post", "/v2/repository/models/{model_name}/load"),
+    ("post", "/v2/repository/models/{model_name}/unload"),
+    ("get", "/metrics"),
+    ("get", "/openapi.json"),
+    ("get", "/docs"),
+}
+OPEN = {"/v2/health/live", "/v2/health/ready", "/openapi.json", "/docs"}
+"""Endpoints that need no credential even with --require-auth."""
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return openapi.openapi_document()
+
+
+def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    return [
+        (method, path, operation)
+        for path, item in document["paths"].items()
+        for method, operation in item.items()
+    ]
+
+
+def validator(document: dict[str, Any], name: str) -> OAS31Validator:
+    """A validator for component schema `name`, its references resolved in `document`."""
+    return OAS31Validator({"components": document["components"], "$ref": schema_ref(name)})
+
+
+def schema_ref(name: str) -> str:
+    return f"#/components/schemas/{name}"
+
+
+def test_the_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    validate_spec(document)
+    assert document["openapi"] == "3.1.0"
+    assert document["info"]["version"] == __version__
+
+
+def test_served_bytes_are_the_document() -> None:
+    assert json.loads(openapi.OPENAPI) == openapi.openapi_document()
+
+
+def test_copies_are_independent() -> None:
+    mine = openapi.openapi_document()
+    mine["paths"].clear()
+    assert openapi.openapi_document()["paths"]
+    assert json.loads(openapi.OPENAPI)["paths"]
+
+
+def test_every_endpoint_is_described_and_nothing_else(document: dict[str, Any]) -> None:
+    assert {(method, path) for method, path, _ in operations(document)} == ENDPOINTS
+
+
+def test_operation_ids_are_unique(document: dict[str, Any]) -> None:
+    ids = [op["operationId"] for _, _, op in operations(document)]
+    assert len(ids) == len(set(ids))
+
+
+def test_path_parameters_match_the_path(document: dict[str, Any]) -> None:
+    parameters = document["components"]["parameters"]
+    for _, path, operation in operations(document):
+        declared = {
+            parameters[p["$ref"].rpartition("/")[2]]["name"]
+            for p in operation["parameters"]
+            if parameters[p["$ref"].rpartition("/")[2]]["in"] == "path"
+        }
+        assert declared == set(re.findall(r"\{(\w+)\}", path)), path
+
+
+def test_every_operation_documents_its_errors(document: dict[str, Any]) -> None:
+    responses = document["components"]["responses"]
+    for _, path, operation in operations(document):
+        codes = set(operation["responses"])
+        assert {"200", "400", "500", "503"} <= codes, path
+        assert ({"401", "403"} <= codes) is (path not in OPEN), path
+        for code in codes - {"200"}:
+            error = responses[operation["responses"][code]["$ref"].rpartition("/")[2]]
+            assert error["content"]["application/json"]["schema"] == {"$ref": schema_ref("Error")}
+
+
+def test_open_endpoints_need_no_credential(document: dict[str, Any]) -> None:
+    for _, path, operation in operations(document):
+        assert (operation.get("security") == []) is (path in OPEN), path
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["bearer"]["scheme"] == "bearer"
+    assert schemes["apiKey"]["name"] == "x-api-key"
+
+
+def test_error_codes_and_datatypes_come_from_the_code(document: dict[str, Any]) -> None:
+    schemas = document["components"]["schemas"]
+    assert set(schemas["Error"]["properties"]["code"]["enum"]) == {k.value for k in ErrorKind}
+    assert set(schemas["RequestInput"]["properties"]["datatype"]["enum"]) == DATATYPES
+    assert schemas["RequestInput"]["properties"]["shape"]["maxItems"] == codec_json.MAX_RANK
+
+
+def test_examples_fit_their_schemas_and_the_infer_example_decodes(
+    document: dict[str, Any],
+) -> None:
+    found = 0
+    for _, path, operation in operations(document):
+        media = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
+        if "example" not in media:
+            continue
+        found += 1
+        name = media["schema"]["$ref"].rpartition("/")[2]
+        validator(document, name).validate(media["example"])
+        if path.endswith("/infer"):
+            request = codec_json.decode_request(json.dumps(media["example"]).encode())
+            assert request.inputs[0].data.shape == (1, 4)
+    assert found == 6  # two infer paths, feedback, index, load, unload
+
+
+def response() -> InferResponse:
+    outputs = [
+        Tensor("label", "INT64", (2,), np.array([1, 2], dtype=np.int64)),
+        Tensor("proba", "FP32", (2, 2), np.array([[0.5, np.nan], [1.0, 0.0]], dtype=np.float32)),
+        Tensor("text", "BYTES", (1,), np.array([b"hi"], dtype=object)),
+        Tensor("flags", "BOOL", (1,), np.array([True])),
+    ]
+    return InferResponse("m", "3", "req-1", outputs, {"modelport.sha256": "ab" * 32})
+
+
+def test_encoded_json_responses_fit_the_response_schema(document: dict[str, Any]) -> None:
+    body = codec_json.encode_response(response())
+    validator(document, "InferenceResponse").validate(json.loads(body))
+
+
+def test_binary_responses_have_a_json_part_that_fits_the_schema(document: dict[str, Any]) -> None:
+    request = InferRequest([], outputs=[RequestedOutput("proba", True)], binary_output=True)
+    body, length = codec_binary.encode_response(response(), request)
+    assert length is not None
+    head = json.loads(body[:length])
+    validator(document, "InferenceResponse").validate(head)
+    assert "data" not in head["outputs"][1]
+
+
+@pytest.mark.parametrize("rows", [0, 40], ids=["collecting", "ok"])
+def test_drift_reports_fit_the_schema(document: dict[str, Any], rows: int) -> None:
+    numbers = np.random.default_rng(7).normal(size=500)
+    labels = np.array(["x", "y"] * 250, dtype=object)
+    specs = [TensorSpec("x", "FP64", (-1,)), TensorSpec("kind", "BYTES", (-1,))]
+    profile = build_profile({"x": numbers, "kind": labels}, specs)
+    monitor = DriftMonitor(ReferenceProfile.from_dict(profile), window=100, min_rows=30)
+    if rows:
+        monitor.observe({"x": numbers[:rows], "kind": labels[:rows]})
+    # As the observer serves it.
+    report = {"model": "m", "version": "1", **monitor.report()}
+    assert report["status"] == ("ok" if rows else "collecting")
+    validator(document, "DriftReport").validate(json.loads(json.dumps(report)))
+
+
+def test_feedback_answers_fit_the_schema(document: dict[str, Any]) -> None:
+    scores = {1: Score("classification", rows=4, correct=3), 2: Score("regression", rows=0)}
+    answer = {
+        "model": "m",
+        "received": 4,
+        "matched": 4,
+        "versions": {str(n): s.to_dict() for n, s in scores.items()},
+    }
+    validator(document, "FeedbackResponse").validate(json.loads(json.dumps(answer)))
+
+
+def test_the_response_schema_is_not_vacuous(document: dict[str, Any]) -> None:
+    check = validator(document, "InferenceResponse")
+    with pytest.raises(ValidationError):
+        check.validate({"model_name": "m", "outputs": [{"name": "x"}]})
+    with pytest.raises(ValidationError):
+        validator(document, "Error").validate({"error": "x", "code": "oops"})
+
+
+class _Page(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def test_swagger_ui_page_loads_the_document_from_a_pinned_checked_release() -> None:
+    page = _Page()
+    page.feed(openapi.SWAGGER_UI.decode())
+    assert "/openapi.json" in "".join(page.text)
+    pinned = f"swagger-ui-dist@{openapi.SWAGGER_UI_VERSION}/"
+    external = [
+        attrs
+        for tag, attrs in page.tags
+        if tag in ("script", "link") and (attrs.get("src") or attrs.get("href"))
+    ]
+    assert len(external) == 2
+    for attrs in external:
+        url = attrs.get("src") or attrs.get("href") or ""
+        assert pinned in url
+        integrity = attrs["integrity"] or ""
+        assert integrity.startswith("sha384-")
+        assert len(base64.b64decode(integrity.removeprefix("sha384-"), validate=True)) == 48
+        assert attrs["crossorigin"] == "anonymous"
