@@ -324,3 +324,15 @@ def test_repository_index_load_and_unload(stub: Stub) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         stub.RepositoryModelLoad(config)
     assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_bytes_that_are_not_protobuf_are_invalid_argument(channel: grpc.Channel) -> None:
+    raw = channel.unary_unary(
+        "/inference.GRPCInferenceService/ModelInfer",
+        request_serializer=lambda b: b,
+        response_deserializer=lambda b: b,
+    )
+    with pytest.raises(grpc.RpcError) as error:
+        raw(b"\xff\xff\xff\xff not protobuf", timeout=30)
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a valid ModelInferRequest" in (error.value.details() or "")

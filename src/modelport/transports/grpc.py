@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Final, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -137,12 +138,12 @@ class InferenceService:
         ):
             handlers[name] = unary(
                 _unary(body, _ENDPOINTS[name], self._telemetry, self._guard),
-                request_deserializer=request_type.FromString,
+                request_deserializer=_lenient(request_type),
                 response_serializer=response_type.SerializeToString,
             )
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer,
-            request_deserializer=pb.ModelInferRequest.FromString,
+            request_deserializer=_lenient(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         return handlers
@@ -249,6 +250,7 @@ class InferenceService:
         self, request: pb.ModelInferRequest, call: Call
     ) -> pb.ModelStreamInferResponse:
         try:
+            _parsed(request)
             response = await self.model_infer(request, call)
         except ModelportError as exc:
             _failed(call, exc)
@@ -368,6 +370,7 @@ def _unary(
         call = Call("grpc", rid, caller=_peer(context), endpoint=endpoint)
         call.time_left = context.time_remaining()
         try:
+            _parsed(request)
             if action is not Action.HEALTH:
                 _admit(guard, action, context, call)
             response = await body(request, call)
@@ -385,6 +388,40 @@ def _unary(
         return response
 
     return handle
+
+
+class Malformed:
+    """Bytes that did not parse as the RPC's request message."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+def _lenient(message_type: Any) -> Callable[[bytes], Any]:
+    """A request deserializer that never raises: what does not parse becomes `Malformed`.
+
+    gRPC answers a deserializer's exception with UNKNOWN; a client's bad bytes are its own
+    mistake, which `_parsed` turns into INVALID_ARGUMENT like every other.
+    """
+    name = message_type.DESCRIPTOR.name
+
+    def parse(raw: bytes) -> Any:
+        try:
+            return message_type.FromString(raw)
+        except DecodeError:
+            return Malformed(name)
+
+    return parse
+
+
+def _parsed(request: Any) -> None:
+    if isinstance(request, Malformed):
+        raise InvalidInput(
+            f"the request is not a valid {request.message} protobuf message; send the "
+            "message from proto/inference.proto"
+        )
 
 
 def _trailers(rid: str, exc: ModelportError) -> tuple[tuple[str, str], ...]:
