@@ -142,6 +142,10 @@ class ServeSettings:
     """Required `iss` of JWT bearer tokens (empty: not checked)."""
     jwt_scope_claim: str = "scope"
     """The JWT claim holding the token's scopes (space-separated or a list)."""
+    max_elements: int = 16 * 1024 * 1024
+    """Most tensor elements (all inputs together) in one inference request (413 past it)."""
+    max_batch: int = 65536
+    """Most rows (first dimension) of any input in one inference request (413 past it)."""
     max_queue: int = 1024
     """Most requests waiting for or inside one model at once in a server process; past it,
     requests are shed with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) instead of queueing."""
@@ -180,8 +184,9 @@ class ServeSettings:
             raise InvalidInput(f"metrics_port must be 0-65535, got {self.metrics_port}")
         if self.inference_log_capacity < 1:
             raise InvalidInput("inference_log_capacity must be at least 1")
-        if self.max_queue < 1:
-            raise InvalidInput(f"max_queue must be at least 1, got {self.max_queue}")
+        for key in ("max_queue", "max_elements", "max_batch"):
+            if getattr(self, key) < 1:
+                raise InvalidInput(f"{key} must be at least 1, got {getattr(self, key)}")
         if self.request_timeout < 0:
             raise InvalidInput("request_timeout must not be negative (0 turns it off)")
         if self.rate_limit < 0 or self.rate_burst < 0:

@@ -371,3 +371,24 @@ def test_a_full_model_queue_sheds_with_retry_after(
         finally:
             slow.join()
         assert moody(http, 1.0).status_code == 200
+
+
+def test_element_and_row_limits_answer_413(start_server: ServerFactory, registry_dir: Path) -> None:
+    server = start_server(
+        "--registry", str(registry_dir), "--inference-log", "off",
+        "--max-batch", "8", "--max-elements", "20",
+    )  # fmt: skip
+    infer = "/v2/models/iris/infer"
+
+    def rows(n: int) -> dict[str, Any]:
+        return {"inputs": [dict(ROW, shape=[n, 4], data=[5.1, 3.5, 1.4, 0.2] * n)]}
+
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        assert http.post(infer, json=rows(5)).status_code == 200
+        elements = http.post(infer, json=rows(6))
+        assert elements.status_code == 413
+        assert "24 tensor elements" in elements.json()["error"]
+        assert "--max-elements" in elements.json()["error"]
+        batch = http.post(infer, json=rows(9))
+        assert batch.status_code == 413
+        assert "9 rows" in batch.json()["error"]

@@ -180,6 +180,21 @@ from modelport.config import (
     help="The claim that holds a token's scopes (infer, read, admin). Default: scope.",
 )
 @click.option(
+    "--max-elements",
+    type=int,
+    default=None,
+    metavar="N",
+    help="Most tensor elements, all inputs together, in one inference request (413 past it). "
+    "Default: 16777216.",
+)
+@click.option(
+    "--max-batch",
+    type=int,
+    default=None,
+    metavar="ROWS",
+    help="Most rows of any input in one inference request (413 past it). Default: 65536.",
+)
+@click.option(
     "--max-queue",
     type=int,
     default=None,

@@ -22,6 +22,7 @@ from modelport.errors import (
     NotFound,
     NotReady,
     Overloaded,
+    TooLarge,
     Unsupported,
 )
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
@@ -163,6 +164,7 @@ class DataPlane:
             call.version = model.number
             call.digest = model.version.digest
         self._telemetry.admit(model.name)
+        self._check_size(request)
         inputs = model.validator.inputs(request)
         wanted = model.validator.outputs(request) or model.output_names
         timing = None
@@ -204,6 +206,24 @@ class DataPlane:
             outputs=outputs,
             parameters=parameters,
         )
+
+    def _check_size(self, request: InferRequest) -> None:
+        """TooLarge past the element or row limits (the body size alone allows too much)."""
+        limits = self._settings
+        elements = 0
+        for tensor in request.inputs:
+            rows = tensor.shape[0] if tensor.shape else 1
+            if rows > limits.max_batch:
+                raise TooLarge(
+                    f"input {tensor.name!r} has {rows} rows, more than the limit of "
+                    f"{limits.max_batch} (--max-batch); split the request"
+                )
+            elements += tensor.data.size
+        if elements > limits.max_elements:
+            raise TooLarge(
+                f"the request holds {elements} tensor elements, more than the limit of "
+                f"{limits.max_elements} (--max-elements); split the request"
+            )
 
     def _time_limit(self, request: InferRequest, call: Call | None) -> float | None:
         """Seconds this inference may take: the server's limit, or the client's if shorter."""
