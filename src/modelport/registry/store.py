@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import socket
@@ -20,6 +21,7 @@ from modelport.errors import (
     Conflict,
     InvalidInput,
     NotFound,
+    NotReady,
     UntrustedArtifact,
 )
 from modelport.protocol.signature import Signature
@@ -55,6 +57,8 @@ _E = events_table.c
 PRODUCTION: Final = "production"
 """The alias `/v2/models/NAME/...` serves when it is set (else the newest version)."""
 _MAX_REASON: Final = 1000
+
+log = logging.getLogger("modelport.registry")
 
 
 class Registry:
@@ -428,14 +432,27 @@ class Registry:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
-        with self._connect() as conn:
+        with _reachable(), self._connect() as conn:
             yield conn
 
     @contextmanager
     def _writing(self) -> Iterator[Connection]:
         """A transaction that holds the database's write lock from its first statement."""
-        with self._connect() as conn, write_transaction(conn):
+        with _reachable(), self._connect() as conn, write_transaction(conn):
             yield conn
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    """A database that cannot be reached (or is locked too long) is NotReady, not a fault."""
+    try:
+        yield
+    except sa.exc.OperationalError:
+        log.warning("the registry database cannot be reached", exc_info=True)
+        raise NotReady(
+            "the registry database cannot be reached right now; loaded models keep serving, "
+            "retry later"
+        ) from None
 
 
 def _now() -> datetime:

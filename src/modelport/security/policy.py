@@ -103,7 +103,13 @@ class Policy:
         The caller is the credential's name, else (anonymous) the client's address. Returns
         the name ("" when anonymous).
         """
-        principal = self.admit(authorization, api_key, action)
+        try:
+            principal = self.admit(authorization, api_key, action)
+        except Unauthenticated:
+            # Failed attempts spend from the address's bucket too: guessing keys gets a 429.
+            if self._limiter is not None:
+                self._limiter.take(address)
+            raise
         if self._limiter is not None and action is not Action.HEALTH:
             self._limiter.take(principal.name if principal is not None else address)
         return "" if principal is None else principal.name

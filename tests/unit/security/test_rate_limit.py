@@ -55,3 +55,18 @@ def test_refill_stops_at_the_burst() -> None:
 def test_nonsense_limits_are_refused(rate: float, burst: float) -> None:
     with pytest.raises(InvalidInput):
         RateLimiter(rate=rate, burst=burst)
+
+
+def test_failed_logins_spend_from_the_address_bucket() -> None:
+    from modelport.errors import Unauthenticated
+    from modelport.security.policy import Policy
+    from modelport.serving.guard import Action
+
+    policy = Policy(lambda secret: None, None, True, limiter=RateLimiter(rate=0.001, burst=2))
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            policy.check(Action.INFER, None, "mp_" + "x" * 43, "203.0.113.9")
+    with pytest.raises(RateLimited):
+        policy.check(Action.INFER, None, "mp_" + "x" * 43, "203.0.113.9")
+    # Health checks stay open, whatever the bucket says.
+    assert policy.check(Action.HEALTH, None, None, "203.0.113.9") == ""
