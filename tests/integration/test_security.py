@@ -434,3 +434,32 @@ def test_loaded_models_keep_serving_while_the_registry_database_is_unreachable(
         with admin.connect() as conn:
             conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         admin.dispose()
+
+
+def test_grpc_speaks_tls_on_a_real_server(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    import grpc
+    import trustme
+
+    from modelport.transports.grpc_gen import inference_pb2 as pb
+    from modelport.transports.grpc_gen import inference_pb2_grpc as pb_grpc
+
+    from .conftest import free_port
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    cert.private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    server = start_server(
+        "--registry", str(registry_dir), "--grpc-port", str(free_port()),
+        "--tls-cert", str(tmp_path / "server.pem"), "--tls-key", str(tmp_path / "server.key"),
+    )  # fmt: skip
+    credentials = grpc.ssl_channel_credentials(root_certificates=ca.cert_pem.bytes())
+    with grpc.secure_channel(server.grpc_address, credentials) as channel:
+        stub = pb_grpc.GRPCInferenceServiceStub(channel)
+        assert stub.ServerReady(pb.ServerReadyRequest(), timeout=30).ready
+    with grpc.insecure_channel(server.grpc_address) as plain:
+        with pytest.raises(grpc.RpcError) as refused:
+            pb_grpc.GRPCInferenceServiceStub(plain).ServerReady(pb.ServerReadyRequest(), timeout=5)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
