@@ -18,15 +18,10 @@ from modelport.observability.log_store import (
     LogStore,
     Row,
     RowsRejected,
-    StoredRecord,
     clean_text,
-    count_query,
     display_target,
-    pairs_query,
-    read_query,
     row_values,
     to_json,
-    to_stored,
 )
 
 _CONNECT_TIMEOUT_S: Final = 2
@@ -57,21 +52,14 @@ class PostgresStore(LogStore):
         if rows:
             self._run(lambda conn: self._copy(conn, rows))
 
-    def read(
-        self,
-        *,
-        model: str | None = None,
-        since: float | None = None,
-        after_id: int = 0,
-        limit: int | None = None,
-    ) -> list[StoredRecord]:
-        sql, params = read_query(model, since, after_id, limit, "%s")
-        rows = self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [to_stored(row, _same) for row in rows]
+    mark = "%s"
 
-    def count(self, model: str | None = None) -> int:
-        sql, params = count_query(model, "%s")
-        return int(self._run(lambda conn: conn.execute(sql, params).fetchone())[0])
+    def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return rows
+
+    def decode(self, value: Any) -> Any:
+        return value  # psycopg parses JSON columns itself (with orjson)
 
     def add_feedback(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
         now = time.time()
@@ -86,11 +74,6 @@ class PostgresStore(LogStore):
                 )
 
         self._run(insert)
-
-    def feedback_pairs(self, model: str) -> list[tuple[str, int | None, dict[str, Any], Any]]:
-        sql = pairs_query("%s")
-        rows = self._run(lambda conn: conn.execute(sql, (model,)).fetchall())
-        return [(rid, version, outputs, label) for rid, version, outputs, label in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -157,7 +140,3 @@ class PostgresStore(LogStore):
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
-
-
-def _same(value: Any) -> Any:
-    return value

@@ -22,14 +22,9 @@ from modelport.observability.log_store import (
     LogStore,
     Row,
     RowsRejected,
-    StoredRecord,
     clean_text,
-    count_query,
-    pairs_query,
-    read_query,
     row_values,
     to_json,
-    to_stored,
 )
 
 _Held = tuple[sqlite3.Connection, tuple[int, int] | None]
@@ -67,34 +62,18 @@ class SQLiteStore(LogStore):
             values = list(map(row_values, rows))
             self._run(lambda conn: _transaction(conn, _INSERT, values))
 
-    def read(
-        self,
-        *,
-        model: str | None = None,
-        since: float | None = None,
-        after_id: int = 0,
-        limit: int | None = None,
-    ) -> list[StoredRecord]:
-        sql, params = read_query(model, since, after_id, limit, "?")
-        rows = self._run(lambda conn: conn.execute(sql, params).fetchall())
-        return [to_stored(row, _loads) for row in rows]
+    def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        rows: list[tuple[Any, ...]] = self._run(lambda conn: conn.execute(sql, params).fetchall())
+        return rows
 
-    def count(self, model: str | None = None) -> int:
-        sql, params = count_query(model, "?")
-        return int(self._run(lambda conn: conn.execute(sql, params).fetchone())[0])
+    def decode(self, value: Any) -> Any:
+        return _loads(value)
 
     def add_feedback(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
         now = time.time()
         values = [(clean_text(rid), clean_text(model), to_json(label), now) for rid, label in items]
         insert = "INSERT INTO inference_feedback (request_id, model, label, at) VALUES (?,?,?,?)"
         self._run(lambda conn: _transaction(conn, insert, values))
-
-    def feedback_pairs(self, model: str) -> list[tuple[str, int | None, dict[str, Any], Any]]:
-        sql = pairs_query("?")
-        rows = self._run(lambda conn: conn.execute(sql, (model,)).fetchall())
-        return [
-            (rid, version, _loads(outputs), _loads(label)) for rid, version, outputs, label in rows
-        ]
 
     def close(self) -> None:
         with self._lock:

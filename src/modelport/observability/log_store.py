@@ -129,7 +129,17 @@ class LogStore(ABC):
         """Append `encode_record` rows in one transaction; raise on failure (RowsRejected when
         retrying cannot help), and then nothing was written."""
 
+    mark: str = "?"
+    """How the store's SQL marks a parameter."""
+
     @abstractmethod
+    def fetch(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """The rows `sql` returns (on the store's connection, with its error handling)."""
+
+    @abstractmethod
+    def decode(self, value: Any) -> Any:
+        """A JSON column's value as Python (text to parse, or already parsed by the driver)."""
+
     def read(
         self,
         *,
@@ -139,19 +149,26 @@ class LogStore(ABC):
         limit: int | None = None,
     ) -> list[StoredRecord]:
         """Rows with id > after_id (of `model`, at >= since), in id order, at most `limit`."""
+        sql, params = read_query(model, since, after_id, limit, self.mark)
+        return [to_stored(row, self.decode) for row in self.fetch(sql, params)]
 
-    @abstractmethod
     def count(self, model: str | None = None) -> int:
         """How many rows there are (of `model`)."""
+        sql, params = count_query(model, self.mark)
+        return int(self.fetch(sql, params)[0][0])
+
+    def feedback_pairs(self, model: str) -> list[tuple[str, int | None, dict[str, Any], Any]]:
+        """(request id, version, outputs, label) for every feedback of `model` whose request is
+        logged with outputs, in the order the feedback arrived."""
+        rows = self.fetch(pairs_query(self.mark), (model,))
+        return [
+            (rid, version, self.decode(out), self.decode(label))
+            for rid, version, out, label in rows
+        ]
 
     @abstractmethod
     def add_feedback(self, model: str, items: Sequence[tuple[str, Any]]) -> None:
         """Store (request id, label) pairs for `model`, dated now; labels are JSON-able."""
-
-    @abstractmethod
-    def feedback_pairs(self, model: str) -> list[tuple[str, int | None, dict[str, Any], Any]]:
-        """(request id, version, outputs, label) for every feedback of `model` whose request is
-        logged with outputs, in the order the feedback arrived."""
 
     @abstractmethod
     def close(self) -> None:
