@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import sqlalchemy as sa
 import tritonclient.http as triton
 
 from modelport.demo import build_demo, build_iris
@@ -225,6 +226,33 @@ def eventually(check: Callable[[], bool], what: str) -> None:
     while not check():
         assert time.monotonic() < deadline, f"not within {EVENTUALLY_SECONDS:.0f} s: {what}"
         time.sleep(0.05)
+
+
+@pytest.fixture
+def log_database(database_url: str) -> Iterator[tuple[str, sa.Engine, str]]:
+    """A PostgreSQL database for the inference log: (URL, admin engine, name)."""
+    url = sa.make_url(database_url)
+    name = url.database
+    assert name
+    admin = sa.create_engine(
+        url.set(drivername="postgresql+psycopg", database="postgres"), isolation_level="AUTOCOMMIT"
+    )
+    try:
+        yield database_url, admin, name
+    finally:
+        # Connections allowed again, so the fixture can drop the database.
+        refuse_connections(admin, name, refuse=False)
+        admin.dispose()
+
+
+def refuse_connections(admin: sa.Engine, name: str, refuse: bool) -> None:
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not refuse).lower()}')
+        if refuse:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
+                (name,),
+            )
 
 
 def free_port() -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from modelport.observability.log_store import open_store
 from modelport.transports.grpc_gen import inference_pb2 as pb
 from modelport.transports.grpc_gen import inference_pb2_grpc as pb_grpc
 
-from .conftest import ServerFactory, eventually, free_port
+from .conftest import ServerFactory, eventually, free_port, refuse_connections
 
 pytestmark = pytest.mark.integration
 
@@ -183,33 +182,6 @@ def test_metrics_port_and_switches(start_server: ServerFactory, registry_dir: Pa
 
 
 # -- the sink goes away and comes back -------------------------------------------------------
-
-
-@pytest.fixture
-def log_database(database_url: str) -> Iterator[tuple[str, sa.Engine, str]]:
-    """A PostgreSQL database for the inference log: (URL, admin engine, name)."""
-    url = sa.make_url(database_url)
-    name = url.database
-    assert name
-    admin = sa.create_engine(
-        url.set(drivername="postgresql+psycopg", database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-    try:
-        yield database_url, admin, name
-    finally:
-        # Connections allowed again, so the fixture can drop the database.
-        refuse_connections(admin, name, refuse=False)
-        admin.dispose()
-
-
-def refuse_connections(admin: sa.Engine, name: str, refuse: bool) -> None:
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS {str(not refuse).lower()}')
-        if refuse:
-            conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
 
 
 def test_no_record_is_lost_while_postgresql_refuses_connections(

@@ -395,45 +395,29 @@ def test_element_and_row_limits_answer_413(start_server: ServerFactory, registry
 
 
 def test_loaded_models_keep_serving_while_the_registry_database_is_unreachable(
-    start_server: ServerFactory, database_url: str, tmp_path: Path
+    start_server: ServerFactory, log_database: tuple[str, Any, str], tmp_path: Path
 ) -> None:
-    import sqlalchemy as sa
-
     from modelport.demo import build_iris
     from modelport.serving.artifacts import push_artifact
 
-    from .conftest import CREATED_BY
+    from .conftest import CREATED_BY, refuse_connections
 
+    database_url, admin, name = log_database
     with Registry.open(f"{database_url}?artifacts={tmp_path / 'artifacts'}") as registry:
         path, fmt, meta = build_iris(tmp_path)
         push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by=CREATED_BY)
     server = start_server(
         "--registry", database_url, "--inference-log-journal", str(tmp_path / "journal")
     )
-    url = sa.make_url(database_url)
-    admin = sa.create_engine(
-        url.set(drivername="postgresql+psycopg", database="postgres"), isolation_level="AUTOCOMMIT"
-    )
-    name = url.database
-    try:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
-            conn.exec_driver_sql(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s",
-                (name,),
-            )
-        with httpx.Client(base_url=server.url, timeout=30.0) as http:
-            for _ in range(5):
-                assert http.post("/v2/models/iris/infer", json={"inputs": [ROW]}).status_code == 200
-            assert http.get("/v2/health/ready").status_code == 200
-            assert http.get("/v2/models/iris").status_code == 200
-            index = http.post("/v2/repository/index", json={})
-            assert index.status_code == 503, index.text
-            assert "registry" in index.json()["error"]
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-        admin.dispose()
+    refuse_connections(admin, name, refuse=True)
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        for _ in range(5):
+            assert http.post("/v2/models/iris/infer", json={"inputs": [ROW]}).status_code == 200
+        assert http.get("/v2/health/ready").status_code == 200
+        assert http.get("/v2/models/iris").status_code == 200
+        index = http.post("/v2/repository/index", json={})
+        assert index.status_code == 503, index.text
+        assert "registry" in index.json()["error"]
 
 
 def test_grpc_speaks_tls_on_a_real_server(
