@@ -214,7 +214,6 @@ class InferenceService:
             _failed(stream_call, exc)
             self._telemetry.finished(stream_call, STATUS[exc.kind].name)
             await context.abort(STATUS[exc.kind], exc.message, ((_REQUEST_ID, base),))
-        peer = stream_call.caller
         window: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue(
             STREAM_WINDOW
         )
@@ -226,7 +225,8 @@ class InferenceService:
                     count += 1
                     rid = f"{base}-{count}"
                     call = Call("grpc", rid, caller=peer, endpoint="infer")
-                    await window.put(asyncio.ensure_future(self._stream_one(request, call)))
+                    answer = self._stream_one(request, call, context)
+                    await window.put(asyncio.ensure_future(answer))
             except Exception:
                 # The client broke the stream off; what it already sent is still answered.
                 log.debug("stream %s ended while reading", base, exc_info=True)
@@ -247,10 +247,12 @@ class InferenceService:
                 await reader
 
     async def _stream_one(
-        self, request: pb.ModelInferRequest, call: Call
+        self, request: pb.ModelInferRequest, call: Call, context: Context
     ) -> pb.ModelStreamInferResponse:
         try:
             _parsed(request)
+            # Each message is an inference of its own: rate limits apply per message.
+            _admit(self._guard, Action.INFER, context, call)
             response = await self.model_infer(request, call)
         except ModelportError as exc:
             _failed(call, exc)
