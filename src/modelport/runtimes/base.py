@@ -33,6 +33,12 @@ class Runtime(abc.ABC):
     """True when each output row depends only on the same input row, so the server may stack
     concurrent requests into one call and split the result (adaptive batching)."""
 
+    steady: ClassVar[bool] = False
+    """True when a call that was fast stays fast (a fixed computation, such as a tree walk or
+    an ONNX graph), so the server may run fast calls on its event loop. A runtime that runs
+    arbitrary code may sleep or hang on some input: it always runs in a thread, so that the
+    server keeps answering meanwhile (and its deadline can fire)."""
+
     def __init__(self, signature: Signature) -> None:
         self.signature = signature
 

@@ -41,6 +41,7 @@ class OnnxRuntime(Runtime):
     format: ClassVar[str] = "onnx"
     suffixes: ClassVar[tuple[str, ...]] = (".onnx",)
     row_independent: ClassVar[bool] = True
+    steady: ClassVar[bool] = True
 
     def __init__(self, session: Any, signature: Signature, invalid_argument: type[Exception]):
         super().__init__(signature)

@@ -55,6 +55,7 @@ class SklearnRuntime(Runtime):
     format: ClassVar[str] = "sklearn"
     suffixes: ClassVar[tuple[str, ...]] = (".skops", ".joblib", ".pkl", ".pickle")
     row_independent: ClassVar[bool] = True
+    steady: ClassVar[bool] = True
 
     def __init__(self, model: Any, signature: Signature) -> None:
         super().__init__(signature)

@@ -31,6 +31,7 @@ class TabularRuntime(Runtime):
     """
 
     row_independent: ClassVar[bool] = True
+    steady: ClassVar[bool] = True
 
     described_as: ClassVar[str]
     """How messages name the model, with its article (e.g. "an XGBoost model")."""

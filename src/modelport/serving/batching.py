@@ -76,8 +76,11 @@ class Batcher:
         executor: Executor,
         policy: BatchPolicy,
         on_call: Callable[[int, int], None] | None = None,
+        inline: bool = True,
     ) -> None:
         self._predict = predict
+        self._inline = inline
+        """Whether fast calls may run on the event loop (only for steady runtimes)."""
         self._on_call = on_call
         """Told each model call's rows and how many requests still wait (for metrics)."""
         self._order = tuple(output_order)
@@ -266,7 +269,7 @@ class Batcher:
             first = next(iter(inputs.values()), None)
             rows = int(first.shape[0]) if first is not None and first.ndim else 1
             self._on_call(rows, len(self._queue))
-        if self._cost < INLINE_BELOW_SECONDS:
+        if self._inline and self._cost < INLINE_BELOW_SECONDS:
             result, seconds = self._timed(inputs, outputs)
         else:
             result, seconds = await self._executor.run(self._timed, inputs, outputs)

@@ -17,12 +17,9 @@ from modelport.config import ServeSettings
 from modelport.errors import (
     DeadlineExceeded,
     InternalError,
-    InvalidInput,
     ModelportError,
     NotFound,
     NotReady,
-    Overloaded,
-    TooLarge,
     Unsupported,
 )
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
@@ -33,6 +30,7 @@ from modelport.serving.batching import Batcher, policy_for
 from modelport.serving.catalog import Catalog, LoadedModel
 from modelport.serving.compilation import verification_sample
 from modelport.serving.executor import Executor
+from modelport.serving.limits import check_queue, check_size, time_limit
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, Timing
 
 log = logging.getLogger("modelport.dataplane")
@@ -142,7 +140,7 @@ class DataPlane:
         """
         model = self._catalog.get(name, version)
         if model is not None:
-            _check_queue(model)
+            check_queue(model)
             self._telemetry.admit(model.name)
 
     async def infer(
@@ -164,14 +162,14 @@ class DataPlane:
             call.version = model.number
             call.digest = model.version.digest
         self._telemetry.admit(model.name)
-        self._check_size(request)
+        check_size(request, self._settings)
         inputs = model.validator.inputs(request)
         wanted = model.validator.outputs(request) or model.output_names
         timing = None
         if call is not None and self._telemetry.traces:
             timing = call.timing = Timing()
-        seconds = self._time_limit(request, call)
-        _check_queue(model)
+        seconds = time_limit(request, call, self._settings)
+        check_queue(model)
         model.in_flight += 1
         try:
             if seconds is None:
@@ -206,38 +204,6 @@ class DataPlane:
             outputs=outputs,
             parameters=parameters,
         )
-
-    def _check_size(self, request: InferRequest) -> None:
-        """TooLarge past the element or row limits (the body size alone allows too much)."""
-        limits = self._settings
-        elements = 0
-        for tensor in request.inputs:
-            rows = tensor.shape[0] if tensor.shape else 1
-            if rows > limits.max_batch:
-                raise TooLarge(
-                    f"input {tensor.name!r} has {rows} rows, more than the limit of "
-                    f"{limits.max_batch} (--max-batch); split the request"
-                )
-            elements += tensor.data.size
-        if elements > limits.max_elements:
-            raise TooLarge(
-                f"the request holds {elements} tensor elements, more than the limit of "
-                f"{limits.max_elements} (--max-elements); split the request"
-            )
-
-    def _time_limit(self, request: InferRequest, call: Call | None) -> float | None:
-        """Seconds this inference may take: the server's limit, or the client's if shorter."""
-        limits = [self._settings.request_timeout] if self._settings.request_timeout else []
-        given = request.parameters.get("timeout")
-        if given is not None:
-            if isinstance(given, bool) or not isinstance(given, int | float) or given <= 0:
-                raise InvalidInput(
-                    f"parameters.timeout must be a positive number of microseconds, got {given!r}"
-                )
-            limits.append(given / 1e6)
-        if call is not None and call.time_left is not None:
-            limits.append(call.time_left - (time.perf_counter() - call.started))
-        return max(min(limits), 0.0) if limits else None
 
     # -- repository ----------------------------------------------------------------------
 
@@ -437,6 +403,7 @@ class DataPlane:
             self._executor,
             policy,
             on_call=partial(self._telemetry.batch, name, mv.version),
+            inline=runtime.steady,
         )
         try:
             if warm_up:
@@ -523,14 +490,6 @@ class DataPlane:
 
     async def _registered(self, name: str, version: str | None) -> ModelVersion:
         return await self._executor.run(self._registry.resolve, name, version)
-
-
-def _check_queue(model: LoadedModel) -> None:
-    if model.in_flight >= model.max_queue:
-        raise Overloaded(
-            f"model {model.name!r} has {model.in_flight} requests waiting, its limit "
-            "(max_queue); retry in a moment"
-        )
 
 
 def _audited(action: str, name: str, version: str | None, actor: str, outcome: str) -> None:

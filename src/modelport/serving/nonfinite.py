@@ -75,6 +75,7 @@ class RejectNonFinite(Runtime):
     """Serves a compiled model but refuses the non-finite values its original refuses."""
 
     row_independent: ClassVar[bool] = True
+    steady: ClassVar[bool] = True  # it only wraps compiled (ONNX) forms
 
     def __init__(self, inner: Runtime, refused: Mapping[str, str]) -> None:
         super().__init__(inner.signature)
