@@ -345,7 +345,7 @@ def test_unknown_keys_and_parameters_are_ignored(
         parameters={
             "sequence_id": 0,
             "priority": 1,
-            "timeout": 1000,
+            "timeout": 10_000_000,  # microseconds: honoured, and generous
             "custom": "value",
             "binary_data_output": False,
         },
