@@ -358,6 +358,7 @@ def test_a_full_model_queue_sheds_with_retry_after(
         "--registry", str(moody_registry), "--inference-log", "off", "--config", str(config)
     )
     with httpx.Client(base_url=server.url, timeout=30.0) as http:
+
         def occupy() -> None:
             # Shed itself if a probe below was in flight when it arrived: then it tries again.
             while moody(http, -1.0).status_code == 503:
