@@ -12,8 +12,6 @@ import hashlib
 import os
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Self
@@ -21,9 +19,9 @@ from typing import Any, Final, Self
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine, RowMapping
 
-from modelport.errors import Conflict, InvalidInput, NotFound, NotReady
+from modelport.errors import Conflict, InvalidInput, NotFound
 from modelport.registry.database import api_keys_table
-from modelport.registry.location import open_location, write_transaction
+from modelport.registry.location import Connections, open_location
 
 SCOPES: Final = ("infer", "read", "admin")
 """What a key may do: `infer` (inference, metadata), `read` (metadata, metrics, logs), `admin`."""
@@ -85,12 +83,11 @@ class KeyStore:
     Build it on a registry's engine, or open one by location with `KeyStore.open`.
     """
 
-    __slots__ = ("_engine", "_owns_engine", "_pid")
+    __slots__ = ("_db", "_owns_engine")
 
     def __init__(self, engine: Engine, *, owns_engine: bool = False) -> None:
-        self._engine = engine
+        self._db = Connections(engine)
         self._owns_engine = owns_engine
-        self._pid = os.getpid()
 
     @classmethod
     def open(cls, location: str | os.PathLike[str], *, create: bool = False) -> Self:
@@ -104,7 +101,7 @@ class KeyStore:
     def close(self) -> None:
         """Release the database connections if this store opened them."""
         if self._owns_engine:
-            self._engine.dispose()
+            self._db.engine.dispose()
 
     def __enter__(self) -> Self:
         return self
@@ -125,7 +122,7 @@ class KeyStore:
                 f"invalid key name {name!r}: use 1-64 letters, digits, '.', '_', '@' or '-', "
                 f"starting with a letter or digit and not with {KEY_PREFIX!r}"
             )
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             if name and _active_named(conn, name) is not None:
                 raise Conflict(
                     f"an unrevoked key is already named {name!r}; revoke it first "
@@ -158,7 +155,7 @@ class KeyStore:
 
         NotFound when no key has that id or name.
         """
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             return _find(conn, id_or_name)
 
     def revoke(self, id_or_name: str, *, revoked_by: str) -> tuple[ApiKey, bool]:
@@ -167,7 +164,7 @@ class KeyStore:
         NotFound when no key has that id or name. Servers stop accepting the key within their
         lookup cache's lifetime (security.policy.Policy, 5 s by default).
         """
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             key = _find(conn, id_or_name)
             if key.revoked_at is not None:
                 return key, False
@@ -196,19 +193,12 @@ class KeyStore:
         if not looks_like_key(secret):
             return None
         digest = secret_digest(secret)
-        try:
-            with self._reading() as conn:
-                row = (
-                    conn.execute(sa.select(api_keys_table).where(_K.secret_sha256 == digest))
-                    .mappings()
-                    .first()
-                )
-        except sa.exc.OperationalError as exc:
-            # Down or locked: the client may retry. The driver's reason, which may name the
-            # database server, stays on the exception's cause, out of the message.
-            raise NotReady(
-                "cannot check the API key now: the registry database is unreachable; retry"
-            ) from exc
+        with self._db.reading() as conn:
+            row = (
+                conn.execute(sa.select(api_keys_table).where(_K.secret_sha256 == digest))
+                .mappings()
+                .first()
+            )
         # Looked up by hash, never by secret: the early exit of the database's comparison can
         # at most reveal a prefix of a hash, which tells nothing about any key's secret.
         if row is None:
@@ -218,26 +208,9 @@ class KeyStore:
 
     def list(self) -> builtins.list[ApiKey]:
         """Every key, revoked ones included, oldest first; never a secret or its hash."""
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             rows = conn.execute(sa.select(api_keys_table).order_by(_K.created_at, _K.id)).mappings()
             return [_api_key(row) for row in rows]
-
-    def _connect(self) -> Connection:
-        if os.getpid() != self._pid:
-            # As in Registry: connections inherited across fork() belong to the parent.
-            self._engine.dispose(close=False)
-            self._pid = os.getpid()
-        return self._engine.connect()
-
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        with self._connect() as conn:
-            yield conn
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        with self._connect() as conn, write_transaction(conn):
-            yield conn
 
 
 def _find(conn: Connection, id_or_name: str) -> ApiKey:

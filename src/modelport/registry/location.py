@@ -5,6 +5,8 @@ Nothing here repeats a password from a URL: messages and `display_location` mask
 
 from __future__ import annotations
 
+import logging
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -31,6 +33,8 @@ from modelport.registry.database import (
     upgrade,
     without_secrets,
 )
+
+log = logging.getLogger("modelport.registry")
 
 BLOBS_DIR: Final = "blobs"
 _URL_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
@@ -71,6 +75,53 @@ def write_transaction(conn: Connection) -> Iterator[None]:
     conn.execution_options(**{WRITE_OPTION: True})
     with conn.begin():
         yield
+
+
+class Connections:
+    """Connections to a registry database, from whichever process asks (before or after fork).
+
+    A database that cannot be reached, or stays locked past the busy timeout, is NotReady:
+    the client may retry, and nothing of the driver's reason (which may name the server)
+    reaches the message.
+    """
+
+    __slots__ = ("_pid", "engine")
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._pid = os.getpid()
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A connection for reads."""
+        with _reachable(), self._connect() as conn:
+            yield conn
+
+    @contextmanager
+    def writing(self) -> Iterator[Connection]:
+        """A transaction that holds the database's write lock from its first statement."""
+        with _reachable(), self._connect() as conn, write_transaction(conn):
+            yield conn
+
+    def _connect(self) -> Connection:
+        if os.getpid() != self._pid:
+            # Connections inherited across fork() belong to the parent: start a fresh pool
+            # without closing them under the parent's feet.
+            self.engine.dispose(close=False)
+            self._pid = os.getpid()
+        return self.engine.connect()
+
+
+@contextmanager
+def _reachable() -> Iterator[None]:
+    try:
+        yield
+    except sa.exc.OperationalError:
+        log.warning("the registry database cannot be reached", exc_info=True)
+        raise NotReady(
+            "the registry database cannot be reached right now; loaded models keep serving, "
+            "retry later"
+        ) from None
 
 
 def _open_directory(text: str, *, create: bool) -> tuple[Engine, BlobStore]:

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import re
 import socket
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -21,7 +19,6 @@ from modelport.errors import (
     Conflict,
     InvalidInput,
     NotFound,
-    NotReady,
     UntrustedArtifact,
 )
 from modelport.protocol.signature import Signature
@@ -32,7 +29,7 @@ from modelport.registry.database import (
     models_table,
     versions_table,
 )
-from modelport.registry.location import open_location, write_transaction
+from modelport.registry.location import Connections, open_location
 from modelport.registry.manifest import (
     LATEST,
     CompiledArtifact,
@@ -58,8 +55,6 @@ PRODUCTION: Final = "production"
 """The alias `/v2/models/NAME/...` serves when it is set (else the newest version)."""
 _MAX_REASON: Final = 1000
 
-log = logging.getLogger("modelport.registry")
-
 
 class Registry:
     """Models and their versions: metadata in a database, artifacts in a content-addressed store.
@@ -68,12 +63,11 @@ class Registry:
     commit; several processes may push to one registry at once. Build it with `Registry.open`.
     """
 
-    __slots__ = ("_blobs", "_engine", "_pid")
+    __slots__ = ("_blobs", "_db")
 
     def __init__(self, engine: Engine, blobs: BlobStore) -> None:
-        self._engine = engine
+        self._db = Connections(engine)
         self._blobs = blobs
-        self._pid = os.getpid()
 
     @classmethod
     def open(cls, location: str | os.PathLike[str], *, create: bool = True) -> Self:
@@ -95,7 +89,7 @@ class Registry:
 
     def close(self) -> None:
         """Release the database connections; the registry is unusable afterwards."""
-        self._engine.dispose()
+        self._db.engine.dispose()
 
     def __enter__(self) -> Self:
         return self
@@ -187,7 +181,7 @@ class Registry:
             "created_host": socket.gethostname(),
             "reference_profile": profile,
         }
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             same = conn.execute(
                 sa.select(_V.version).where(_V.name == name, _V.digest == digest)
             ).scalar()
@@ -217,7 +211,7 @@ class Registry:
             query = query.order_by(_V.version.desc()).limit(1)
         else:
             query = query.where(_V.version == _checked_version(version))
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             row = conn.execute(query).mappings().first()
             if row is None:
                 raise _missing_version(conn, name, version)
@@ -226,7 +220,7 @@ class Registry:
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, oldest first; NotFound for an unknown model."""
         check_model_name(name)
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             rows = conn.execute(
                 sa.select(versions_table).where(_V.name == name).order_by(_V.version)
             ).mappings()
@@ -237,7 +231,7 @@ class Registry:
 
     def models(self) -> list[str]:
         """Names of all registered models, sorted."""
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             names = list(conn.execute(sa.select(models_table.c.name)).scalars())
         # Sort here so the order does not depend on the database's collation.
         return sorted(names)
@@ -252,7 +246,7 @@ class Registry:
         query = sa.select(versions_table).join(
             newest, sa.and_(_V.name == newest.c.name, _V.version == newest.c.version)
         )
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             found = [_model_version(row) for row in conn.execute(query).mappings()]
         return sorted(found, key=lambda mv: mv.name)
 
@@ -276,7 +270,7 @@ class Registry:
 
     def aliases(self, name: str) -> dict[str, int]:
         """The model's aliases and the version each names (NotFound for an unknown model)."""
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             _existing_model(conn, name)
             rows = conn.execute(sa.select(_A.alias, _A.version).where(_A.name == name))
             return dict(sorted((alias, version) for alias, version in rows))
@@ -309,7 +303,7 @@ class Registry:
     ) -> Event:
         """Point `alias` at `version` (which must exist) and record the move in the history."""
         check_alias(alias)
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             found = conn.execute(
                 sa.select(_V.version).where(
                     _V.name == _existing_model(conn, name), _V.version == _checked_version(version)
@@ -344,7 +338,7 @@ class Registry:
         Rolling back twice returns to where it was. Conflict when the alias never moved.
         """
         check_alias(alias)
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             current = _alias_target(conn, name, alias)
             if current is None:
                 _existing_model(conn, name)
@@ -381,7 +375,7 @@ class Registry:
     ) -> Event:
         """Delete `alias`; NotFound when the model has no such alias."""
         check_alias(alias)
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             current = _alias_target(conn, name, alias)
             if current is None:
                 _existing_model(conn, name)
@@ -405,12 +399,12 @@ class Registry:
         if kind not in ("load", "load_failed", "unload"):
             raise InvalidInput(f"unknown event kind {kind!r}")
         clean = None if detail is None else _json_metadata(detail)
-        with self._writing() as conn:
+        with self._db.writing() as conn:
             return _record(conn, name, kind, actor, to_version=version, reason=reason, detail=clean)
 
     def history(self, name: str) -> list[Event]:
         """The model's events, oldest first; NotFound for an unknown model."""
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             _existing_model(conn, name)
             rows = conn.execute(
                 sa.select(events_table).where(_E.name == name).order_by(_E.id)
@@ -419,40 +413,8 @@ class Registry:
 
     def change_counter(self) -> int:
         """A number that grows with every push, alias move, load and unload (0 when none)."""
-        with self._reading() as conn:
+        with self._db.reading() as conn:
             return int(conn.execute(sa.select(sa.func.max(_E.id))).scalar() or 0)
-
-    def _connect(self) -> Connection:
-        if os.getpid() != self._pid:
-            # Connections inherited across fork() belong to the parent: start a fresh pool
-            # without closing them under the parent's feet.
-            self._engine.dispose(close=False)
-            self._pid = os.getpid()
-        return self._engine.connect()
-
-    @contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        with _reachable(), self._connect() as conn:
-            yield conn
-
-    @contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        """A transaction that holds the database's write lock from its first statement."""
-        with _reachable(), self._connect() as conn, write_transaction(conn):
-            yield conn
-
-
-@contextmanager
-def _reachable() -> Iterator[None]:
-    """A database that cannot be reached (or is locked too long) is NotReady, not a fault."""
-    try:
-        yield
-    except sa.exc.OperationalError:
-        log.warning("the registry database cannot be reached", exc_info=True)
-        raise NotReady(
-            "the registry database cannot be reached right now; loaded models keep serving, "
-            "retry later"
-        ) from None
 
 
 def _now() -> datetime:
