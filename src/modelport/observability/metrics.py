@@ -42,7 +42,7 @@ class Family:
     help: str
     labelnames: tuple[str, ...] = ()
     buckets: tuple[float, ...] = ()
-    mode: str = "sum"
+    mode: str = "livesum"
     """How gauges of several processes combine: "livesum", "max" or "recent"."""
     values: dict[Labels, Any] = field(default_factory=dict)
     """counter: float; gauge: [value, unix time]; histogram: [bucket counts..., sum]."""
@@ -169,7 +169,6 @@ class Metrics:
             mode="recent",
         )
         self.families = [v for v in vars(self).values() if isinstance(v, Family)]
-        self._pid = 0
 
     # -- the hot path ----------------------------------------------------------------------
 
@@ -194,8 +193,6 @@ class Metrics:
     def flush(self) -> None:
         """Write this process's values to its file (atomically: a scrape never sees half)."""
         pid = os.getpid()
-        if pid != self._pid:
-            self._pid = pid
         snapshot = {
             f.name: [[list(key), value] for key, value in f.values.items()] for f in self.families
         }
