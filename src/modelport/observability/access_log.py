@@ -18,8 +18,6 @@ from modelport.serving.telemetry import Call
 FLUSH_LINES = 256
 """Buffered access records that trigger a write before the periodic flush."""
 
-LOG_FORMATS = ("auto", "json", "text")
-
 
 def wants_json(log_format: str, stream: IO[Any]) -> bool:
     """Whether `log_format` ("auto", "json" or "text") means JSON lines on `stream`."""
