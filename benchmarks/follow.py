@@ -23,8 +23,8 @@ import httpx
 from servers import HOST, free_port
 
 from modelport.demo import build_iris
+from modelport.intake.push import push_artifact
 from modelport.registry.store import PRODUCTION, Registry
-from modelport.serving.artifacts import push_artifact
 
 READY_SECONDS = 60.0
 MOVE_SECONDS = 30.0

@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 
 from modelport.errors import InternalError
+from modelport.intake.push import push_artifact
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import push_artifact
 
 Built = tuple[Path, str, dict[str, Any]]
 """(artifact file, format, provenance metadata)."""
@@ -112,7 +112,7 @@ def build_greeting_language(out: Path) -> Built:
     One `ai.onnx.ml` LabelEncoder maps each phrase of `_GREETINGS`, exactly as written, to
     its language code, and anything else to UNKNOWN_LANGUAGE. Built by hand rather than
     trained: a scikit-learn text pipeline would make the server import scikit-learn at start
-    and cannot be compiled (see serving.conversion), while this graph needs onnxruntime only.
+    and cannot be compiled (see intake.conversion), while this graph needs onnxruntime only.
     """
     from onnx import TensorProto, checker, helper
 

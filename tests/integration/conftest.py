@@ -26,10 +26,10 @@ import sqlalchemy as sa
 import tritonclient.http as triton
 
 from modelport.demo import build_demo, build_iris
+from modelport.intake.push import push_artifact
 from modelport.protocol.datatypes import DATATYPES
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import push_artifact
 
 EVENTUALLY_SECONDS = 30.0
 """Seconds `eventually` waits for a condition (servers poll each second; CI machines are slow)."""

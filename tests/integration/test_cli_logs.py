@@ -25,9 +25,9 @@ from sklearn.linear_model import LogisticRegression
 
 import modelport
 from modelport.demo import build_greeting_language, build_iris
+from modelport.intake.push import push_artifact
 from modelport.observability.log_store import COLUMNS, LogRecord, encode_record, open_store
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import push_artifact
 
 from .conftest import CREATED_BY, write_iris_c001
 from .test_cli_models import fails, ok, run

@@ -14,8 +14,8 @@ from sklearn.linear_model import LogisticRegression
 
 import modelport
 from modelport.errors import InvalidInput, NotFound
+from modelport.intake.compilation import Tolerance
 from modelport.registry.store import Registry
-from modelport.serving.compilation import Tolerance
 
 pytestmark = pytest.mark.integration
 

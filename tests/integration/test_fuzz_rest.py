@@ -31,8 +31,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from modelport.demo import build_iris
+from modelport.intake.push import push_artifact
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import push_artifact
 from modelport.transports.openapi import OPENAPI, openapi_document
 
 from .conftest import (

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from modelport.demo import build_iris
+from modelport.intake.push import push_artifact
 from modelport.registry.store import PRODUCTION, Registry
-from modelport.serving.artifacts import push_artifact
 
 from .conftest import CREATED_BY, ServerFactory, ServerProcess, eventually, write_iris_c001
 

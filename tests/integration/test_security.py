@@ -267,8 +267,8 @@ def write_moody_model(path: Path) -> Path:
 
 @pytest.fixture
 def moody_registry(registry_dir: Path, tmp_path: Path) -> Path:
+    from modelport.intake.push import push_artifact
     from modelport.protocol.signature import Signature, TensorSpec
-    from modelport.serving.artifacts import push_artifact
 
     from .conftest import CREATED_BY
 
@@ -404,7 +404,7 @@ def test_loaded_models_keep_serving_while_the_registry_database_is_unreachable(
     start_server: ServerFactory, log_database: tuple[str, Any, str], tmp_path: Path
 ) -> None:
     from modelport.demo import build_iris
-    from modelport.serving.artifacts import push_artifact
+    from modelport.intake.push import push_artifact
 
     from .conftest import CREATED_BY, refuse_connections
 

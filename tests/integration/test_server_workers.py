@@ -120,9 +120,9 @@ def write_slow_model(path: Path, started: Path) -> Path:
 def test_sigterm_lets_in_flight_requests_finish(
     start_server: Callable[..., Any], tmp_path: Path, workers: str
 ) -> None:
+    from modelport.intake.push import push_artifact
     from modelport.protocol.signature import Signature, TensorSpec
     from modelport.registry.store import Registry
-    from modelport.serving.artifacts import push_artifact
 
     started = tmp_path / "started"
     os.mkfifo(started)

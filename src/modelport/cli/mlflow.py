@@ -65,8 +65,8 @@ def import_mlflow(
     Example:
       modelport models import-mlflow ./mlruns/0/abc123/artifacts/model --name churn
     """
+    from modelport.intake.mlflow_import import import_mlflow_model
     from modelport.registry.store import Registry
-    from modelport.serving.mlflow_import import import_mlflow_model
 
     with reported():
         reference = compile_reference(compile_to, reference_file)

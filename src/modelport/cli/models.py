@@ -158,9 +158,9 @@ def push(
     With --compile, a line on stderr says whether the compiled form was kept, and why not.
     """
     from modelport.cli.reference_data import profile_of, read_reference_data
+    from modelport.intake.push import push_artifact
     from modelport.protocol.signature import Signature
     from modelport.registry.store import Registry
-    from modelport.serving.artifacts import push_artifact
 
     with reported():
         signature = None

@@ -22,13 +22,13 @@ from modelport.errors import (
     NotReady,
     Unsupported,
 )
+from modelport.intake.compilation import verification_sample
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion, version_number
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
 from modelport.serving.batching import Batcher, policy_for
 from modelport.serving.catalog import Catalog, LoadedModel
-from modelport.serving.compilation import verification_sample
 from modelport.serving.executor import Executor
 from modelport.serving.limits import check_queue, check_size, time_limit
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, Timing

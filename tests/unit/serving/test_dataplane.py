@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from modelport.errors import InternalError, InvalidInput, NotFound, NotReady, UntrustedArtifact
+from modelport.intake.push import push_artifact
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import push_artifact
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor

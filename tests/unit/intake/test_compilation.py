@@ -19,15 +19,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder
 
 from modelport.errors import InvalidInput, Unsupported, UntrustedArtifact
-from modelport.protocol.signature import Signature, TensorSpec
-from modelport.registry.store import Registry
-from modelport.runtimes.base import Arrays, Runtime
-from modelport.runtimes.lightgbm import LightGBMRuntime
-from modelport.runtimes.onnx import OnnxRuntime
-from modelport.runtimes.sklearn import SklearnRuntime
-from modelport.runtimes.xgboost import XGBoostRuntime
-from modelport.serving.artifacts import load_artifact, load_runtime, push_artifact
-from modelport.serving.compilation import (
+from modelport.intake.compilation import (
     SAMPLE_ROWS,
     Compilation,
     Tolerance,
@@ -35,7 +27,16 @@ from modelport.serving.compilation import (
     verification_sample,
     verify,
 )
-from modelport.serving.nonfinite import RejectNonFinite
+from modelport.intake.nonfinite import RejectNonFinite
+from modelport.intake.push import push_artifact
+from modelport.protocol.signature import Signature, TensorSpec
+from modelport.registry.store import Registry
+from modelport.runtimes.base import Arrays, Runtime
+from modelport.runtimes.lightgbm import LightGBMRuntime
+from modelport.runtimes.onnx import OnnxRuntime
+from modelport.runtimes.sklearn import SklearnRuntime
+from modelport.runtimes.xgboost import XGBoostRuntime
+from modelport.serving.artifacts import load_artifact, load_runtime
 
 Array = np.ndarray[Any, Any]
 TOLERANCE = Tolerance()

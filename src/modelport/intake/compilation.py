@@ -18,12 +18,12 @@ from typing import Any, Final, TypeAlias
 import numpy as np
 
 from modelport.errors import InvalidInput, ModelportError, Unsupported
+from modelport.intake import nonfinite
+from modelport.intake.conversion import to_onnx
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.runtimes.base import Arrays, Runtime
 from modelport.runtimes.onnx import OnnxRuntime
-from modelport.serving import nonfinite
-from modelport.serving.conversion import to_onnx
 
 TARGETS: Final = ("onnx",)
 """Formats a model can be compiled to."""

@@ -28,10 +28,10 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.linear_model import LogisticRegression
 
 from modelport.errors import InvalidInput, UntrustedArtifact
+from modelport.intake.mlflow_import import import_mlflow_model, read_mlflow_model
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_runtime
-from modelport.serving.mlflow_import import import_mlflow_model, read_mlflow_model
 
 RUN_ID = "5f1c0ffee0ddba11"
 ROWS = np.random.default_rng(7).normal(size=(60, 4)).astype(np.float32)

@@ -12,9 +12,10 @@ import skops.io
 from sklearn.linear_model import LogisticRegression
 
 from modelport.errors import InvalidInput, UntrustedArtifact
+from modelport.intake.push import push_artifact
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
-from modelport.serving.artifacts import load_runtime, push_artifact
+from modelport.serving.artifacts import load_runtime
 
 
 @pytest.fixture(scope="module")

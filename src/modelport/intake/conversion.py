@@ -3,7 +3,7 @@
 The graph is made to wear the registered signature exactly: its inputs and outputs carry the
 signature's names, datatypes and shapes, so `OnnxRuntime` serves it under the same contract as
 the original. Whether its numbers agree with the original is not decided here (see
-serving.compilation).
+intake.compilation).
 """
 
 from __future__ import annotations

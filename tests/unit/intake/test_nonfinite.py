@@ -13,13 +13,13 @@ from sklearn.datasets import load_iris
 from sklearn.linear_model import LogisticRegression
 
 from modelport.errors import InvalidInput
+from modelport.intake import nonfinite
+from modelport.intake.compilation import compile_model, verify
+from modelport.intake.nonfinite import ANSWERED, DIFFERS, REJECTED, RejectNonFinite, guarded
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.runtimes.python import PythonRuntime
 from modelport.runtimes.sklearn import SklearnRuntime
 from modelport.runtimes.xgboost import XGBoostRuntime
-from modelport.serving import nonfinite
-from modelport.serving.compilation import compile_model, verify
-from modelport.serving.nonfinite import ANSWERED, DIFFERS, REJECTED, RejectNonFinite, guarded
 
 X, Y = load_iris(return_X_y=True)
 X = X.astype(np.float32)

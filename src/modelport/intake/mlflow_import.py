@@ -19,11 +19,11 @@ from typing import Any, Final
 import yaml
 
 from modelport.errors import InvalidInput
+from modelport.intake.compilation import Reference
+from modelport.intake.push import push_artifact
 from modelport.registry.manifest import ModelVersion, check_model_name
 from modelport.registry.store import Registry
 from modelport.runtimes.discovery import runtime_class
-from modelport.serving.artifacts import push_artifact
-from modelport.serving.compilation import Reference
 
 MLMODEL: Final = "MLmodel"
 """The file that makes a directory an MLflow model."""

@@ -1,0 +1,1 @@
+"""What happens when a model is registered: push, compile, convert, verify, import from MLflow."""
