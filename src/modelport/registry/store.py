@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import socket
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Self
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection, Engine, RowMapping
+from sqlalchemy.engine import Engine
 
-from modelport.errors import (
-    Conflict,
-    InvalidInput,
-    NotFound,
-    UntrustedArtifact,
-)
+from modelport.errors import InvalidInput, NotFound, UntrustedArtifact
 from modelport.protocol.signature import Signature
+from modelport.registry.aliases import aliases_of, delete_alias, point_alias, roll_back_alias
 from modelport.registry.blobs import BlobStore
-from modelport.registry.database import (
-    aliases_table,
-    events_table,
-    models_table,
-    versions_table,
-)
+from modelport.registry.database import events_table, models_table, versions_table
+from modelport.registry.history import event, record
 from modelport.registry.location import Connections, open_location
 from modelport.registry.manifest import (
     LATEST,
-    CompiledArtifact,
     Event,
     ModelVersion,
     check_alias,
@@ -40,20 +27,29 @@ from modelport.registry.manifest import (
     version_number,
 )
 from modelport.registry.trust import is_pickle_family
+from modelport.registry.versions import (
+    Stored,
+    check_format,
+    checked_version,
+    compiled_artifact,
+    existing_model,
+    insert_version,
+    json_metadata,
+    missing_version,
+    model_version,
+    unknown_model,
+    version_row,
+)
 
-# Entry-point names, or `package.module:Class` for a custom runtime.
-_FORMAT: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+:-]{0,63}")  # the column holds 64
 _PICKLE_REFUSED: Final = (
     "pickle-family artifacts can run code when loaded; push with --trust-pickle if you trust "
     "this file, or save the model with skops/ONNX/native format"
 )
 
 _V = versions_table.c
-_A = aliases_table.c
 _E = events_table.c
 PRODUCTION: Final = "production"
 """The alias `/v2/models/NAME/...` serves when it is set (else the newest version)."""
-_MAX_REASON: Final = 1000
 
 
 class Registry:
@@ -134,74 +130,57 @@ class Registry:
         is measured against (see observability.reference_profile); stored as given.
         """
         check_model_name(name)
-        for what, fmt in (("model format", format), ("compiled format", compiled_format)):
-            if not _FORMAT.fullmatch(fmt):
-                raise InvalidInput(
-                    f"invalid {what} {fmt!r}: use 1-64 letters, digits, '.', '_', '+' or '-'"
-                )
-        meta = _json_metadata(metadata)
-        report = None if compile_report is None else _json_metadata(compile_report)
-        profile = None if reference_profile is None else _json_metadata(reference_profile)
+        check_format("model format", format)
+        check_format("compiled format", compiled_format)
+        meta = json_metadata(metadata)
+        report = None if compile_report is None else json_metadata(compile_report)
+        profile = None if reference_profile is None else json_metadata(reference_profile)
         for path in (artifact, compiled):
             if path is not None and not path.is_file():
                 raise InvalidInput(f"artifact {path.name!r} is not a readable file")
         pickle = pickle or is_pickle_family(artifact)
         if pickle and not trusted_pickle:
             raise UntrustedArtifact(_PICKLE_REFUSED)
+        stored = self._store(artifact, pickle=pickle)
+        # Blobs first, like the original: a version row never names a missing blob.
+        stored_compiled = None if compiled is None else self._store_compiled(compiled)
+        row = version_row(
+            artifact,
+            stored,
+            name=name,
+            format=format,
+            signature=signature,
+            metadata=meta,
+            pickle=pickle,
+            trusted_pickle=trusted_pickle,
+            created_by=created_by,
+            source=source,
+            compiled=stored_compiled,
+            compiled_format=compiled_format,
+            compile_report=report,
+            reference_profile=profile,
+        )
+        with self._db.writing() as conn:
+            insert_version(conn, row)
+        return model_version(row)
+
+    def _store(self, artifact: Path, *, pickle: bool) -> Stored:
+        """Put `artifact` in the blob store; UntrustedArtifact if its stored bytes are pickle."""
         digest, size = self._blobs.put(artifact)
         # The source file may have changed since it was sniffed; the stored copy cannot.
         if not pickle and is_pickle_family(self._blobs.path(digest)):
             raise UntrustedArtifact(_PICKLE_REFUSED)
-        compiled_digest = compiled_size = None
-        if compiled is not None:
-            # Blobs first, like the original: a version row never names a missing blob.
-            compiled_digest, compiled_size = self._blobs.put(compiled)
-            if is_pickle_family(self._blobs.path(compiled_digest)):
-                raise UntrustedArtifact(
-                    "a compiled artifact must not be pickle-family: it is served without "
-                    "--trust-pickle; compile to a format that loads without running code"
-                )
-        row: dict[str, Any] = {
-            "name": name,
-            "digest": digest,
-            "size": size,
-            "format": format,
-            "signature": signature.to_dict(),
-            "created_at": datetime.now(UTC),
-            "created_by": created_by,
-            "source": _base_name(source) or artifact.name,
-            "pickle": pickle,
-            # Trust is only meaningful, and only recorded, for artifacts that need it.
-            "trusted_pickle": pickle and trusted_pickle,
-            "metadata": meta,
-            "compiled_format": None if compiled is None else compiled_format,
-            "compiled_digest": compiled_digest,
-            "compiled_size": compiled_size,
-            "compile_report": report,
-            "created_host": socket.gethostname(),
-            "reference_profile": profile,
-        }
-        with self._db.writing() as conn:
-            same = conn.execute(
-                sa.select(_V.version).where(_V.name == name, _V.digest == digest)
-            ).scalar()
-            if same is not None:
-                raise Conflict(
-                    f"model {name!r} already has this artifact as version {same}; "
-                    "versions are immutable, so push a changed file or use that version"
-                )
-            known = conn.execute(
-                sa.select(models_table.c.name).where(models_table.c.name == name)
-            ).first()
-            if known is None:
-                conn.execute(models_table.insert().values(name=name, created_at=row["created_at"]))
-            newest = conn.execute(
-                sa.select(sa.func.max(_V.version)).where(_V.name == name)
-            ).scalar()
-            row["version"] = (newest or 0) + 1
-            conn.execute(versions_table.insert().values(**row))
-            _record(conn, name, "push", created_by, to_version=row["version"])
-        return _model_version(row)
+        return Stored(digest, size)
+
+    def _store_compiled(self, compiled: Path) -> Stored:
+        """Put a compiled artifact in the blob store; it must never be pickle-family."""
+        digest, size = self._blobs.put(compiled)
+        if is_pickle_family(self._blobs.path(digest)):
+            raise UntrustedArtifact(
+                "a compiled artifact must not be pickle-family: it is served without "
+                "--trust-pickle; compile to a format that loads without running code"
+            )
+        return Stored(digest, size)
 
     def get(self, name: str, version: int | None = None) -> ModelVersion:
         """One version of a model (None: the newest); NotFound says which versions exist."""
@@ -210,12 +189,12 @@ class Registry:
         if version is None:
             query = query.order_by(_V.version.desc()).limit(1)
         else:
-            query = query.where(_V.version == _checked_version(version))
+            query = query.where(_V.version == checked_version(version))
         with self._db.reading() as conn:
             row = conn.execute(query).mappings().first()
             if row is None:
-                raise _missing_version(conn, name, version)
-            return _model_version(row)
+                raise missing_version(conn, name, version)
+            return model_version(row)
 
     def versions(self, name: str) -> list[ModelVersion]:
         """Every version of a model, oldest first; NotFound for an unknown model."""
@@ -224,9 +203,9 @@ class Registry:
             rows = conn.execute(
                 sa.select(versions_table).where(_V.name == name).order_by(_V.version)
             ).mappings()
-            found = [_model_version(row) for row in rows]
+            found = [model_version(row) for row in rows]
         if not found:
-            raise NotFound(_unknown_model(name))
+            raise NotFound(unknown_model(name))
         return found
 
     def models(self) -> list[str]:
@@ -247,7 +226,7 @@ class Registry:
             newest, sa.and_(_V.name == newest.c.name, _V.version == newest.c.version)
         )
         with self._db.reading() as conn:
-            found = [_model_version(row) for row in conn.execute(query).mappings()]
+            found = [model_version(row) for row in conn.execute(query).mappings()]
         return sorted(found, key=lambda mv: mv.name)
 
     def artifact_path(self, mv: ModelVersion) -> Path:
@@ -260,20 +239,18 @@ class Registry:
 
     def compiled_path(self, mv: ModelVersion) -> Path:
         """Where the (read-only) compiled artifact of `mv` is stored; NotFound if it has none."""
-        return self._blobs.path(_compiled(mv).digest)
+        return self._blobs.path(compiled_artifact(mv).digest)
 
     def verify_compiled(self, mv: ModelVersion) -> None:
         """Re-hash the compiled artifact of `mv`, like `verify`; NotFound if it has none."""
-        self._blobs.verify(_compiled(mv).digest)
+        self._blobs.verify(compiled_artifact(mv).digest)
 
     # -- aliases and history -------------------------------------------------------------
 
     def aliases(self, name: str) -> dict[str, int]:
         """The model's aliases and the version each names (NotFound for an unknown model)."""
         with self._db.reading() as conn:
-            _existing_model(conn, name)
-            rows = conn.execute(sa.select(_A.alias, _A.version).where(_A.name == name))
-            return dict(sorted((alias, version) for alias, version in rows))
+            return aliases_of(conn, name)
 
     def resolve(self, name: str, ref: str | None = None) -> ModelVersion:
         """The version `ref` names: a number, an alias, `latest`, or None.
@@ -304,33 +281,7 @@ class Registry:
         """Point `alias` at `version` (which must exist) and record the move in the history."""
         check_alias(alias)
         with self._db.writing() as conn:
-            found = conn.execute(
-                sa.select(_V.version).where(
-                    _V.name == _existing_model(conn, name), _V.version == _checked_version(version)
-                )
-            ).first()
-            if found is None:
-                raise _missing_version(conn, name, version)
-            previous = _alias_target(conn, name, alias)
-            values = {"version": version, "updated_at": _now(), "updated_by": actor}
-            if previous is None:
-                conn.execute(aliases_table.insert().values(name=name, alias=alias, **values))
-            else:
-                conn.execute(
-                    aliases_table.update()
-                    .where(_A.name == name, _A.alias == alias)
-                    .values(**values)
-                )
-            return _record(
-                conn,
-                name,
-                "alias",
-                actor,
-                alias=alias,
-                from_version=previous,
-                to_version=version,
-                reason=reason,
-            )
+            return point_alias(conn, name, alias, version, actor=actor, reason=reason)
 
     def rollback(self, name: str, alias: str, *, actor: str, reason: str | None = None) -> Event:
         """Move `alias` back to the version it named before its last move.
@@ -339,36 +290,7 @@ class Registry:
         """
         check_alias(alias)
         with self._db.writing() as conn:
-            current = _alias_target(conn, name, alias)
-            if current is None:
-                _existing_model(conn, name)
-                raise NotFound(f"model {name!r} has no alias {alias!r}; nothing to roll back")
-            last = conn.execute(
-                sa.select(_E.from_version)
-                .where(_E.name == name, _E.alias == alias, _E.kind.in_(("alias", "rollback")))
-                .order_by(_E.id.desc())
-                .limit(1)
-            ).scalar()
-            if last is None:
-                raise Conflict(
-                    f"alias {alias!r} of model {name!r} has only ever named version {current}; "
-                    "there is no earlier target to roll back to"
-                )
-            conn.execute(
-                aliases_table.update()
-                .where(_A.name == name, _A.alias == alias)
-                .values(version=last, updated_at=_now(), updated_by=actor)
-            )
-            return _record(
-                conn,
-                name,
-                "rollback",
-                actor,
-                alias=alias,
-                from_version=current,
-                to_version=last,
-                reason=reason,
-            )
+            return roll_back_alias(conn, name, alias, actor=actor, reason=reason)
 
     def remove_alias(
         self, name: str, alias: str, *, actor: str, reason: str | None = None
@@ -376,14 +298,7 @@ class Registry:
         """Delete `alias`; NotFound when the model has no such alias."""
         check_alias(alias)
         with self._db.writing() as conn:
-            current = _alias_target(conn, name, alias)
-            if current is None:
-                _existing_model(conn, name)
-                raise NotFound(f"model {name!r} has no alias {alias!r}")
-            conn.execute(aliases_table.delete().where(_A.name == name, _A.alias == alias))
-            return _record(
-                conn, name, "unalias", actor, alias=alias, from_version=current, reason=reason
-            )
+            return delete_alias(conn, name, alias, actor=actor, reason=reason)
 
     def record_event(
         self,
@@ -398,187 +313,20 @@ class Registry:
         """Append a load, load_failed or unload of `version` to the model's history."""
         if kind not in ("load", "load_failed", "unload"):
             raise InvalidInput(f"unknown event kind {kind!r}")
-        clean = None if detail is None else _json_metadata(detail)
+        clean = None if detail is None else json_metadata(detail)
         with self._db.writing() as conn:
-            return _record(conn, name, kind, actor, to_version=version, reason=reason, detail=clean)
+            return record(conn, name, kind, actor, to_version=version, reason=reason, detail=clean)
 
     def history(self, name: str) -> list[Event]:
         """The model's events, oldest first; NotFound for an unknown model."""
         with self._db.reading() as conn:
-            _existing_model(conn, name)
+            existing_model(conn, name)
             rows = conn.execute(
                 sa.select(events_table).where(_E.name == name).order_by(_E.id)
             ).mappings()
-            return [_event(row) for row in rows]
+            return [event(row) for row in rows]
 
     def change_counter(self) -> int:
         """A number that grows with every push, alias move, load and unload (0 when none)."""
         with self._db.reading() as conn:
             return int(conn.execute(sa.select(sa.func.max(_E.id))).scalar() or 0)
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _existing_model(conn: Connection, name: str) -> str:
-    """`name`, once checked to be a valid name of a registered model (else NotFound)."""
-    check_model_name(name)
-    found = conn.execute(sa.select(models_table.c.name).where(models_table.c.name == name))
-    if found.first() is None:
-        raise NotFound(_unknown_model(name))
-    return name
-
-
-def _checked_version(version: int) -> int:
-    if isinstance(version, bool) or version < 1:
-        raise InvalidInput(f"invalid version {version!r}: versions are numbered from 1")
-    return version
-
-
-def _missing_version(conn: Connection, name: str, version: int | None) -> NotFound:
-    """The error for a version `name` does not have, listing the versions it has."""
-    existing = list(
-        conn.execute(sa.select(_V.version).where(_V.name == name).order_by(_V.version)).scalars()
-    )
-    if not existing:
-        return NotFound(_unknown_model(name))
-    return NotFound(f"model {name!r} has no version {version}; its versions are {_spans(existing)}")
-
-
-def _alias_target(conn: Connection, name: str, alias: str) -> int | None:
-    return conn.execute(sa.select(_A.version).where(_A.name == name, _A.alias == alias)).scalar()
-
-
-def _record(
-    conn: Connection,
-    name: str,
-    kind: str,
-    actor: str,
-    *,
-    alias: str | None = None,
-    from_version: int | None = None,
-    to_version: int | None = None,
-    reason: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> Event:
-    """Append one event to the history inside the caller's transaction, and return it."""
-    if reason is not None and len(reason) > _MAX_REASON:
-        raise InvalidInput(f"the reason is {len(reason)} characters; keep it under {_MAX_REASON}")
-    row: dict[str, Any] = {
-        "name": name,
-        "kind": kind,
-        "alias": alias,
-        "from_version": from_version,
-        "to_version": to_version,
-        "reason": reason,
-        "actor": actor,
-        "host": socket.gethostname(),
-        "at": _now(),
-        "detail": detail,
-    }
-    inserted = conn.execute(events_table.insert().values(**row)).inserted_primary_key
-    assert inserted is not None  # an INSERT always reports its key
-    row["id"] = inserted[0]
-    return _event(row)
-
-
-def _event(row: Mapping[str, Any] | RowMapping) -> Event:
-    return Event(
-        id=row["id"],
-        name=row["name"],
-        kind=row["kind"],
-        at=_utc(row["at"]),
-        actor=row["actor"],
-        host=row["host"],
-        alias=row["alias"],
-        from_version=row["from_version"],
-        to_version=row["to_version"],
-        reason=row["reason"],
-        detail=None if row["detail"] is None else dict(row["detail"]),
-    )
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite keeps no time zone; every timestamp is written in UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-
-
-def _json_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
-    """`metadata` as plain JSON values (tuples become lists); InvalidInput names a bad entry."""
-    clean: dict[str, Any] = {}
-    for key, value in metadata.items():
-        if not isinstance(key, str):
-            raise InvalidInput(f"metadata keys must be strings, got {type(key).__name__}")
-        try:
-            clean[key] = json.loads(json.dumps(value, allow_nan=False))
-        except (TypeError, ValueError):
-            raise InvalidInput(
-                f"metadata {key!r} is not JSON ({type(value).__name__}); use strings, finite "
-                "numbers, booleans, null, lists or objects"
-            ) from None
-    return clean
-
-
-def _base_name(source: str) -> str:
-    """The file name at the end of `source`, whichever separator it uses."""
-    return re.split(r"[\\/]", source)[-1]
-
-
-def _model_version(row: Mapping[str, Any] | RowMapping) -> ModelVersion:
-    created_at = _utc(row["created_at"])
-    return ModelVersion(
-        name=row["name"],
-        version=row["version"],
-        digest=row["digest"],
-        size=row["size"],
-        format=row["format"],
-        signature=Signature.from_dict(row["signature"]),
-        created_at=created_at,
-        created_by=row["created_by"],
-        source=row["source"],
-        pickle=bool(row["pickle"]),
-        trusted_pickle=bool(row["trusted_pickle"]),
-        metadata=dict(row["metadata"]),
-        compiled=(
-            None
-            if row["compiled_digest"] is None
-            else CompiledArtifact(
-                format=row["compiled_format"],
-                digest=row["compiled_digest"],
-                size=row["compiled_size"],
-            )
-        ),
-        compile_report=None if row["compile_report"] is None else dict(row["compile_report"]),
-        created_host=row["created_host"] or "",
-        reference_profile=(
-            None if row["reference_profile"] is None else dict(row["reference_profile"])
-        ),
-    )
-
-
-def _compiled(mv: ModelVersion) -> CompiledArtifact:
-    if mv.compiled is None:
-        raise NotFound(
-            f"model {mv.name!r} version {mv.version} has no compiled artifact; "
-            "push it with --compile to make one"
-        )
-    return mv.compiled
-
-
-def _unknown_model(name: str) -> str:
-    return f"model {name!r} is unknown; run `modelport models list` to see the registered models"
-
-
-def _spans(numbers: list[int]) -> str:
-    """Sorted integers as compact ranges: [1, 2, 3, 5] -> '1-3, 5'."""
-    spans: list[str] = []
-    start = prev = numbers[0]
-    for n in [*numbers[1:], None]:
-        if n is not None and n == prev + 1:
-            prev = n
-            continue
-        spans.append(str(start) if start == prev else f"{start}-{prev}")
-        if n is not None:
-            start = prev = n
-    return ", ".join(spans)
