@@ -201,7 +201,7 @@ def _conform(model: Any, signature: Signature, picks: Mapping[str, _Pick]) -> No
     then cast and reshaped as the signature says. Names in the graph that collide with the
     signature's are renamed first.
     """
-    from onnx import helper, numpy_helper
+    from onnx import helper
 
     graph = model.graph
     wanted = {s.name for s in (*signature.inputs, *signature.outputs)}
@@ -228,52 +228,73 @@ def _conform(model: Any, signature: Signature, picks: Mapping[str, _Pick]) -> No
     for out in signature.outputs:
         pick = picks[out.name]
         current = mapping.get(pick.output, pick.output)
-        info = produced[current].type
-        if not info.HasField("tensor_type"):
-            raise Unsupported(f"the converted graph's output for {out.name!r} is not a tensor")
-        element, rank = info.tensor_type.elem_type, len(info.tensor_type.shape.dim)
-        steps: list[tuple[str, list[str], dict[str, Any]]] = []
-        if pick.column is not None:
-            index = fresh("column")
-            column = numpy_helper.from_array(_int64(pick.column, scalar=True), index)
-            graph.initializer.append(column)
-            steps.append(("Gather", [index], {"axis": 1}))
-            rank -= 1
-        target = _ELEMENT_TYPES[out.datatype]
-        if element != target:
-            if _STRING in (element, target):
-                raise Unsupported(
-                    f"output {out.name!r} is {out.datatype} in the signature, but the converted "
-                    "graph gives it as another kind of value (text vs numbers)"
-                )
-            steps.append(("Cast", [], {"to": target}))
-        if rank != len(out.shape):
-            if any(d < 0 for d in out.shape[1:]):
-                raise Unsupported(
-                    f"output {out.name!r} needs a reshape, but its inner dimensions are variable"
-                )
-            shape = fresh("shape")
-            graph.initializer.append(
-                numpy_helper.from_array(_int64([-1, *out.shape[1:]], scalar=False), shape)
-            )
-            steps.append(("Reshape", [shape], {}))
-        steps = steps or [("Identity", [], {})]
-        for i, (op, extra, attrs) in enumerate(steps):
-            result = out.name if i == len(steps) - 1 else fresh(out.name)
-            tail.append(helper.make_node(op, [current, *extra], [result], **attrs))
-            current = result
+        tail.extend(_output_nodes(graph, out, pick, current, produced[current].type, fresh))
+    _rewire(model, [*head, *graph.node, *tail], source.name, signature)
 
+
+def _output_nodes(
+    graph: Any, out: TensorSpec, pick: _Pick, current: str, info: Any, fresh: _Fresh
+) -> list[Any]:
+    """The nodes that turn graph output `current` (of type `info`) into signature output `out`.
+
+    Each step (pick a column, cast, reshape; else an identity) feeds the next, and the last
+    one writes `out`'s name. Constants the steps need are added to `graph`'s initializers.
+    """
+    from onnx import helper, numpy_helper
+
+    if not info.HasField("tensor_type"):
+        raise Unsupported(f"the converted graph's output for {out.name!r} is not a tensor")
+    element, rank = info.tensor_type.elem_type, len(info.tensor_type.shape.dim)
+    steps: list[tuple[str, list[str], dict[str, Any]]] = []
+    if pick.column is not None:
+        index = fresh("column")
+        column = numpy_helper.from_array(_int64(pick.column, scalar=True), index)
+        graph.initializer.append(column)
+        steps.append(("Gather", [index], {"axis": 1}))
+        rank -= 1
+    target = _ELEMENT_TYPES[out.datatype]
+    if element != target:
+        if _STRING in (element, target):
+            raise Unsupported(
+                f"output {out.name!r} is {out.datatype} in the signature, but the converted "
+                "graph gives it as another kind of value (text vs numbers)"
+            )
+        steps.append(("Cast", [], {"to": target}))
+    if rank != len(out.shape):
+        if any(d < 0 for d in out.shape[1:]):
+            raise Unsupported(
+                f"output {out.name!r} needs a reshape, but its inner dimensions are variable"
+            )
+        shape = fresh("shape")
+        graph.initializer.append(
+            numpy_helper.from_array(_int64([-1, *out.shape[1:]], scalar=False), shape)
+        )
+        steps.append(("Reshape", [shape], {}))
+    steps = steps or [("Identity", [], {})]
+    nodes = []
+    for i, (op, extra, attrs) in enumerate(steps):
+        result = out.name if i == len(steps) - 1 else fresh(out.name)
+        nodes.append(helper.make_node(op, [current, *extra], [result], **attrs))
+        current = result
+    return nodes
+
+
+def _rewire(model: Any, nodes: list[Any], source: str, signature: Signature) -> None:
+    """Make `nodes` the graph's nodes and the signature its inputs (for `source`) and outputs."""
+    from onnx import helper
+
+    graph = model.graph
     if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
         # The added nodes are standard operators; a graph of ML operators only (XGBoost's)
         # does not import the standard domain, and all of them exist in opset 13.
         model.opset_import.append(helper.make_opsetid("", _STANDARD_OPSET))
     # Copies: messages removed from a repeated field must not be relied on afterwards.
-    nodes = [copy.deepcopy(n) for n in (*head, *graph.node, *tail)]
+    copies = [copy.deepcopy(n) for n in nodes]
     del graph.node[:]
-    graph.node.extend(nodes)
-    kept_inputs = [copy.deepcopy(i) for i in graph.input if i.name != source.name]
+    graph.node.extend(copies)
+    kept_inputs = [copy.deepcopy(i) for i in graph.input if i.name != source]
     del graph.input[:]
-    graph.input.extend([_value_info(helper, spec), *kept_inputs])
+    graph.input.extend([_value_info(helper, signature.inputs[0]), *kept_inputs])
     del graph.output[:]
     graph.output.extend(_value_info(helper, s) for s in signature.outputs)
 
