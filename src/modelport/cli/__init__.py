@@ -7,6 +7,7 @@ import click
 from modelport import __version__
 from modelport.cli import lifecycle as _lifecycle  # noqa: F401  (adds its commands to `models`)
 from modelport.cli import mlflow as _mlflow  # noqa: F401  (adds `models import-mlflow`)
+from modelport.cli import push as _push  # noqa: F401  (adds `models push`)
 from modelport.cli.keys import keys
 from modelport.cli.logs import logs
 from modelport.cli.models import models

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import click
 
-from modelport.cli.models import compile_options, compile_reference, echo_pushed, models, parse_meta
+from modelport.cli.models import models
 from modelport.cli.options import registry_option, reported
+from modelport.cli.push import compile_options, compile_reference, echo_pushed, parse_meta
 from modelport.config import current_user, registry_location
 
 
