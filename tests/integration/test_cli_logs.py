@@ -25,7 +25,8 @@ from sklearn.linear_model import LogisticRegression
 
 import modelport
 from modelport.demo import build_greeting_language, build_iris
-from modelport.observability.log_store import COLUMNS, LogRecord, encode_record, open_store
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import COLUMNS, LogRecord, encode_record
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import push_artifact
 

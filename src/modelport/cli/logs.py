@@ -21,8 +21,9 @@ from modelport.config import registry_location
 from modelport.errors import InvalidInput, NotFound
 
 if TYPE_CHECKING:
-    from modelport.observability.log_store import LogStore, StoredRecord
-    from modelport.observability.replay import Replay
+    from modelport.inference_log.record import StoredRecord
+    from modelport.inference_log.store import LogStore
+    from modelport.monitoring.replay import Replay
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -110,8 +111,8 @@ def log_options(fn: F) -> F:
 def open_log(registry: str | None, inference_log: str | None) -> LogStore:
     """The store `modelport serve` would write for these options; NotFound if it has none."""
     from modelport.config import ServeSettings
-    from modelport.observability.log_location import inference_log_targets
-    from modelport.observability.log_store import display_target, open_store
+    from modelport.inference_log.location import inference_log_targets, open_store
+    from modelport.registry.database import display_location
     from modelport.registry.location import is_url
 
     settings = ServeSettings(
@@ -122,7 +123,7 @@ def open_log(registry: str | None, inference_log: str | None) -> LogStore:
         raise InvalidInput("--inference-log off names no log; give its SQLite file or URL")
     if not is_url(target) and not Path(target).is_file():
         raise NotFound(
-            f"no inference log at {display_target(target)}: the server has not recorded an "
+            f"no inference log at {display_location(target)}: the server has not recorded an "
             "inference there yet; check --registry (or $MODELPORT_REGISTRY) or --inference-log"
         )
     return open_store(target)
@@ -419,7 +420,7 @@ def replay(
     `production` to a new version. Changes nothing; the server need not run.
     """
     import modelport
-    from modelport.observability.replay import replay as replay_records
+    from modelport.monitoring.replay import replay as replay_records
 
     with reported():
         loaded = modelport.load(model, version=against, registry=registry_location(registry))

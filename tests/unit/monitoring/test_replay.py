@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 import modelport
-from modelport.observability.log_store import REDACTED, StoredRecord
-from modelport.observability.replay import OutputAgreement, replay
+from modelport.inference_log.record import REDACTED, StoredRecord
+from modelport.monitoring.replay import OutputAgreement, replay
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import push_artifact
