@@ -111,13 +111,13 @@ class StoredRecord(Fields[dict[str, Any]]):
     """Store order: increases with every row written."""
 
 
-def kind_of(column: dataclasses.Field[Any]) -> Kind:
+def _kind_of(column: dataclasses.Field[Any]) -> Kind:
     """The `Kind` a column of `Fields` was declared with."""
     kind: Kind = column.metadata["kind"]
     return kind
 
 
-COLUMN_KINDS: Final = tuple((c.name, kind_of(c)) for c in dataclasses.fields(Fields))
+COLUMN_KINDS: Final = tuple((c.name, _kind_of(c)) for c in dataclasses.fields(Fields))
 """Each column's name and kind, in table order."""
 COLUMNS: Final = tuple(name for name, _ in COLUMN_KINDS)
 """The keys of an encoded row, in the order of the table's columns."""
