@@ -38,9 +38,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from modelport.observability.inference_log import InferenceLog
-from modelport.observability.log_sqlite import SQLiteStore
-from modelport.observability.log_store import COLUMNS, LogRecord, encode_record, open_store
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import COLUMNS, LogRecord, encode_record
+from modelport.inference_log.sqlite import SQLiteStore
+from modelport.inference_log.writer import InferenceLog
 
 MODELS = ("iris", "wine", "digits", "housing")
 SCHEMA = pa.schema(

@@ -22,8 +22,8 @@ from modelport import __version__
 from modelport.config import ServeSettings
 from modelport.errors import InvalidInput
 from modelport.observability.observer import Observer
+from modelport.registry.database import display_location
 from modelport.registry.keys import KeyStore
-from modelport.registry.location import display_location
 from modelport.registry.store import Registry
 from modelport.security.policy import build_policy
 from modelport.security.tls import TlsFiles, grpc_credentials, load_tls, uvicorn_options

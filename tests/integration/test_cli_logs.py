@@ -25,8 +25,9 @@ from sklearn.linear_model import LogisticRegression
 
 import modelport
 from modelport.demo import build_greeting_language, build_iris
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import COLUMNS, LogRecord, encode_record
 from modelport.intake.push import push_artifact
-from modelport.observability.log_store import COLUMNS, LogRecord, encode_record, open_store
 from modelport.registry.store import Registry
 
 from .conftest import CREATED_BY, write_iris_c001

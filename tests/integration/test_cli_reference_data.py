@@ -18,8 +18,8 @@ from modelport.cli import main
 from modelport.cli.reference_data import read_reference_data
 from modelport.demo import build_greeting_language, build_iris
 from modelport.errors import InvalidInput
-from modelport.observability.drift import DriftMonitor, ReferenceProfile
-from modelport.observability.reference_profile import build_profile
+from modelport.monitoring.drift import DriftMonitor, ReferenceProfile
+from modelport.monitoring.reference_profile import build_profile
 from modelport.protocol.signature import TensorSpec
 from modelport.registry.store import Registry
 

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelport.demo import build_iris
-from modelport.observability.log_store import open_store
+from modelport.inference_log.location import open_store
 from modelport.transports.grpc_gen import inference_pb2 as pb
 from modelport.transports.grpc_gen import inference_pb2_grpc as pb_grpc
 

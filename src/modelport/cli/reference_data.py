@@ -10,7 +10,7 @@ from typing import Any, Final
 import numpy as np
 
 from modelport.errors import InvalidInput
-from modelport.observability.reference_profile import build_profile
+from modelport.monitoring.reference_profile import build_profile
 from modelport.protocol.signature import Signature
 
 MAX_ROWS: Final = 100_000

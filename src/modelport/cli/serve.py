@@ -255,7 +255,7 @@ def demo(registry: str | None) -> None:
     from modelport.demo import build_demo
 
     with reported():
-        from modelport.registry.location import display_location
+        from modelport.registry.database import display_location
 
         location = registry_location(registry)
         for line in build_demo(location, created_by=current_user()):

@@ -1,1 +1,1 @@
-"""What the server records about its work: metrics, access logs, the inference log, drift."""
+"""Request telemetry: the observer, metrics, access log and tracing (injected, never global)."""

@@ -88,6 +88,15 @@ class Metrics:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        # In the order of the exposition: a scrape lists the families as they are added here.
+        self._add_request_families()
+        self._add_model_families()
+        self._add_inference_log_families()
+        self._add_monitoring_families()
+        self.families = [v for v in vars(self).values() if isinstance(v, Family)]
+
+    def _add_request_families(self) -> None:
+        """What the transports count: requests answered and how long they took."""
         self.requests = Family(
             "modelport_requests",
             "counter",
@@ -101,6 +110,9 @@ class Metrics:
             ("model", "version", "protocol", "endpoint"),
             LATENCY_BUCKETS,
         )
+
+    def _add_model_families(self) -> None:
+        """What the models do: batch sizes, queues waiting for a call, load times."""
         self.batch_size = Family(
             "modelport_batch_size",
             "histogram",
@@ -122,6 +134,9 @@ class Metrics:
             ("model", "version"),
             mode="max",
         )
+
+    def _add_inference_log_families(self) -> None:
+        """How the inference log keeps up: its backlog and what it had to drop."""
         self.log_backlog = Family(
             "modelport_inference_log_backlog",
             "gauge",
@@ -133,6 +148,9 @@ class Metrics:
             "counter",
             "Inference-log records dropped because the backlog was full (overflow = drop).",
         )
+
+    def _add_monitoring_families(self) -> None:
+        """How the models behave: drift against reference profiles, accuracy on feedback."""
         self.drift_psi = Family(
             "modelport_drift_psi",
             "gauge",
@@ -168,7 +186,6 @@ class Metrics:
             ("model", "version"),
             mode="recent",
         )
-        self.families = [v for v in vars(self).values() if isinstance(v, Family)]
 
     # -- the hot path ----------------------------------------------------------------------
 

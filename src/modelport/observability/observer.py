@@ -16,12 +16,13 @@ from typing import IO, Any
 
 from modelport.config import ServeSettings
 from modelport.errors import NotFound, Overloaded, Unsupported
+from modelport.inference_log.location import inference_log_targets, open_store
+from modelport.inference_log.record import LogRecord
+from modelport.inference_log.store import LogStore
+from modelport.inference_log.writer import InferenceLog
+from modelport.monitoring.drift import DriftMonitor, ReferenceProfile
+from modelport.monitoring.feedback import parse_feedback, score
 from modelport.observability.access_log import AccessLog, wants_json
-from modelport.observability.drift import DriftMonitor, ReferenceProfile
-from modelport.observability.feedback import parse_feedback, score
-from modelport.observability.inference_log import InferenceLog
-from modelport.observability.log_location import inference_log_targets
-from modelport.observability.log_store import LogRecord, LogStore, open_store
 from modelport.observability.metrics import Metrics
 from modelport.observability.tracing import Tracing
 from modelport.registry.manifest import ModelVersion

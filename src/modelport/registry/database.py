@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Final
 
@@ -22,6 +23,8 @@ WRITE_OPTION: Final = "modelport_write"
 POSTGRES_DRIVER: Final = "postgresql+psycopg"
 POSTGRES_SCHEMES: Final = frozenset({"postgresql", "postgres", POSTGRES_DRIVER})
 """URL schemes of a shared registry on PostgreSQL; all of them connect through psycopg 3."""
+URL_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+"""The scheme at the start of a location that is a URL."""
 ARTIFACTS_SETTING: Final = "artifacts"
 """The settings key, and URL query parameter, of a shared registry's artifact root."""
 _CONNECT_TIMEOUT_S: Final = 10
@@ -194,6 +197,20 @@ def postgres_url(text: str) -> tuple[sa.URL, str | None]:
 def display_url(url: sa.URL) -> str:
     """`url` as it is safe to print: the password masked, no query (it may hold secrets)."""
     return url.set(drivername="postgresql", query={}).render_as_string(hide_password=True)
+
+
+def display_location(text: str) -> str:
+    """A database location as it is safe to print: a PostgreSQL URL with its password masked and
+    no query, a URL of another scheme as its scheme alone, anything else (a path) as given."""
+    scheme = URL_SCHEME.match(text)
+    if scheme is None:
+        return text
+    if scheme.group(1).lower() in POSTGRES_SCHEMES:
+        try:
+            return display_url(postgres_url(text)[0])
+        except InvalidInput:
+            pass
+    return f"{scheme.group(1)}://***"
 
 
 def without_secrets(message: str, url: sa.URL) -> str:

@@ -1,13 +1,12 @@
 """Where a registry lives: a directory (embedded SQLite) or a PostgreSQL URL, opened and migrated.
 
-Nothing here repeats a password from a URL: messages and `display_location` mask it.
+Nothing here repeats a password from a URL: messages and `database.display_location` mask it.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,13 +15,14 @@ from typing import Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from modelport.errors import InvalidInput, ModelportError, NotFound, NotReady, Unsupported
+from modelport.errors import InvalidInput, NotFound, NotReady, Unsupported
 from modelport.registry.blobs import BlobStore
 from modelport.registry.database import (
     ARTIFACTS_SETTING,
     DATABASE_FILE,
     HEAD_REVISION,
     POSTGRES_SCHEMES,
+    URL_SCHEME,
     WRITE_OPTION,
     display_url,
     postgres_engine,
@@ -37,7 +37,6 @@ from modelport.registry.database import (
 log = logging.getLogger("modelport.registry")
 
 BLOBS_DIR: Final = "blobs"
-_URL_SCHEME: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
 _ARTIFACTS_NEEDED: Final = (
     "a new PostgreSQL registry needs a place for its artifacts: add "
     f"?{ARTIFACTS_SETTING}=/PATH to the URL, a directory that every replica reaches (it is "
@@ -47,7 +46,7 @@ _ARTIFACTS_NEEDED: Final = (
 
 def open_location(text: str, *, create: bool) -> tuple[Engine, BlobStore]:
     """The engine and artifact store of the registry at `text` (a directory or a URL)."""
-    scheme = _URL_SCHEME.match(text)
+    scheme = URL_SCHEME.match(text)
     if scheme is None:
         return _open_directory(text, create=create)
     return _open_database(text, scheme.group(1), create=create)
@@ -55,18 +54,7 @@ def open_location(text: str, *, create: bool) -> tuple[Engine, BlobStore]:
 
 def is_url(text: str) -> bool:
     """Whether a registry location is a URL (a shared database) rather than a directory."""
-    return _URL_SCHEME.match(text) is not None
-
-
-def display_location(text: str) -> str:
-    """A registry location as it is safe to print: a URL's password and query masked."""
-    scheme = _URL_SCHEME.match(text)
-    if scheme is None or scheme.group(1).lower() not in POSTGRES_SCHEMES:
-        return text
-    try:
-        return display_url(postgres_url(text)[0])
-    except ModelportError:
-        return f"{scheme.group(1)}://***"
+    return URL_SCHEME.match(text) is not None
 
 
 @contextmanager
@@ -175,7 +163,7 @@ def _open_database(text: str, scheme: str, *, create: bool) -> tuple[Engine, Blo
 
 def _artifact_root(value: str) -> Path:
     """The `artifacts` parameter of a registry URL as a directory path."""
-    scheme = _URL_SCHEME.match(value)
+    scheme = URL_SCHEME.match(value)
     if scheme is not None:
         # Name only the scheme: an object-store URL may carry credentials.
         raise Unsupported(

@@ -105,7 +105,7 @@ class ModelVersion:
     created_host: str = ""
     """Host the version was pushed from (empty for versions pushed before it was recorded)."""
     reference_profile: dict[str, Any] | None = None
-    """JSON form of the reference data's profile (observability.reference_profile), which
+    """JSON form of the reference data's profile (monitoring.reference_profile), which
     drift is measured against; None when the version was pushed without reference data."""
 
     def to_dict(self) -> dict[str, Any]:

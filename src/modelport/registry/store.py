@@ -127,7 +127,7 @@ class Registry:
         check behind it; both are stored with the version, in the same transaction.
 
         `reference_profile` is the JSON profile of the version's reference data, which drift
-        is measured against (see observability.reference_profile); stored as given.
+        is measured against (see monitoring.reference_profile); stored as given.
         """
         check_model_name(name)
         check_format("model format", format)

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from modelport.errors import InvalidInput
-from modelport.observability.drift import DriftMonitor, ReferenceProfile
-from modelport.observability.reference_profile import build_profile
+from modelport.monitoring.drift import DriftMonitor, ReferenceProfile
+from modelport.monitoring.reference_profile import build_profile
 from modelport.registry import database, location
 from modelport.registry.database import HEAD_REVISION
 from modelport.registry.store import Registry

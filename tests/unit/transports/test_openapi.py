@@ -16,9 +16,9 @@ from openapi_spec_validator import validate as validate_spec
 
 from modelport import __version__
 from modelport.errors import ErrorKind
-from modelport.observability.drift import DriftMonitor, ReferenceProfile
-from modelport.observability.feedback import Score
-from modelport.observability.reference_profile import build_profile
+from modelport.monitoring.drift import DriftMonitor, ReferenceProfile
+from modelport.monitoring.feedback import Score
+from modelport.monitoring.reference_profile import build_profile
 from modelport.protocol import codec_binary, codec_json
 from modelport.protocol.datatypes import DATATYPES
 from modelport.protocol.signature import TensorSpec

@@ -15,17 +15,8 @@ from urllib.parse import quote
 import orjson
 
 from modelport.errors import NotReady
-from modelport.observability.log_store import (
-    COLUMNS,
-    DEFAULT_BUSY_TIMEOUT,
-    SCHEMA,
-    LogStore,
-    Row,
-    RowsRejected,
-    clean_text,
-    row_values,
-    to_json,
-)
+from modelport.inference_log.record import COLUMNS, Row, clean_text, row_values, to_json
+from modelport.inference_log.store import DEFAULT_BUSY_TIMEOUT, SCHEMA, LogStore, RowsRejected
 
 _Held = tuple[sqlite3.Connection, tuple[int, int] | None]
 # The statement is built from the constant column names and placeholders, never from values.

@@ -18,11 +18,11 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import orjson
 
-from modelport.observability.log_store import COLUMNS, Row
+from modelport.inference_log.record import Row, is_row
 
 try:
     import fcntl
@@ -34,7 +34,6 @@ logger = logging.getLogger("modelport.inference_log")
 
 _SEGMENT: Final = re.compile(r"journal-(\d+-[0-9a-f]+)-(\d+)\.jsonl")
 _LOCK: Final = re.compile(r"journal-(\d+-[0-9a-f]+)\.lock")
-_TEXT: Final = frozenset(COLUMNS) - {"at", "version", "inputs", "outputs", "latency_ms"}
 
 
 @dataclass(slots=True)
@@ -160,7 +159,7 @@ class Journal:
             except orjson.JSONDecodeError:
                 bad.append(line)
                 continue
-            if _is_row(row):
+            if is_row(row):
                 rows.append(row)
             else:
                 bad.append(line)
@@ -244,19 +243,6 @@ class Journal:
         self._segments.append(Segment(target, rows))
         logger.info("adopted %d journaled inference records from %s", rows, path.name)
         return rows
-
-
-def _is_row(row: Any) -> bool:
-    if not isinstance(row, dict) or not all(c in row for c in COLUMNS):
-        return False
-    number = (int, float)
-    return (
-        all(isinstance(row[c], str) for c in _TEXT)
-        and isinstance(row["at"], number)
-        and isinstance(row["latency_ms"], number)
-        and (row["version"] is None or isinstance(row["version"], int))
-        and all(row[c] is None or isinstance(row[c], str) for c in ("inputs", "outputs"))
-    )
 
 
 def _append(path: Path, data: bytes) -> None:

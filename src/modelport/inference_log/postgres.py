@@ -12,17 +12,9 @@ import psycopg
 from psycopg.types.json import set_json_loads
 
 from modelport.errors import NotReady
-from modelport.observability.log_store import (
-    COLUMNS,
-    SCHEMA,
-    LogStore,
-    Row,
-    RowsRejected,
-    clean_text,
-    display_target,
-    row_values,
-    to_json,
-)
+from modelport.inference_log.record import COLUMNS, Row, clean_text, row_values, to_json
+from modelport.inference_log.store import SCHEMA, LogStore, RowsRejected
+from modelport.registry.database import POSTGRES_DRIVER, display_location
 
 _CONNECT_TIMEOUT_S: Final = 2
 # Advisory lock that serialises table creation by concurrent server processes ("mp-ilog").
@@ -36,8 +28,8 @@ class PostgresStore(LogStore):
 
     def __init__(self, url: str) -> None:
         scheme, _, rest = url.partition("://")
-        self._url = f"postgresql://{rest}" if scheme.lower() == "postgresql+psycopg" else url
-        self._display = display_target(url)
+        self._url = f"postgresql://{rest}" if scheme.lower() == POSTGRES_DRIVER else url
+        self._display = display_location(url)
         self._conn: psycopg.Connection[Any] | None = None
         # One connection serves one call at a time, whichever thread makes it.
         self._lock = threading.RLock()

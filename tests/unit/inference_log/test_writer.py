@@ -18,8 +18,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from modelport.observability.inference_log import InferenceLog
-from modelport.observability.log_store import LogRecord, open_store
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import LogRecord
+from modelport.inference_log.writer import InferenceLog
 
 from ...conftest import POSTGRES_SERVER
 
@@ -305,8 +306,8 @@ def test_the_journal_of_a_crashed_process_is_delivered_on_start(
         """
         import os, sys, time
         from pathlib import Path
-        from modelport.observability.inference_log import InferenceLog
-        from modelport.observability.log_store import LogRecord
+        from modelport.inference_log.writer import InferenceLog
+        from modelport.inference_log.record import LogRecord
         log = InferenceLog(sys.argv[1], Path(sys.argv[2]), flush_seconds=0.01, batch_rows=4)
         log.start()
         for i in range(11):
@@ -348,8 +349,8 @@ def test_a_program_that_never_closes_the_log_still_exits_with_its_records(
         """
         import sys, time
         from pathlib import Path
-        from modelport.observability.inference_log import InferenceLog
-        from modelport.observability.log_store import LogRecord
+        from modelport.inference_log.writer import InferenceLog
+        from modelport.inference_log.record import LogRecord
         log = InferenceLog(sys.argv[1], Path(sys.argv[2]), flush_seconds=60)
         log.start()
         for i in range(50):

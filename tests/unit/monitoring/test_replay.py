@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import modelport
+from modelport.inference_log.record import REDACTED, StoredRecord
 from modelport.intake.push import push_artifact
-from modelport.observability.log_store import REDACTED, StoredRecord
-from modelport.observability.replay import OutputAgreement, replay
+from modelport.monitoring.replay import OutputAgreement, replay
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
 from modelport.serving.embedded import Model

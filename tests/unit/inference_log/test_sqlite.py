@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from modelport.errors import NotReady
-from modelport.observability.log_store import LogRecord, Row, encode_record, open_store
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import LogRecord, Row, encode_record
 
 
 def row(request_id: str) -> Row:
@@ -26,7 +27,8 @@ def test_several_processes_write_one_sqlite_file(tmp_path: Path) -> None:
     script = textwrap.dedent(
         """
         import sys
-        from modelport.observability.log_store import LogRecord, encode_record, open_store
+        from modelport.inference_log.location import open_store
+        from modelport.inference_log.record import LogRecord, encode_record
         store = open_store(sys.argv[1])
         name = sys.argv[2]
         for batch in range(20):

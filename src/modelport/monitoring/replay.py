@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 
 from modelport.errors import ModelportError
-from modelport.observability.log_store import REDACTED, StoredRecord
+from modelport.inference_log.record import REDACTED, StoredRecord
 
 if TYPE_CHECKING:
     from modelport.serving.embedded import Model

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput, Unsupported
-from modelport.observability.drift import DriftMonitor, ReferenceProfile, ks_statistic, psi
-from modelport.observability.reference_profile import (
+from modelport.monitoring.drift import DriftMonitor, ReferenceProfile, ks_statistic, psi
+from modelport.monitoring.reference_profile import (
     SAMPLE_SIZE,
     TOP_CATEGORIES,
     build_profile,

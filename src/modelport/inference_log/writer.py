@@ -21,9 +21,11 @@ from pathlib import Path
 from typing import Final
 
 from modelport.errors import InvalidInput
-from modelport.observability.journal import Journal, Segment
-from modelport.observability.log_sink import LogSink
-from modelport.observability.log_store import LogRecord, LogStore, Row, encode_record, open_store
+from modelport.inference_log.journal import Journal, Segment
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import LogRecord, Row, encode_record
+from modelport.inference_log.sink import LogSink
+from modelport.inference_log.store import LogStore
 
 logger = logging.getLogger("modelport.inference_log")
 

@@ -17,7 +17,7 @@ from typing import Any, Final
 import numpy as np
 
 from modelport.errors import InvalidInput
-from modelport.observability.reference_profile import (
+from modelport.monitoring.reference_profile import (
     Array,
     FeatureProfile,
     Kind,

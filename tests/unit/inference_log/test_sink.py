@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from modelport.errors import NotReady
-from modelport.observability.log_sink import LogSink
-from modelport.observability.log_store import LogRecord, Row, encode_record, open_store
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import LogRecord, Row, encode_record
+from modelport.inference_log.sink import LogSink
 
 REFUSING_TABLE = (
     "CREATE TABLE inference_log (id INTEGER PRIMARY KEY, request_id, at, model CHECK "

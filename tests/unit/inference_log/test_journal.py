@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelport.observability.journal import Journal
-from modelport.observability.log_store import LogRecord, Row, encode_record
+from modelport.inference_log.journal import Journal
+from modelport.inference_log.record import LogRecord, Row, encode_record
 
 
 def rows(prefix: str, count: int) -> list[Row]:

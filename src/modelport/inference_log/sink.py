@@ -10,7 +10,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Final
 
-from modelport.observability.log_store import LogStore, Row, RowsRejected, display_target
+from modelport.inference_log.record import Row
+from modelport.inference_log.store import LogStore, RowsRejected
+from modelport.registry.database import display_location
 
 # The writer's logger: the sink's messages are part of the inference log's story.
 logger = logging.getLogger("modelport.inference_log")
@@ -32,7 +34,7 @@ class LogSink:
         journal_dir: Path,
     ) -> None:
         self._target = target
-        self.display = display_target(target)
+        self.display = display_location(target)
         """The target as it is safe to print."""
         self._opener = opener
         self._set_aside = set_aside

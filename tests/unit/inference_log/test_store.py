@@ -11,15 +11,10 @@ import psycopg
 import pytest
 
 from modelport.errors import InvalidInput, NotReady
-from modelport.observability.log_store import (
-    LogRecord,
-    LogStore,
-    RowsRejected,
-    StoredRecord,
-    display_target,
-    encode_record,
-    open_store,
-)
+from modelport.inference_log.location import open_store
+from modelport.inference_log.record import LogRecord, StoredRecord, encode_record
+from modelport.inference_log.store import LogStore, RowsRejected
+from modelport.registry.database import display_location
 
 CHECKED_TABLE = """
 CREATE TABLE inference_log (
@@ -244,8 +239,9 @@ def test_an_unreachable_store_raises_not_ready(tmp_path: Path) -> None:
 def test_locations() -> None:
     with pytest.raises(InvalidInput, match="unknown scheme"):
         open_store("mysql://user:pw@host/db")
-    assert display_target("postgresql+psycopg://u:secret@db.example:5433/logs?password=x") == (
-        "postgresql+psycopg://u@db.example:5433/logs"
+    assert display_location("postgresql+psycopg://u:secret@db.example:5433/logs?password=x") == (
+        "postgresql://u:***@db.example:5433/logs"
     )
-    assert display_target("postgresql://[::1]/logs") == "postgresql://[::1]/logs"
-    assert display_target("relative/inference.sqlite") == "relative/inference.sqlite"
+    assert display_location("postgresql://[::1]/logs") == "postgresql://[::1]/logs"
+    assert display_location("mysql://user:pw@host/db") == "mysql://***"
+    assert display_location("relative/inference.sqlite") == "relative/inference.sqlite"

@@ -1,0 +1,1 @@
+"""Model monitoring: reference profiles, drift, feedback scores and replay of logged inferences."""
