@@ -12,7 +12,7 @@ from modelport.errors import NotFound
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.manifest import MAX_VERSION, ModelVersion, version_number
 from modelport.runtimes.python import PythonRuntime
-from modelport.serving.catalog import Catalog, LoadedModel
+from modelport.serving.catalog import DIRECT, Catalog, LoadedModel
 
 SIGNATURE = Signature(
     (TensorSpec("x", "FP32", (-1, 2)),),
@@ -40,7 +40,7 @@ def loaded(name: str, number: int) -> LoadedModel:
         pickle=True,
         trusted_pickle=True,
     )
-    return LoadedModel(mv, PythonRuntime(Doubler(), SIGNATURE))
+    return LoadedModel(mv, PythonRuntime(Doubler(), SIGNATURE), None, DIRECT)
 
 
 def test_loaded_model_precomputes_the_hot_path() -> None:
