@@ -136,6 +136,10 @@ class Lifecycle:
                     self._retiring.add(task)  # held until done, so it is not collected
                     task.add_done_callback(self._retiring.discard)
 
+    async def retired(self) -> None:
+        """Return once every version taken out of the routes so far has been closed."""
+        await asyncio.gather(*self._retiring)
+
     def _plan(self) -> Plan:
         """What each selected model should serve, as the registry says now."""
         newest = {mv.name: mv.version for mv in self._registry.latest()}
