@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -49,48 +49,43 @@ Dispatch = Batched | Direct
 DIRECT = Direct()
 
 
+@dataclass(slots=True)
 class LoadedModel:
     """A registered version with its runtime and everything precomputed for the hot path.
 
     Built whole here, batcher and queue limit included, from the `dispatch` the caller picks.
     """
 
-    __slots__ = (
-        "_idle",
-        "batcher",
-        "compiled",
-        "in_flight",
-        "max_queue",
-        "output_names",
-        "output_types",
-        "provenance",
-        "runtime",
-        "validator",
-        "version",
-    )
+    version: ModelVersion
+    runtime: Runtime
+    compiled: CompiledArtifact | None
+    """The compiled artifact the runtime was loaded from, or None for the original."""
+    dispatch: InitVar[Dispatch]
+    validator: RequestValidator = field(init=False)
+    output_names: tuple[str, ...] = field(init=False)
+    output_types: dict[str, tuple[str, Any]] = field(init=False)
+    """Output name -> (OIP datatype, numpy dtype)."""
+    provenance: dict[str, Any] = field(init=False)
+    batcher: Batcher = field(init=False)
+    """Runs this model's predictions, batching concurrent ones."""
+    max_queue: int = field(init=False)
+    """Past this many requests in flight, new ones are shed."""
+    in_flight: int = field(init=False, default=0)
+    """Requests inside the dataplane for this version right now (it retires at zero)."""
+    _idle: asyncio.Event | None = field(init=False, default=None)
+    """Made by the first `idle` call; set when the last request in flight leaves."""
 
-    def __init__(
-        self,
-        version: ModelVersion,
-        runtime: Runtime,
-        compiled: CompiledArtifact | None,
-        dispatch: Dispatch,
-    ) -> None:
-        signature = version.signature
-        self.version = version
-        self.runtime = runtime
-        self.compiled = compiled
-        """The compiled artifact the runtime was loaded from, or None for the original."""
+    def __post_init__(self, dispatch: Dispatch) -> None:
+        signature = self.version.signature
         self.validator = RequestValidator(signature)
         self.output_names = signature.output_names
-        self.output_types: dict[str, tuple[str, Any]] = {
+        self.output_types = {
             s.name: (s.datatype, numpy_dtype(s.datatype)) for s in signature.outputs
         }
-        """Output name -> (OIP datatype, numpy dtype)."""
-        self.provenance: dict[str, Any] = {"modelport.sha256": version.digest}
-        if compiled is not None:
-            self.provenance["modelport.compiled_sha256"] = compiled.digest
-            self.provenance["modelport.runtime"] = compiled.format
+        self.provenance = {"modelport.sha256": self.version.digest}
+        if self.compiled is not None:
+            self.provenance["modelport.compiled_sha256"] = self.compiled.digest
+            self.provenance["modelport.runtime"] = self.compiled.format
         if isinstance(dispatch, Batched):
             self.batcher = Batcher(
                 self.predict,
@@ -98,17 +93,13 @@ class LoadedModel:
                 dispatch.executor,
                 dispatch.policy,
                 on_call=dispatch.on_call,
-                inline=runtime.steady,
+                inline=self.runtime.steady,
             )
             self.max_queue = dispatch.max_queue
         else:
             # No executor: were it awaited, the batcher would call the model in place.
             self.batcher = Batcher(self.predict, self.output_names, None, BatchPolicy(1))
             self.max_queue = DEFAULT_MAX_QUEUE
-        self.in_flight = 0
-        """Requests inside the dataplane for this version right now (it retires at zero)."""
-        self._idle: asyncio.Event | None = None
-        """Made by the first `idle` call; set when the last request in flight leaves."""
 
     def enter(self) -> None:
         """Count one more request in flight."""
