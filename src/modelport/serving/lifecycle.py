@@ -26,6 +26,7 @@ from modelport.serving.compilation import verification_sample
 from modelport.serving.executor import Executor
 from modelport.serving.telemetry import NoTelemetry, Telemetry
 
+# The server has always logged loads and unloads under this name; log filters select on it.
 log = logging.getLogger("modelport.dataplane")
 
 FOLLOW_SECONDS = 1.0
