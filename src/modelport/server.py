@@ -217,7 +217,7 @@ def _serve(
     )
     catalog = Catalog()
     dataplane = DataPlane(registry, catalog, Executor(), settings, observer)
-    dataplane.preload(settings.models)
+    dataplane.lifecycle.preload(settings.models)
     # Everything loaded so far lives as long as the server: keep the collector from scanning
     # it (long pauses, a p99 several times the median) and, after fork, from writing to the
     # pages the workers share.
@@ -286,7 +286,7 @@ def run_worker(
                 failure = InvalidInput(f"cannot serve gRPC on {grpc_address}: {exc}")
                 raise failure from None
         observer.start()
-        background.append(asyncio.ensure_future(dataplane.follow()))
+        background.append(asyncio.ensure_future(dataplane.lifecycle.follow()))
         background.append(asyncio.ensure_future(observer.run()))
         on_ready()
 
@@ -296,7 +296,7 @@ def run_worker(
         # REST has drained by now; gRPC calls get their own grace period.
         if grpc_server is not None:
             await grpc_server.stop()
-        await dataplane.close()
+        await dataplane.lifecycle.close()
         # Every answered request's record goes to the store, or to the journal.
         observer.close()
 

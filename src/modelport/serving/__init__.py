@@ -1,1 +1,1 @@
-"""What the server does, independent of transport: the dataplane, the catalog, the executor."""
+"""What the server does, independent of transport: the dataplane, the lifecycle, the catalog."""

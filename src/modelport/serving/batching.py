@@ -16,6 +16,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 import numpy as np
@@ -23,6 +24,7 @@ import numpy as np
 from modelport.config import ModelSettings
 from modelport.errors import InvalidInput
 from modelport.protocol.signature import Signature
+from modelport.serving.clock import SYSTEM_CLOCK, Clock
 from modelport.serving.executor import Executor
 from modelport.serving.telemetry import Timing
 
@@ -33,6 +35,8 @@ PredictFn = Callable[[Arrays, Sequence[str]], Arrays]
 
 # Calls faster than this run on the event loop: a hop to a thread would cost more than the
 # call itself. Slower ones go to the executor so the loop keeps reading requests meanwhile.
+# Call durations and trace stamps are measured with time.perf_counter, not the clock: they
+# time real work, while the clock decides when a batch runs.
 INLINE_BELOW_SECONDS = 0.0005
 _EWMA = 0.2
 DEFAULT_BATCH_DELAY = 0.002
@@ -67,18 +71,24 @@ class _Pending:
 
 
 class Batcher:
-    """Runs one model's predictions, combining concurrent requests into batches."""
+    """Runs one model's predictions, combining concurrent requests into batches.
+
+    Without an `executor` every call runs in place, on the caller's event loop. `clock` says
+    what time it is and wakes a batch that waits to fill.
+    """
 
     def __init__(
         self,
         predict: PredictFn,
         output_order: Sequence[str],
-        executor: Executor,
+        executor: Executor | None,
         policy: BatchPolicy,
         on_call: Callable[[int, int], None] | None = None,
         inline: bool = True,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self._predict = predict
+        self._clock = clock
         self._inline = inline
         """Whether fast calls may run on the event loop (only for steady runtimes)."""
         self._on_call = on_call
@@ -95,7 +105,7 @@ class Batcher:
         self._gap: float | None = None
         """Seconds between arrivals (EWMA, each sample capped by the delay); None until two."""
         self._cost = 1.0  # seconds per call (EWMA); pessimistic until measured
-        self._company_at = -COMPANY_MEMORY  # when a batch last ran with company (monotonic)
+        self._company_at = -COMPANY_MEMORY  # when a batch last ran with company (clock time)
         self.batches = 0
         """Runtime calls made so far (for tests and metrics)."""
 
@@ -130,7 +140,7 @@ class Batcher:
         return await future
 
     def _arrival(self) -> None:
-        now = time.monotonic()
+        now = self._clock.now()
         if self._last_arrival:
             sample = min(now - self._last_arrival, self._policy.max_batch_delay)
             gap = self._gap
@@ -163,17 +173,18 @@ class Batcher:
     async def _fill(self) -> None:
         """Wait for company while requests keep coming, up to the policy's delay."""
         policy = self._policy
-        if policy.max_batch_delay <= 0 or time.monotonic() - self._company_at > COMPANY_MEMORY:
+        clock = self._clock
+        if policy.max_batch_delay <= 0 or clock.now() - self._company_at > COMPANY_MEMORY:
             return
         loop = asyncio.get_running_loop()
-        deadline = time.monotonic() + policy.max_batch_delay
+        deadline = clock.now() + policy.max_batch_delay
         while self._queued_rows < policy.max_batch_size:
-            now = time.monotonic()
+            now = clock.now()
             until = min(deadline, self._last_arrival + 2 * (self._gap or 0.0))
             if until <= now:
                 return
             full = self._full = loop.create_future()
-            timer = loop.call_later(until - now, _resolve, full)
+            timer = clock.call_later(until - now, partial(_resolve, full))
             try:
                 await full
             finally:
@@ -207,7 +218,7 @@ class Batcher:
 
     async def _run(self, batch: list[_Pending]) -> None:
         if len(batch) > 1:
-            self._company_at = time.monotonic()
+            self._company_at = self._clock.now()
         if len(batch) == 1:
             await self._settle(batch[0])
             return
@@ -269,10 +280,11 @@ class Batcher:
             first = next(iter(inputs.values()), None)
             rows = int(first.shape[0]) if first is not None and first.ndim else 1
             self._on_call(rows, len(self._queue))
-        if self._inline and self._cost < INLINE_BELOW_SECONDS:
+        executor = self._executor
+        if executor is None or (self._inline and self._cost < INLINE_BELOW_SECONDS):
             result, seconds = self._timed(inputs, outputs)
         else:
-            result, seconds = await self._executor.run(self._timed, inputs, outputs)
+            result, seconds = await executor.run(self._timed, inputs, outputs)
         self._observe(seconds)
         if isinstance(result, BaseException):
             raise result

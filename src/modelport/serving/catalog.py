@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+import asyncio
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,32 +20,62 @@ from modelport.registry.manifest import (
 )
 from modelport.registry.store import PRODUCTION
 from modelport.runtimes.base import Runtime
-from modelport.serving.batching import Batcher
+from modelport.serving.batching import Batcher, BatchPolicy
+from modelport.serving.executor import Executor
 
 _MAX_MODEL_MESSAGE = 400
+DEFAULT_MAX_QUEUE = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Batched:
+    """Served: predictions go through a batcher on `executor`, shed past `max_queue` in flight."""
+
+    executor: Executor
+    policy: BatchPolicy
+    max_queue: int = DEFAULT_MAX_QUEUE
+    on_call: Callable[[int, int], None] | None = None
+    """Told each model call's rows and how many requests still wait (for metrics)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Direct:
+    """Embedded: the caller runs `predict` itself, synchronously; nothing is batched or shed."""
+
+
+Dispatch = Batched | Direct
+"""How a loaded model's predictions run: the server's batcher, or the embedding caller."""
+
+DIRECT = Direct()
 
 
 @dataclass(slots=True)
 class LoadedModel:
-    """A registered version with its runtime and everything precomputed for the hot path."""
+    """A registered version with its runtime and everything precomputed for the hot path.
+
+    Built whole here, batcher and queue limit included, from the `dispatch` the caller picks.
+    """
 
     version: ModelVersion
     runtime: Runtime
-    compiled: CompiledArtifact | None = None
+    compiled: CompiledArtifact | None
     """The compiled artifact the runtime was loaded from, or None for the original."""
+    dispatch: InitVar[Dispatch]
     validator: RequestValidator = field(init=False)
     output_names: tuple[str, ...] = field(init=False)
     output_types: dict[str, tuple[str, Any]] = field(init=False)
     """Output name -> (OIP datatype, numpy dtype)."""
     provenance: dict[str, Any] = field(init=False)
     batcher: Batcher = field(init=False)
-    """Set by the dataplane: runs this model's predictions, batching concurrent ones."""
+    """Runs this model's predictions, batching concurrent ones."""
+    max_queue: int = field(init=False)
+    """Past this many requests in flight, new ones are shed."""
     in_flight: int = field(init=False, default=0)
-    """Requests inside the dataplane for this version right now (it unloads at zero)."""
-    max_queue: int = field(init=False, default=1024)
-    """Set by the dataplane: past this many requests in flight, new ones are shed."""
+    """Requests inside the dataplane for this version right now (it retires at zero)."""
+    _idle: asyncio.Event | None = field(init=False, default=None)
+    """Made by the first `idle` call; set when the last request in flight leaves."""
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, dispatch: Dispatch) -> None:
         signature = self.version.signature
         self.validator = RequestValidator(signature)
         self.output_names = signature.output_names
@@ -55,6 +86,39 @@ class LoadedModel:
         if self.compiled is not None:
             self.provenance["modelport.compiled_sha256"] = self.compiled.digest
             self.provenance["modelport.runtime"] = self.compiled.format
+        if isinstance(dispatch, Batched):
+            self.batcher = Batcher(
+                self.predict,
+                self.output_names,
+                dispatch.executor,
+                dispatch.policy,
+                on_call=dispatch.on_call,
+                inline=self.runtime.steady,
+            )
+            self.max_queue = dispatch.max_queue
+        else:
+            # No executor: were it awaited, the batcher would call the model in place.
+            self.batcher = Batcher(self.predict, self.output_names, None, BatchPolicy(1))
+            self.max_queue = DEFAULT_MAX_QUEUE
+
+    def enter(self) -> None:
+        """Count one more request in flight."""
+        self.in_flight += 1
+
+    def leave(self) -> None:
+        """Count one request out; the last one out wakes whoever waits in `idle`."""
+        self.in_flight -= 1
+        if not self.in_flight and self._idle is not None:
+            self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no request is in flight (at once if none is)."""
+        if not self.in_flight:
+            return
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
+        await self._idle.wait()
 
     def predict(
         self, inputs: dict[str, np.ndarray[Any, Any]], wanted: Sequence[str]

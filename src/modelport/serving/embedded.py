@@ -17,7 +17,7 @@ from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
 from modelport.registry.manifest import MAX_VERSION, ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
-from modelport.serving.catalog import LoadedModel
+from modelport.serving.catalog import DIRECT, LoadedModel
 
 
 class Model:
@@ -102,7 +102,9 @@ def load(
     try:
         mv = store.get(name, version)
         loaded = load_artifact(store, mv, prefer_compiled=compiled)
-        return Model(LoadedModel(mv, loaded.runtime, mv.compiled if loaded.compiled else None))
+        compiled_artifact = mv.compiled if loaded.compiled else None
+        # DIRECT: `Model.predict` calls the runtime synchronously, on the caller's thread.
+        return Model(LoadedModel(mv, loaded.runtime, compiled_artifact, DIRECT))
     finally:
         store.close()
 

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,7 @@ class Recorder:
 
 
 def gather(
-    batcher: Batcher, requests: list[tuple[np.ndarray[Any, Any], Sequence[str]]]
+    batcher: Batcher, requests: Sequence[tuple[np.ndarray[Any, Any], Sequence[str]]]
 ) -> list[Any]:
     async def main() -> list[Any]:
         return await asyncio.gather(
@@ -85,31 +86,81 @@ def test_a_lone_request_runs_at_once(executor: Executor) -> None:
     np.testing.assert_array_equal(got["y"], rows(2, 0) * 2)
 
 
+class ManualClock:
+    """A clock that moves only when told; `advance` runs the timers it passes, in time order."""
+
+    def __init__(self, start: float = 1024.0) -> None:
+        self._now = start
+        self._timers: list[ManualTimer] = []
+
+    def now(self) -> float:
+        return self._now
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> ManualTimer:
+        timer = ManualTimer(self._now + delay, callback)
+        self._timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+        due = sorted((t for t in self._timers if t.at <= self._now), key=lambda t: t.at)
+        self._timers = [t for t in self._timers if t.at > self._now and not t.cancelled]
+        for timer in due:
+            if not timer.cancelled:
+                timer.callback()
+
+
+@dataclass
+class ManualTimer:
+    at: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+async def turns() -> None:
+    """Let every task that can run do so (the model runs in place: no thread is involved)."""
+    for _ in range(10):
+        await asyncio.sleep(0)
+
+
 SPACING = 0.5
 """Seconds between the first arrivals below: what the batcher learns as the usual gap."""
 
 
-async def _after_a_shared_batch(batcher: Batcher, model: Recorder) -> None:
+def clocked(model: Recorder, policy: BatchPolicy) -> tuple[Batcher, ManualClock]:
+    """A batcher on a manual clock that calls `model` in place."""
+    clock = ManualClock()
+    return Batcher(model, ("y",), None, policy, clock=clock), clock
+
+
+async def _after_a_shared_batch(batcher: Batcher, model: Recorder, clock: ManualClock) -> None:
     """One lone request, then two together SPACING later: the last batch had company."""
     await batcher.predict({"x": rows(1, 0)}, ("y",))
-    await asyncio.sleep(SPACING)
+    clock.advance(SPACING)
     await asyncio.gather(*(batcher.predict({"x": rows(1, i)}, ("y",)) for i in (1, 2)))
     assert model.calls == [1, 2]
 
 
-def test_after_a_shared_batch_requests_still_arriving_join_the_next(executor: Executor) -> None:
+def test_after_a_shared_batch_requests_still_arriving_join_the_next() -> None:
     model = Recorder()
     # A delay far longer than the test: only the arrivals decide how long the batch waits.
-    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=64, max_batch_delay=60))
+    batcher, clock = clocked(model, BatchPolicy(max_batch_size=64, max_batch_delay=60))
 
     async def main() -> list[Arrays]:
-        await _after_a_shared_batch(batcher, model)
+        await _after_a_shared_batch(batcher, model, clock)
         calls = []
         for i in range(3):
             # Arrivals ten times closer together than the gap learnt above: they keep coming.
             calls.append(asyncio.ensure_future(batcher.predict({"x": rows(1, 10 + i)}, ("y",))))
-            await asyncio.sleep(SPACING / 10)
-        return await asyncio.wait_for(asyncio.gather(*calls), 30)
+            await turns()
+            clock.advance(SPACING / 10)
+        await turns()
+        assert model.calls == [1, 2]  # the first of the three still waits for company
+        clock.advance(SPACING)  # quiet for longer than the learnt gap
+        return await asyncio.gather(*calls)
 
     results = asyncio.run(main())
     # Handed over one at a time (as a gRPC server does), they still ran as one call.
@@ -118,30 +169,53 @@ def test_after_a_shared_batch_requests_still_arriving_join_the_next(executor: Ex
         np.testing.assert_array_equal(got["y"], rows(1, 10 + i) * 2)
 
 
-def test_a_batch_stops_waiting_soon_after_arrivals_stop(executor: Executor) -> None:
+def test_a_batch_stops_waiting_soon_after_arrivals_stop() -> None:
     model = Recorder()
-    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=64, max_batch_delay=60))
+    batcher, clock = clocked(model, BatchPolicy(max_batch_size=64, max_batch_delay=60))
 
     async def main() -> Arrays:
-        await _after_a_shared_batch(batcher, model)
-        # Nothing follows this one: it must not sit out the 60 s delay.
-        return await asyncio.wait_for(batcher.predict({"x": rows(1, 5)}, ("y",)), 30)
+        await _after_a_shared_batch(batcher, model, clock)
+        call = asyncio.ensure_future(batcher.predict({"x": rows(1, 5)}, ("y",)))
+        await turns()
+        assert model.calls == [1, 2]  # waiting for company
+        # Nothing follows: twice the learnt gap (at most SPACING) ends the wait, not the 60 s.
+        clock.advance(2 * SPACING)
+        return await call
 
     got = asyncio.run(main())
     assert model.calls == [1, 2, 1]
     np.testing.assert_array_equal(got["y"], rows(1, 5) * 2)
 
 
-def test_once_company_is_a_memory_a_request_runs_at_once_again(executor: Executor) -> None:
+def test_the_delay_caps_the_wait_however_steady_the_arrivals() -> None:
     model = Recorder()
-    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=64, max_batch_delay=60))
+    batcher, clock = clocked(model, BatchPolicy(max_batch_size=64, max_batch_delay=1.0))
+    step = 1 / 16  # exact in binary, so sixteen steps are exactly the delay
 
     async def main() -> None:
-        await _after_a_shared_batch(batcher, model)
-        await asyncio.sleep(COMPANY_MEMORY * 1.5)
+        await _after_a_shared_batch(batcher, model, clock)
+        calls = []
+        for i in range(16):
+            calls.append(asyncio.ensure_future(batcher.predict({"x": rows(1, i)}, ("y",))))
+            await turns()
+            assert model.calls == [1, 2]  # arrivals keep coming: the batch keeps waiting
+            clock.advance(step)
+        await asyncio.gather(*calls)
+
+    asyncio.run(main())
+    # The one-second delay ran out as the sixteenth request arrived: one call for all of them.
+    assert model.calls == [1, 2, 16]
+
+
+def test_once_company_is_a_memory_a_request_runs_at_once_again() -> None:
+    model = Recorder()
+    batcher, clock = clocked(model, BatchPolicy(max_batch_size=64, max_batch_delay=60))
+
+    async def main() -> None:
+        await _after_a_shared_batch(batcher, model, clock)
+        clock.advance(COMPANY_MEMORY * 1.5)
         call = asyncio.ensure_future(batcher.predict({"x": rows(1, 5)}, ("y",)))
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await turns()
         # The learnt gap would have held it for most of a second; traffic went quiet instead.
         assert model.calls == [1, 2, 1]
         await call
@@ -149,24 +223,30 @@ def test_once_company_is_a_memory_a_request_runs_at_once_again(executor: Executo
     asyncio.run(main())
 
 
-def test_a_full_batch_stops_waiting_at_once(executor: Executor) -> None:
+def test_a_full_batch_stops_waiting_at_once() -> None:
     model = Recorder()
-    batcher = Batcher(model, ("y",), executor, BatchPolicy(max_batch_size=4, max_batch_delay=60))
+    batcher, clock = clocked(model, BatchPolicy(max_batch_size=4, max_batch_delay=60))
 
     async def main() -> None:
-        await _after_a_shared_batch(batcher, model)
+        await _after_a_shared_batch(batcher, model, clock)
         calls = [asyncio.ensure_future(batcher.predict({"x": rows(1, 10)}, ("y",)))]
-        for _ in range(3):
-            await asyncio.sleep(0)
+        await turns()
         assert model.calls == [1, 2]  # waiting for company
         calls.append(asyncio.ensure_future(batcher.predict({"x": rows(3, 20)}, ("y",))))
-        for _ in range(3):
-            await asyncio.sleep(0)
-        # Four rows fill the batch: it ran within a few loop turns, not after the wait.
+        await turns()
+        # Four rows fill the batch: it ran without the clock moving at all.
         assert model.calls == [1, 2, 4]
         await asyncio.gather(*calls)
 
     asyncio.run(main())
+
+
+def test_without_an_executor_calls_run_in_place() -> None:
+    model = Recorder()
+    batcher = Batcher(model, ("y",), None, BatchPolicy(max_batch_size=1))
+    got = asyncio.run(batcher.predict({"x": rows(2, 0)}, ("y",)))
+    assert model.calls == [2]
+    np.testing.assert_array_equal(got["y"], rows(2, 0) * 2)
 
 
 def test_batches_respect_max_batch_size(executor: Executor) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +13,7 @@ from modelport.errors import NotFound
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.manifest import MAX_VERSION, ModelVersion, version_number
 from modelport.runtimes.python import PythonRuntime
-from modelport.serving.catalog import Catalog, LoadedModel
+from modelport.serving.catalog import DIRECT, Catalog, LoadedModel
 
 SIGNATURE = Signature(
     (TensorSpec("x", "FP32", (-1, 2)),),
@@ -40,7 +41,7 @@ def loaded(name: str, number: int) -> LoadedModel:
         pickle=True,
         trusted_pickle=True,
     )
-    return LoadedModel(mv, PythonRuntime(Doubler(), SIGNATURE))
+    return LoadedModel(mv, PythonRuntime(Doubler(), SIGNATURE), None, DIRECT)
 
 
 def test_loaded_model_precomputes_the_hot_path() -> None:
@@ -158,3 +159,29 @@ def test_routes_follow_aliases_and_production_is_the_default() -> None:
     assert catalog.get("m") is catalog.get("m", "2")
     catalog.remove("m", 2)
     assert catalog.get("m") is newest  # ... unless it is gone: then the newest
+
+
+def test_idle_returns_when_the_last_request_leaves() -> None:
+    model = loaded("m", 1)
+
+    async def main() -> None:
+        await model.idle()  # nothing in flight: at once
+        model.enter()
+        model.enter()
+        waiting = asyncio.ensure_future(model.idle())
+        await asyncio.sleep(0)
+        model.leave()
+        await asyncio.sleep(0)
+        assert not waiting.done()  # one request is still in flight
+        model.leave()
+        await waiting
+        assert model.in_flight == 0
+
+    asyncio.run(main())
+
+
+def test_direct_dispatch_still_has_a_batcher_that_calls_in_place() -> None:
+    model = loaded("m", 1)
+    got = asyncio.run(model.batcher.predict({"x": np.ones((1, 2), np.float32)}, ["y"]))
+    assert got["y"].tolist() == [4.0]
+    assert not model.batcher.policy.enabled

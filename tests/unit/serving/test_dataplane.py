@@ -94,7 +94,7 @@ def request(
 def test_ready_after_start_up_loading(dataplane: DataPlane) -> None:
     assert dataplane.live()
     assert not dataplane.ready()
-    dataplane.preload()
+    dataplane.lifecycle.preload()
     assert dataplane.ready()
     index = run(dataplane.repository_index())
     assert index == [
@@ -105,7 +105,7 @@ def test_ready_after_start_up_loading(dataplane: DataPlane) -> None:
 
 
 def test_preload_with_a_selection(dataplane: DataPlane) -> None:
-    dataplane.preload(["summer:1", "nope", "other:7"])
+    dataplane.lifecycle.preload(["summer:1", "nope", "other:7"])
     assert dataplane.ready()  # failures are logged, not fatal
     assert [(e["name"], e["version"], e["state"]) for e in run(dataplane.repository_index())] == [
         ("other", "1", "UNAVAILABLE"),
@@ -266,7 +266,7 @@ def test_tampered_artifact_never_loads(tmp_path: Path) -> None:
         blob.chmod(blob.stat().st_mode | stat.S_IWUSR)
         blob.write_bytes(blob.read_bytes() + b"\n")
         dataplane = DataPlane(store, Catalog(), executor)
-        dataplane.preload()
+        dataplane.lifecycle.preload()
         assert dataplane.ready()
         (entry,) = run(dataplane.repository_index())
         assert entry["state"] == "UNAVAILABLE"
@@ -283,8 +283,8 @@ def test_tampered_artifact_never_loads(tmp_path: Path) -> None:
 
 
 def test_close_unloads_everything(dataplane: DataPlane) -> None:
-    dataplane.preload()
-    run(dataplane.close())
+    dataplane.lifecycle.preload()
+    run(dataplane.lifecycle.close())
     assert run(dataplane.repository_index(ready_only=True)) == []
 
 
@@ -308,7 +308,7 @@ def test_a_runtime_that_raises_anything_on_load_leaves_the_server_up(
         with pytest.raises(InternalError, match="RuntimeError") as caught:
             run(plane.load("flaky"))
         assert "caught fire" not in caught.value.message  # details stay in the server log
-        plane.preload()  # start-up goes on past the failure and becomes ready
+        plane.lifecycle.preload()  # start-up goes on past the failure and becomes ready
         assert plane.ready()
         index = {e["name"]: e for e in run(plane.repository_index())}
         assert index["flaky"]["state"] == "UNAVAILABLE"
