@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from modelport.config import ServeSettings
+from modelport.config import InferenceLogSettings
 from modelport.registry.database import postgres_url
 from modelport.registry.location import is_url
 
@@ -15,21 +15,20 @@ SHARED_JOURNAL_DIR = ".modelport-journal"
 """The journal of a server whose registry is a database: local, in its working directory."""
 
 
-def inference_log_targets(settings: ServeSettings) -> tuple[str, Path]:
-    """Where the inference log is stored ("" when off) and its local journal directory."""
-    registry = settings.registry
+def inference_log_targets(registry: str, settings: InferenceLogSettings) -> tuple[str, Path]:
+    """Where the inference log of `registry` is stored ("" when off) and its local journal."""
     shared = is_url(registry)
-    if settings.inference_log == "off":
+    if settings.location == "off":
         target = ""
-    elif settings.inference_log:
-        target = settings.inference_log
+    elif settings.location:
+        target = settings.location
     elif shared:
         url = postgres_url(registry)[0].set(drivername="postgresql")
         target = url.render_as_string(hide_password=False)
     else:
         target = str(Path(registry).expanduser() / LOG_FILE)
-    if settings.inference_log_journal:
-        journal = Path(settings.inference_log_journal).expanduser()
+    if settings.journal:
+        journal = Path(settings.journal).expanduser()
     elif shared:
         journal = Path(SHARED_JOURNAL_DIR)
     else:

@@ -22,6 +22,7 @@ from modelport.errors import (
     NotReady,
     Unsupported,
 )
+from modelport.model_policy import model_policy
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion, version_number
 from modelport.registry.store import Registry
@@ -162,13 +163,13 @@ class DataPlane:
             call.version = model.number
             call.digest = model.version.digest
         self._telemetry.admit(model.name)
-        check_size(request, self._settings)
+        check_size(request, self._settings.limits)
         inputs = model.validator.inputs(request)
         wanted = model.validator.outputs(request) or model.output_names
         timing = None
         if call is not None and self._telemetry.traces:
             timing = call.timing = Timing()
-        seconds = time_limit(request, call, self._settings)
+        seconds = time_limit(request, call, self._settings.limits)
         check_queue(model)
         model.in_flight += 1
         try:
@@ -372,17 +373,10 @@ class DataPlane:
         """Load a version's runtime and wrap it for serving; failures are remembered by name."""
         name = mv.name
         try:
-            overrides = self._settings.for_model(name)
-            compiled = self._settings.compiled if overrides.compiled is None else overrides.compiled
-            loaded = load_artifact(self._registry, mv, prefer_compiled=compiled)
+            chosen = model_policy(self._settings.models, name, mv.metadata)
+            loaded = load_artifact(self._registry, mv, prefer_compiled=chosen.compiled)
             runtime = loaded.runtime
-            policy = policy_for(
-                mv.signature,
-                runtime.row_independent,
-                mv.metadata,
-                overrides,
-                enabled=self._settings.batching,
-            )
+            policy = policy_for(mv.signature, runtime.row_independent, chosen)
         except ModelportError as exc:
             self._failures[name] = exc.message
             raise
@@ -396,7 +390,7 @@ class DataPlane:
             self._failures[name] = message
             raise InternalError(message) from exc
         model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None)
-        model.max_queue = overrides.max_queue or self._settings.max_queue
+        model.max_queue = chosen.max_queue
         model.batcher = Batcher(
             model.predict,
             model.output_names,
@@ -482,9 +476,10 @@ class DataPlane:
 
     def _one_process(self, action: str) -> None:
         # A request reaches one worker; changing what one worker serves would split the fleet.
-        if self._settings.workers > 1:
+        workers = self._settings.listen.workers
+        if workers > 1:
             raise Unsupported(
-                f"{action} models on a running server with {self._settings.workers} workers is "
+                f"{action} models on a running server with {workers} workers is "
                 "not offered; choose the models at start (--model) or serve with one worker"
             )
 
