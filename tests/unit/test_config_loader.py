@@ -18,6 +18,11 @@ from modelport.config_loader import (
     shown_default,
 )
 from modelport.errors import InvalidInput
+from modelport.model_policy import (
+    DEFAULT_LOG_SAMPLE_RATE,
+    DEFAULT_MAX_BATCH_DELAY_MS,
+    DEFAULT_MAX_BATCH_SIZE,
+)
 
 FLAT_KEYS = [
     "access_log",
@@ -225,3 +230,30 @@ def test_serve_help_shows_each_default_the_settings_state() -> None:
     assert checked >= 25
     assert "Default: 8080." in helps["--http-port"]
     assert helps["--registry"].endswith("Default: $MODELPORT_REGISTRY, else ./.modelport")
+
+
+DOCS = Path(__file__).parents[2] / "docs" / "configuration.md"
+
+
+def test_the_configuration_page_states_the_settings_defaults() -> None:
+    rows = re.findall(
+        r"^\| [^|]*(?:\\\|[^|]*)* \| `(\w+)`[^|]* \| ([^|]+) \|", DOCS.read_text(), re.M
+    )
+    documented = dict(rows)
+    assert set(documented) == set(FLAT_KEYS)
+    for key, cell in documented.items():
+        value = serve_default(key)
+        literal = re.match(r"`([^`]*)`", cell)
+        if key == "registry":
+            assert cell.replace("`", "").strip() == shown_default(key)
+        elif isinstance(value, bool):
+            assert cell.strip() == ("on" if value else "off"), key
+        elif literal and isinstance(value, int | float):
+            assert float(literal.group(1)) == value, key
+        elif literal and isinstance(value, str) and value:
+            assert literal.group(1) == value, key
+    # The per-model defaults in the [models.NAME] example.
+    text = DOCS.read_text()
+    assert f"(default {DEFAULT_MAX_BATCH_SIZE};" in text
+    assert f"(default {DEFAULT_MAX_BATCH_DELAY_MS:g}; 0 = never)" in text
+    assert f"(default {DEFAULT_LOG_SAMPLE_RATE:g})" in text
