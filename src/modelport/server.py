@@ -19,7 +19,7 @@ from pathlib import Path
 import uvicorn
 
 from modelport import __version__
-from modelport.config import ServeSettings
+from modelport.config import AuthSettings, LimitSettings, ServeSettings
 from modelport.errors import InvalidInput
 from modelport.observability.observer import Observer
 from modelport.registry.database import display_location
@@ -31,6 +31,7 @@ from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
 from modelport.serving.guard import Guard, OpenGuard
+from modelport.serving.lifecycle import Lifecycle
 from modelport.supervisor import Supervisor, report_ready
 from modelport.transports.grpc import GrpcServer
 from modelport.transports.rest import RestApp
@@ -109,16 +110,17 @@ def _path(text: str) -> Path | None:
     return Path(text).expanduser() if text else None
 
 
-def check_exposure(settings: ServeSettings) -> None:
-    """Refuse to listen beyond loopback without authentication, unless told it is on purpose.
+def check_exposure(host: str, auth: AuthSettings) -> None:
+    """Refuse to listen on `host` beyond loopback without authentication, unless `auth` says
+    it is on purpose.
 
     An open management plane on a reachable address is how model servers get taken over (see
     docs/security.md); InvalidInput says what to add.
     """
-    if settings.require_auth or settings.allow_insecure or is_loopback(settings.host):
+    if auth.require_auth or auth.allow_insecure or is_loopback(host):
         return
     raise InvalidInput(
-        f"refusing to listen on {settings.host} without authentication: anyone who reaches it "
+        f"refusing to listen on {host} without authentication: anyone who reaches it "
         "could run inferences and load or unload models. Add --require-auth (and create keys "
         "with `modelport keys create`), or --allow-insecure if something in front of the "
         "server authenticates every request"
@@ -163,33 +165,32 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     Announces where it listens, loads the models (before forking workers, so they share the
     memory), then announces readiness once every worker accepts connections.
     """
-    check_exposure(settings)
+    listen = settings.listen
+    check_exposure(listen.host, settings.auth)
     # Certificates are checked before anything binds: a bad file fails at once.
-    tls = load_tls(_path(settings.tls_cert), _path(settings.tls_key), _path(settings.tls_client_ca))
+    tls = load_tls(_path(settings.tls.cert), _path(settings.tls.key), _path(settings.tls.client_ca))
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     with contextlib.ExitStack() as stack:
-        if settings.workers > 1:
-            sock = stack.enter_context(
-                reserve(settings.host, settings.http_port, flag="--http-port")
-            )
+        if listen.workers > 1:
+            sock = stack.enter_context(reserve(listen.host, listen.http_port, flag="--http-port"))
         else:
-            sock = stack.enter_context(bind(settings.host, settings.http_port))
+            sock = stack.enter_context(bind(listen.host, listen.http_port))
         grpc_sock = None
-        if settings.grpc_port:
+        if listen.grpc_port:
             grpc_sock = stack.enter_context(
-                reserve(settings.host, settings.grpc_port, flag="--grpc-port (0 turns gRPC off)")
+                reserve(listen.host, listen.grpc_port, flag="--grpc-port (0 turns gRPC off)")
             )
         metrics_sock = None
-        if settings.metrics and settings.metrics_port:
+        if settings.metrics.enabled and settings.metrics.port:
             flag = "--metrics-port"
             metrics_sock = stack.enter_context(
-                reserve(settings.host, settings.metrics_port, flag=flag)
-                if settings.workers > 1
-                else bind(settings.host, settings.metrics_port, flag=flag)
+                reserve(listen.host, settings.metrics.port, flag=flag)
+                if listen.workers > 1
+                else bind(listen.host, settings.metrics.port, flag=flag)
             )
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
         keys = stack.enter_context(KeyStore.open(settings.registry))
-        protection = Protection(tls, build_policy(settings, keys.verify))
+        protection = Protection(tls, build_policy(settings.auth, keys.verify))
         metrics_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelport-")))
         observer = Observer.from_settings(settings, Executor(), metrics_dir, sys.stderr)
         sockets = (sock, grpc_sock, metrics_sock)
@@ -206,7 +207,8 @@ def _serve(
 ) -> int:
     sock, grpc_sock, metrics_sock = sockets
     tls = protection.tls is not None
-    workers = f"{settings.workers} workers" if settings.workers > 1 else "1 worker"
+    count = settings.listen.workers
+    workers = f"{count} workers" if count > 1 else "1 worker"
     grpc_address = None if grpc_sock is None else address(grpc_sock)
     grpc = "" if grpc_address is None else f" and gRPC at {grpc_address}"
     metrics = "" if metrics_sock is None else f"; metrics at {url(metrics_sock, tls)}/metrics"
@@ -216,29 +218,29 @@ def _serve(
         f"(registry: {display_location(settings.registry)}; {workers}{metrics})"
     )
     catalog = Catalog()
-    dataplane = DataPlane(registry, catalog, Executor(), settings, observer)
-    dataplane.lifecycle.preload(settings.models)
+    lifecycle = Lifecycle(registry, catalog, Executor(), settings.models, observer)
+    dataplane = DataPlane(lifecycle, settings.limits, workers=count)
+    dataplane.lifecycle.preload(settings.models.selection)
     # Everything loaded so far lives as long as the server: keep the collector from scanning
     # it (long pauses, a p99 several times the median) and, after fork, from writing to the
     # pages the workers share.
     gc.freeze()
     loaded = sorted(f"{m.name}:{m.number}" for m in catalog)
     ready = f"modelport ready: {len(loaded)} model version(s) loaded ({', '.join(loaded)})"
-    if settings.workers == 1:
+    limits = settings.limits
+    if count == 1:
         own = [sock] if metrics_sock is None else [sock, metrics_sock]
         run_worker(
-            dataplane, observer, settings, own, lambda: announce(ready), grpc_address, protection
+            dataplane, observer, limits, own, lambda: announce(ready), grpc_address, protection
         )
         return 0
 
     def worker(ready_fd: int) -> None:
-        own = [
-            bind(*s.getsockname()[:2], workers=settings.workers) for s in (sock, metrics_sock) if s
-        ]
+        own = [bind(*s.getsockname()[:2], workers=count) for s in (sock, metrics_sock) if s]
         run_worker(
             dataplane,
             observer,
-            settings,
+            limits,
             own,
             lambda: report_ready(ready_fd),
             grpc_address,
@@ -246,20 +248,21 @@ def _serve(
         )
 
     on_exit = None if observer.metrics is None else observer.metrics.process_gone
-    return Supervisor(settings.workers, worker, on_exit).run(lambda: announce(ready))
+    return Supervisor(count, worker, on_exit).run(lambda: announce(ready))
 
 
 def run_worker(
     dataplane: DataPlane,
     observer: Observer,
-    settings: ServeSettings,
+    limits: LimitSettings,
     sockets: list[socket.socket],
     on_ready: Callable[[], None],
     grpc_address: str | None = None,
     protection: Protection | None = None,
 ) -> None:
     """Serve REST on `sockets` (the API, then /metrics if it has its own port), and gRPC on
-    `grpc_address` if given, until SIGINT or SIGTERM; with TLS and the guard of `protection`.
+    `grpc_address` if given, until SIGINT or SIGTERM; with TLS and the guard of `protection`,
+    and messages as large as `limits` allow.
 
     Both run on one event loop, so they share the dataplane and its batchers.
     """
@@ -276,7 +279,7 @@ def run_worker(
                 grpc_server = await GrpcServer.start(
                     dataplane,
                     grpc_address,
-                    max_message_bytes=settings.max_body_bytes,
+                    max_message_bytes=limits.max_body_bytes,
                     telemetry=observer,
                     guard=protection.guard,
                     # Made here, in the worker: gRPC objects must not cross a fork.
@@ -302,7 +305,7 @@ def run_worker(
 
     app = RestApp(
         dataplane,
-        max_body_bytes=settings.max_body_bytes,
+        max_body_bytes=limits.max_body_bytes,
         on_startup=on_startup,
         on_shutdown=on_shutdown,
         telemetry=observer,

@@ -30,6 +30,7 @@ from modelport.security.tls import TlsFiles, grpc_credentials, uvicorn_options
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
+from modelport.serving.lifecycle import Lifecycle
 from modelport.transports.rest import RestApp
 
 pytestmark = pytest.mark.integration
@@ -122,7 +123,7 @@ def rest_server(files: TlsFiles, root: Path, sockets: int = 1) -> Iterator[list[
     listening = [listening_socket() for _ in range(sockets)]
     registry = Registry.open(root / "registry")
     executor = Executor(threads=1)
-    app = RestApp(DataPlane(registry, Catalog(), executor), max_body_bytes=1 << 20)
+    app = RestApp(DataPlane(Lifecycle(registry, Catalog(), executor)), max_body_bytes=1 << 20)
     config = uvicorn.Config(
         app,
         loop="uvloop",

@@ -83,15 +83,13 @@ def log_options(fn: F) -> F:
 
 def open_log(registry: str | None, inference_log: str | None) -> LogStore:
     """The store `modelport serve` would write for these options; NotFound if it has none."""
-    from modelport.config import ServeSettings
+    from modelport.config import InferenceLogSettings
     from modelport.inference_log.location import inference_log_targets, open_store
     from modelport.registry.database import display_location
     from modelport.registry.location import is_url
 
-    settings = ServeSettings(
-        registry=registry_location(registry), inference_log=inference_log or ""
-    )
-    target, _ = inference_log_targets(settings)
+    settings = InferenceLogSettings(location=inference_log or "")
+    target, _ = inference_log_targets(registry_location(registry), settings)
     if not target:
         raise InvalidInput("--inference-log off names no log; give its SQLite file or URL")
     if not is_url(target) and not Path(target).is_file():

@@ -9,14 +9,14 @@ from typing import Any, TypeVar
 
 import click
 
+from modelport.config_loader import shown_default
 from modelport.errors import ModelportError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 REGISTRY_HELP = (
     "Registry directory (SQLite metadata plus content-addressed artifacts), or "
-    "postgresql://USER@HOST:PORT/DB?artifacts=PATH for one that replicas share. "
-    "Default: $MODELPORT_REGISTRY, else ./.modelport"
+    "postgresql://USER@HOST:PORT/DB?artifacts=PATH for one that replicas share."
 )
 
 
@@ -29,7 +29,19 @@ def console() -> Any:
 
 def registry_option(fn: F) -> F:
     """The shared --registry option."""
-    return click.option("--registry", metavar="DIR|URL", default=None, help=REGISTRY_HELP)(fn)
+    help_text = f"{REGISTRY_HELP} Default: {shown_default('registry')}"
+    return click.option("--registry", metavar="DIR|URL", default=None, help=help_text)(fn)
+
+
+def setting_option(key: str, flag: str, *, help: str, **attrs: Any) -> Callable[[F], F]:
+    """A `serve` option for the flat setting `key`, whose help ends with the settings' default.
+
+    The option's value is None when it is not given, so the config file and the environment
+    still apply; the default itself is stated once, by the settings field.
+    """
+    shown = shown_default(key)
+    text = f"{help} Default: {shown}." if shown else help
+    return click.option(flag, key, default=None, help=text, **attrs)
 
 
 @contextmanager

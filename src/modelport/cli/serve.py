@@ -8,56 +8,47 @@ from typing import Any
 
 import click
 
-from modelport.cli.options import registry_option, reported
+from modelport.cli.options import registry_option, reported, setting_option
 from modelport.config import (
     LOG_FORMATS,
     LOG_LEVELS,
     OVERFLOW_POLICIES,
     TRACE_EXPORTERS,
-    build_serve_settings,
     current_user,
     parse_workers,
     registry_location,
 )
+from modelport.config_loader import build_serve_settings
 
 
 @click.command()
 @registry_option
-@click.option("--host", default=None, help="Address to bind. Default: 127.0.0.1 (loopback only).")
-@click.option(
-    "--http-port", type=int, default=None, help="REST port (0 picks a free one). Default: 8080."
-)
-@click.option(
-    "--grpc-port",
-    type=int,
-    default=None,
-    help="gRPC port; 0 turns gRPC off. Default: 8081.",
-)
-@click.option(
-    "--model",
+@setting_option("host", "--host", help="Address to bind.")
+@setting_option("http_port", "--http-port", type=int, help="REST port (0 picks a free one).")
+@setting_option("grpc_port", "--grpc-port", type=int, help="gRPC port; 0 turns gRPC off.")
+@setting_option(
     "models",
+    "--model",
     multiple=True,
     metavar="NAME[:VERSION]",
-    help="Serve only these models (repeatable); NAME:VERSION pins one version. Default: "
-    "every model, its newest version and every version an alias names.",
+    help="Serve only these models (repeatable); NAME:VERSION pins one version.",
 )
-@click.option(
+@setting_option(
+    "workers",
     "--workers",
-    default=None,
     metavar="N|auto",
-    help="Server processes sharing the port; auto = one per available core. Models load "
-    "once, before the workers start, and are shared. Default: 1.",
+    help="Server processes sharing the port; auto = one per available core. Models load once, "
+    "before the workers start, and are shared.",
 )
-@click.option(
+@setting_option(
+    "batching",
     "--batching/--no-batching",
-    default=None,
-    help="Combine concurrent requests into one model call where the model allows. "
-    "Default: on (tune per model in the config file).",
+    help="Combine concurrent requests into one model call where the model allows.",
 )
-@click.option(
+@setting_option(
+    "compiled",
     "--compiled/--no-compiled",
-    default=None,
-    help="Serve a version's compiled (ONNX) artifact when it has one. Default: on.",
+    help="Serve a version's compiled (ONNX) artifact when it has one.",
 )
 @click.option(
     "--config",
@@ -67,164 +58,154 @@ from modelport.config import (
     help="TOML file with a [serve] table of these settings and [models.NAME] tables; "
     "flags override it.",
 )
-@click.option(
-    "--log-level",
-    type=click.Choice(LOG_LEVELS),
-    default=None,
-    help="Log level. Default: info.",
-)
-@click.option(
+@setting_option("log_level", "--log-level", type=click.Choice(LOG_LEVELS), help="Log level.")
+@setting_option(
+    "log_format",
     "--log-format",
     type=click.Choice(LOG_FORMATS),
-    default=None,
-    help="Log lines as JSON or text; auto = JSON unless the output is a terminal. Default: auto.",
+    help="Log lines as JSON or text; auto = JSON unless the output is a terminal.",
 )
-@click.option(
+@setting_option(
+    "access_log",
     "--access-log/--no-access-log",
-    default=None,
-    help="One log record per request (id, model, version, status, latency). Default: on.",
+    help="One log record per request (id, model, version, status, latency).",
 )
-@click.option(
+@setting_option(
+    "metrics",
     "--metrics/--no-metrics",
-    default=None,
-    help="Prometheus metrics at /metrics, added up over all workers. Default: on.",
+    help="Prometheus metrics at /metrics, added up over all workers.",
 )
-@click.option(
+@setting_option(
+    "metrics_port",
     "--metrics-port",
     type=int,
-    default=None,
     help="Serve /metrics on this port instead of the REST port.",
 )
-@click.option(
+@setting_option(
+    "inference_log",
     "--inference-log",
-    default=None,
     metavar="PATH|URL|off",
-    help="Where every inference is recorded: a SQLite file, a postgresql:// URL, or off. "
-    "Default: inference-log.sqlite in the registry directory (a PostgreSQL registry: its "
-    "database).",
+    help="Where every inference is recorded: a SQLite file, a postgresql:// URL, or off.",
 )
-@click.option(
+@setting_option(
+    "inference_log_journal",
     "--inference-log-journal",
-    default=None,
     metavar="DIR",
-    help="Local directory holding records while the inference-log store is unreachable. "
-    "Default: inference-journal in the registry directory, else ./.modelport-journal.",
+    help="Local directory holding records while the inference-log store is unreachable.",
 )
-@click.option(
+@setting_option(
+    "inference_log_capacity",
     "--inference-log-capacity",
     type=int,
-    default=None,
-    help="Most records held back while the store is unreachable. Default: 1000000.",
+    help="Most records held back while the store is unreachable.",
 )
-@click.option(
+@setting_option(
+    "inference_log_overflow",
     "--inference-log-overflow",
     type=click.Choice(OVERFLOW_POLICIES),
-    default=None,
     help="Past the capacity: shed (answer 503, so nothing answered goes unrecorded) or drop "
-    "(answer, drop the record and count it). Default: shed.",
+    "(answer, drop the record and count it).",
 )
-@click.option(
+@setting_option(
+    "trace_exporter",
     "--trace-exporter",
     type=click.Choice(TRACE_EXPORTERS),
-    default=None,
     help="OpenTelemetry spans for request, queue, batch and predict (needs the otel extra): "
-    "console prints them, otlp sends them to --trace-endpoint. Default: none.",
+    "console prints them, otlp sends them to --trace-endpoint.",
 )
-@click.option(
+@setting_option(
+    "trace_endpoint",
     "--trace-endpoint",
-    default=None,
     metavar="URL",
     help="OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces.",
 )
-@click.option(
+@setting_option(
+    "require_auth",
     "--require-auth",
     is_flag=True,
-    default=None,
     help="Every request but health checks needs an API key (`modelport keys create`) or a JWT "
-    "with the right scope, as `Authorization: Bearer ...` or `x-api-key` (gRPC: metadata).",
+    "with the right scope, as `Authorization: Bearer ...` or `x-api-key` (gRPC: "
+    "metadata).",
 )
-@click.option(
+@setting_option(
+    "allow_insecure",
     "--allow-insecure",
     is_flag=True,
-    default=None,
     help="Listen beyond loopback without --require-auth: only when something in front of the "
     "server authenticates every request.",
 )
-@click.option(
-    "--tls-cert", default=None, metavar="PEM", help="Certificate (chain) for TLS on REST and gRPC."
+@setting_option(
+    "tls_cert", "--tls-cert", metavar="PEM", help="Certificate (chain) for TLS on REST and gRPC."
 )
-@click.option("--tls-key", default=None, metavar="PEM", help="Private key of --tls-cert.")
-@click.option(
+@setting_option("tls_key", "--tls-key", metavar="PEM", help="Private key of --tls-cert.")
+@setting_option(
+    "tls_client_ca",
     "--tls-client-ca",
-    default=None,
     metavar="PEM",
     help="Require client certificates signed by this CA (mutual TLS).",
 )
-@click.option(
+@setting_option(
+    "jwt_public_key",
     "--jwt-public-key",
-    default=None,
     metavar="PEM",
     help="Accept JWT bearer tokens signed by this public key (RS256, ES256, EdDSA).",
 )
-@click.option(
+@setting_option(
+    "jwks_file",
     "--jwks-file",
-    default=None,
     metavar="JSON",
     help="Accept JWT bearer tokens signed by a key of this local JWKS file.",
 )
-@click.option("--jwt-audience", default=None, help="Required `aud` of JWT bearer tokens.")
-@click.option("--jwt-issuer", default=None, help="Required `iss` of JWT bearer tokens.")
-@click.option(
+@setting_option("jwt_audience", "--jwt-audience", help="Required `aud` of JWT bearer tokens.")
+@setting_option("jwt_issuer", "--jwt-issuer", help="Required `iss` of JWT bearer tokens.")
+@setting_option(
+    "jwt_scope_claim",
     "--jwt-scope-claim",
-    default=None,
-    help="The claim that holds a token's scopes (infer, read, admin). Default: scope.",
+    help="The claim that holds a token's scopes (infer, read, admin).",
 )
-@click.option(
+@setting_option(
+    "max_elements",
     "--max-elements",
     type=int,
-    default=None,
     metavar="N",
-    help="Most tensor elements, all inputs together, in one inference request (413 past it). "
-    "Default: 16777216.",
+    help="Most tensor elements, all inputs together, in one inference request (413 past it).",
 )
-@click.option(
+@setting_option(
+    "max_batch",
     "--max-batch",
     type=int,
-    default=None,
     metavar="ROWS",
-    help="Most rows of any input in one inference request (413 past it). Default: 65536.",
+    help="Most rows of any input in one inference request (413 past it).",
 )
-@click.option(
+@setting_option(
+    "max_queue",
     "--max-queue",
     type=int,
-    default=None,
     metavar="N",
     help="Most requests waiting for one model at once, per worker; past it, requests are shed "
-    "with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) so latency stays bounded. Default: 1024 "
-    "(per model: max_queue in [models.NAME]).",
+    "with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) so latency stays bounded.",
 )
-@click.option(
+@setting_option(
+    "request_timeout",
     "--request-timeout",
     type=float,
-    default=None,
     metavar="SECONDS",
     help="Answer an inference 504 (gRPC DEADLINE_EXCEEDED) once it has taken this long; a "
-    "client's shorter `timeout` parameter (microseconds) or gRPC deadline wins. 0 = none. "
-    "Default: 60.",
+    "client's shorter `timeout` parameter (microseconds) or gRPC deadline wins. 0 = none.",
 )
-@click.option(
+@setting_option(
+    "rate_limit",
     "--rate-limit",
     type=float,
-    default=None,
     metavar="PER_SECOND",
     help="Requests a second each caller (API key, token subject, else address) may send, per "
-    "worker; past it, 429 with Retry-After. Default: 0 (no limit).",
+    "worker; past it, 429 with Retry-After.",
 )
-@click.option(
+@setting_option(
+    "rate_burst",
     "--rate-burst",
     type=float,
-    default=None,
-    help="Requests a caller may send at once before --rate-limit applies. Default: the rate.",
+    help="Requests a caller may send at once before --rate-limit applies.",
 )
 def serve(config_file: Path | None, workers: str | None, **flags: Any) -> None:
     """Serve the registry's models over the Open Inference Protocol (REST and gRPC).
@@ -243,7 +224,7 @@ def serve(config_file: Path | None, workers: str | None, **flags: Any) -> None:
         flags["models"] = flags["models"] or None
         flags["workers"] = None if workers is None else parse_workers(workers)
         settings = build_serve_settings(flags, config_file)
-        configure_logging(settings.log_level, settings.log_format, sys.stderr)
+        configure_logging(settings.logging.level, settings.logging.format, sys.stderr)
         status = run(settings, announce=lambda line: click.echo(line, nl=True))
     sys.exit(status)
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
 
-from modelport.config import ServeSettings
+from modelport.config import InferenceLogSettings
 from modelport.errors import InvalidInput
 from modelport.inference_log.store import DEFAULT_BUSY_TIMEOUT, LogStore
 from modelport.registry.database import POSTGRES_SCHEMES, display_location, postgres_url
@@ -56,21 +56,20 @@ def open_store(
     return lite if lazy else lite.connect()
 
 
-def inference_log_targets(settings: ServeSettings) -> tuple[str, Path]:
-    """Where the inference log is stored ("" when off) and its local journal directory."""
-    registry = settings.registry
+def inference_log_targets(registry: str, settings: InferenceLogSettings) -> tuple[str, Path]:
+    """Where the inference log of `registry` is stored ("" when off) and its local journal."""
     shared = is_url(registry)
-    if settings.inference_log == "off":
+    if settings.location == "off":
         target = ""
-    elif settings.inference_log:
-        target = settings.inference_log
+    elif settings.location:
+        target = settings.location
     elif shared:
         url = postgres_url(registry)[0].set(drivername="postgresql")
         target = url.render_as_string(hide_password=False)
     else:
         target = str(Path(registry).expanduser() / LOG_FILE)
-    if settings.inference_log_journal:
-        journal = Path(settings.inference_log_journal).expanduser()
+    if settings.journal:
+        journal = Path(settings.journal).expanduser()
     elif shared:
         journal = Path(SHARED_JOURNAL_DIR)
     else:

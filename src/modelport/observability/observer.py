@@ -14,12 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from modelport.config import ServeSettings
+from modelport.config import ServeSettings, TracingSettings
 from modelport.errors import NotFound, Overloaded, Unsupported
 from modelport.inference_log.location import inference_log_targets, open_store
 from modelport.inference_log.record import LogRecord
 from modelport.inference_log.store import LogStore
 from modelport.inference_log.writer import InferenceLog
+from modelport.model_policy import ModelPolicy
 from modelport.monitoring.drift import DriftMonitor, ReferenceProfile
 from modelport.monitoring.feedback import parse_feedback, score
 from modelport.observability.access_log import AccessLog, wants_json
@@ -53,15 +54,16 @@ class Observer:
 
     def __init__(
         self,
-        settings: ServeSettings,
         executor: Executor,
         *,
+        tracing: TracingSettings | None = None,
+        shed: bool = True,
         metrics: Metrics | None = None,
         access_log: AccessLog | None = None,
         inference_log: InferenceLog | None = None,
         store_target: str = "",
     ) -> None:
-        self._settings = settings
+        self._trace = tracing if tracing is not None else TracingSettings()
         self._executor = executor
         self._metrics = metrics
         self._access = access_log
@@ -69,7 +71,8 @@ class Observer:
         self._store_target = store_target
         self._store: LogStore | None = None
         """Read side of the inference log (feedback), opened in each process by `start`."""
-        self._shed = settings.inference_log_overflow == "shed"
+        self._shed = shed
+        """Past the inference log's capacity, inferences are shed (else records dropped)."""
         self._logged: dict[tuple[str, int], _Logged] = {}
         self._drift: dict[tuple[str, int], DriftMonitor] = {}
         self._versions: dict[tuple[str, int], ModelVersion] = {}
@@ -84,22 +87,22 @@ class Observer:
         cls, settings: ServeSettings, executor: Executor, metrics_dir: Path, stream: IO[str]
     ) -> Observer:
         """The observer the settings ask for; metrics live in `metrics_dir` (empty, owned)."""
-        target, journal = inference_log_targets(settings)
+        recorded = settings.inference_log
+        target, journal = inference_log_targets(settings.registry, recorded)
         if target:
             open_store(target, lazy=True).close()  # a target that cannot work fails the start
         return cls(
-            settings,
             executor,
-            metrics=Metrics(metrics_dir) if settings.metrics else None,
+            tracing=settings.tracing,
+            shed=recorded.overflow == "shed",
+            metrics=Metrics(metrics_dir) if settings.metrics.enabled else None,
             access_log=(
-                AccessLog(stream, json=wants_json(settings.log_format, stream))
-                if settings.access_log
+                AccessLog(stream, json=wants_json(settings.logging.format, stream))
+                if settings.logging.access_log
                 else None
             ),
             inference_log=(
-                InferenceLog(target, journal, capacity=settings.inference_log_capacity)
-                if target
-                else None
+                InferenceLog(target, journal, capacity=recorded.capacity) if target else None
             ),
             store_target=target,
         )
@@ -107,7 +110,7 @@ class Observer:
     @property
     def traces(self) -> bool:
         """Whether inferences carry timings for trace spans."""
-        return self._settings.trace_exporter != "none"
+        return self._trace.exporter != "none"
 
     @property
     def metrics(self) -> Metrics | None:
@@ -175,17 +178,12 @@ class Observer:
         if self._metrics is not None:
             self._metrics.batch(model, version, rows, queued)
 
-    def loaded(self, version: ModelVersion, seconds: float) -> None:
+    def loaded(self, version: ModelVersion, seconds: float, policy: ModelPolicy) -> None:
         """Remember how the version is logged and watched; export its load time."""
         key = (version.name, version.version)
         self._versions[key] = version
-        overrides = self._settings.for_model(version.name)
-        rate = overrides.log_sample_rate
-        if rate is None:
-            rate = _rate(version)
-        redact = frozenset(overrides.log_redact) | _names(version.metadata.get("log_redact"))
-        if rate < 1.0 or redact:
-            self._logged[key] = _Logged(rate, redact)
+        if policy.log_sample_rate < 1.0 or policy.log_redact:
+            self._logged[key] = _Logged(policy.log_sample_rate, policy.log_redact)
         profile = version.reference_profile
         if profile:
             self._drift[key] = DriftMonitor(ReferenceProfile.from_dict(profile))
@@ -253,7 +251,7 @@ class Observer:
             # Lazy: a store that is down at start is the journal's job, not a failed start.
             self._store = open_store(self._store_target, lazy=True)
         if self.traces:
-            self._tracing = Tracing(self._settings.trace_exporter, self._settings.trace_endpoint)
+            self._tracing = Tracing(self._trace.exporter, self._trace.endpoint)
 
     async def run(self) -> None:
         """Until cancelled: write access records, refresh the backlog and drift gauges."""
@@ -303,21 +301,3 @@ def _redacted(arrays: Arrays | None, redact: frozenset[str]) -> dict[str, Any] |
     if arrays is None or not redact:
         return arrays
     return {name: (None if name in redact else a) for name, a in arrays.items()}
-
-
-def _rate(version: ModelVersion) -> float:
-    raw = version.metadata.get("log_sample_rate", 1.0)
-    try:
-        rate = float(raw)
-    except (TypeError, ValueError):
-        log.warning("ignoring log_sample_rate %r of %s: not a number", raw, version.name)
-        return 1.0
-    return min(max(rate, 0.0), 1.0)
-
-
-def _names(raw: Any) -> frozenset[str]:
-    if isinstance(raw, str):
-        return frozenset(n.strip() for n in raw.split(",") if n.strip())
-    if isinstance(raw, list):
-        return frozenset(str(n) for n in raw)
-    return frozenset()

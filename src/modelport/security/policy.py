@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Final
 
-from modelport.config import ServeSettings
+from modelport.config import AuthSettings
 from modelport.errors import Forbidden, Unauthenticated
 from modelport.registry.keys import SCOPES, ApiKey, looks_like_key, secret_digest
 from modelport.security.credentials import JwtVerifier, Principal, looks_like_jwt
@@ -223,7 +223,7 @@ def _scopes_for(action: Action) -> str:
     return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
 
 
-def build_policy(settings: ServeSettings, keys: KeyLookup | None) -> Policy:
+def build_policy(settings: AuthSettings, keys: KeyLookup | None) -> Policy:
     """The policy `serve` enforces: API keys through `keys`, JWTs when a key is configured,
     credentials required with `require_auth`, and the rate limit if one is set."""
     verifier = None

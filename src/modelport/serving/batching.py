@@ -14,21 +14,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
-from modelport.config import ModelSettings
-from modelport.errors import InvalidInput
+from modelport.model_policy import DEFAULT_MAX_BATCH_DELAY_MS, DEFAULT_MAX_BATCH_SIZE, ModelPolicy
 from modelport.protocol.signature import Signature
 from modelport.serving.clock import SYSTEM_CLOCK, Clock
 from modelport.serving.executor import Executor
 from modelport.serving.telemetry import Timing
-
-V = TypeVar("V")
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 PredictFn = Callable[[Arrays, Sequence[str]], Arrays]
@@ -39,7 +36,7 @@ PredictFn = Callable[[Arrays, Sequence[str]], Arrays]
 # time real work, while the clock decides when a batch runs.
 INLINE_BELOW_SECONDS = 0.0005
 _EWMA = 0.2
-DEFAULT_BATCH_DELAY = 0.002
+DEFAULT_BATCH_DELAY = DEFAULT_MAX_BATCH_DELAY_MS / 1000
 """Seconds a batch may wait to fill up when no delay is configured."""
 COMPANY_MEMORY = 0.1
 """Seconds after a batch with company during which the next batches may wait for company."""
@@ -49,7 +46,7 @@ COMPANY_MEMORY = 0.1
 class BatchPolicy:
     """How one model batches; `max_batch_size` 1 turns batching off."""
 
-    max_batch_size: int = 64
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE
     max_batch_delay: float = DEFAULT_BATCH_DELAY
     """Seconds a batch may wait to fill up, only shortly after a batch with company and while
     requests keep arriving; 0 never waits."""
@@ -321,57 +318,15 @@ def _resolve(future: asyncio.Future[None]) -> None:
         future.set_result(None)
 
 
-def policy_for(
-    signature: Signature,
-    row_independent: bool,
-    metadata: Mapping[str, Any],
-    overrides: ModelSettings,
-    enabled: bool = True,
-) -> BatchPolicy:
-    """The batching policy for one model version.
+def policy_for(signature: Signature, row_independent: bool, policy: ModelPolicy) -> BatchPolicy:
+    """The batching policy for one model version, whose model's policy is `policy`.
 
-    Settings win over the version's registry metadata (`batching`, `max_batch_size`,
-    `max_batch_delay_ms`), which wins over the default: on, when the runtime is row-independent
-    and every input and output has a variable first (batch) dimension. `enabled` False (the
-    server's `--no-batching`) turns it off whatever else says.
+    Batching is on where the model's policy says so, or, when it leaves it open, where the
+    runtime is row-independent; either way only when every input and output has a variable
+    first (batch) dimension.
     """
-    size = _setting(overrides.max_batch_size, metadata, "max_batch_size", int, 64)
-    delay_ms = _setting(
-        overrides.max_batch_delay_ms,
-        metadata,
-        "max_batch_delay_ms",
-        float,
-        DEFAULT_BATCH_DELAY * 1000,
-    )
-    if size < 1 or not 0 <= delay_ms <= 1000:
-        raise InvalidInput(
-            "max_batch_size must be at least 1 and max_batch_delay_ms between 0 and 1000"
-        )
     batch_dim = all(s.shape[:1] == (-1,) for s in (*signature.inputs, *signature.outputs))
-    wanted = _setting(overrides.batching, metadata, "batching", _boolean, row_independent)
-    if not (enabled and wanted and batch_dim):
+    wanted = row_independent if policy.batching is None else policy.batching
+    if not (wanted and batch_dim):
         return BatchPolicy(max_batch_size=1)
-    return BatchPolicy(max_batch_size=size, max_batch_delay=delay_ms / 1000)
-
-
-def _setting(
-    override: V | None, metadata: Mapping[str, Any], key: str, parse: Callable[[Any], V], default: V
-) -> V:
-    if override is not None:
-        return override
-    raw = metadata.get(key)
-    if raw is None:
-        return default
-    try:
-        return parse(raw)
-    except ValueError:
-        raise InvalidInput(f"registry metadata {key}={raw!r} is not valid") from None
-
-
-def _boolean(raw: Any) -> bool:
-    text = str(raw).strip().lower()
-    if text in ("true", "1", "yes", "on"):
-        return True
-    if text in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(text)
+    return BatchPolicy(policy.max_batch_size, policy.max_batch_delay_ms / 1000)

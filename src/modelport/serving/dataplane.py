@@ -10,16 +10,14 @@ from collections.abc import Mapping
 from typing import Any
 
 from modelport import __version__
-from modelport.config import ServeSettings
+from modelport.config import LimitSettings
 from modelport.errors import DeadlineExceeded, ModelportError, NotFound, NotReady, Unsupported
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion
-from modelport.registry.store import Registry
-from modelport.serving.catalog import Catalog, LoadedModel
-from modelport.serving.executor import Executor
+from modelport.serving.catalog import LoadedModel
 from modelport.serving.lifecycle import Lifecycle
 from modelport.serving.limits import check_queue, check_size, time_limit
-from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, Timing
+from modelport.serving.telemetry import Call, Timing
 
 audit = logging.getLogger("modelport.audit")
 """One record per admin action over the API (load, unload): who, what, from where, outcome."""
@@ -33,25 +31,22 @@ SERVER_NAME = "modelport"
 class DataPlane:
     """Everything the server can be asked, independent of transport.
 
-    Its `lifecycle`, built from the same parts, decides what is loaded; the dataplane answers
-    from the catalog that the lifecycle fills.
+    It answers from the catalog its `lifecycle` fills, and asks the lifecycle to load and
+    unload; `limits` bound each request, and with several `workers` the repository actions,
+    which would change one worker only, are refused.
     """
 
     def __init__(
-        self,
-        registry: Registry,
-        catalog: Catalog,
-        executor: Executor,
-        settings: ServeSettings | None = None,
-        telemetry: Telemetry | None = None,
+        self, lifecycle: Lifecycle, limits: LimitSettings | None = None, *, workers: int = 1
     ) -> None:
-        self._registry = registry
-        self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
-        self._catalog = catalog
-        self._executor = executor
-        self._settings = settings if settings is not None else ServeSettings()
-        self._lifecycle = Lifecycle(registry, catalog, executor, self._settings, self._telemetry)
-        self._failures = self._lifecycle.failures
+        self._lifecycle = lifecycle
+        self._registry = lifecycle.registry
+        self._catalog = lifecycle.catalog
+        self._executor = lifecycle.executor
+        self._telemetry = lifecycle.telemetry
+        self._limits = limits if limits is not None else LimitSettings()
+        self._workers = workers
+        self._failures = lifecycle.failures
         """Model name -> why it failed to load, as the lifecycle keeps it (read only here)."""
 
     @property
@@ -149,13 +144,13 @@ class DataPlane:
             call.version = model.number
             call.digest = model.version.digest
         self._telemetry.admit(model.name)
-        check_size(request, self._settings)
+        check_size(request, self._limits)
         inputs = model.validator.inputs(request)
         wanted = model.validator.outputs(request) or model.output_names
         timing = None
         if call is not None and self._telemetry.traces:
             timing = call.timing = Timing()
-        seconds = time_limit(request, call, self._settings)
+        seconds = time_limit(request, call, self._limits)
         check_queue(model)
         model.enter()
         try:
@@ -262,9 +257,9 @@ class DataPlane:
 
     def _one_process(self, action: str) -> None:
         # A request reaches one worker; changing what one worker serves would split the fleet.
-        if self._settings.workers > 1:
+        if self._workers > 1:
             raise Unsupported(
-                f"{action} models on a running server with {self._settings.workers} workers is "
+                f"{action} models on a running server with {self._workers} workers is "
                 "not offered; choose the models at start (--model) or serve with one worker"
             )
 

@@ -15,9 +15,10 @@ from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
 
-from modelport.config import ServeSettings
+from modelport.config import ModelsSettings
 from modelport.errors import InternalError, ModelportError, NotFound
 from modelport.intake.compilation import verification_sample
+from modelport.model_policy import model_policy
 from modelport.registry.manifest import ModelVersion, version_number
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
@@ -44,13 +45,13 @@ class Lifecycle:
         registry: Registry,
         catalog: Catalog,
         executor: Executor,
-        settings: ServeSettings | None = None,
+        models: ModelsSettings | None = None,
         telemetry: Telemetry | None = None,
     ) -> None:
         self._registry = registry
         self._catalog = catalog
         self._executor = executor
-        self._settings = settings if settings is not None else ServeSettings()
+        self._models = models if models is not None else ModelsSettings()
         self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
         self._ready = False
         self._failures: dict[str, str] = {}
@@ -61,6 +62,26 @@ class Lifecycle:
         self._given_up: set[tuple[str, int]] = set()
         """Versions that failed to load or warm up: not retried (push a new version)."""
         self._retiring: set[asyncio.Future[None]] = set()
+
+    @property
+    def registry(self) -> Registry:
+        """The registry the served versions come from."""
+        return self._registry
+
+    @property
+    def catalog(self) -> Catalog:
+        """The versions loaded now, and the routes to them."""
+        return self._catalog
+
+    @property
+    def executor(self) -> Executor:
+        """Where blocking work (registry reads, model loads) runs, off the event loop."""
+        return self._executor
+
+    @property
+    def telemetry(self) -> Telemetry:
+        """What loads, batches and requests are reported to."""
+        return self._telemetry
 
     @property
     def ready(self) -> bool:
@@ -177,10 +198,8 @@ class Lifecycle:
         not tried again.
         """
         try:
-            started = time.perf_counter()
             mv = self._registry.get(name, number)
             model = self._build(mv, warm_up)
-            self._telemetry.loaded(mv, time.perf_counter() - started)
         except ModelportError as exc:
             log.error("could not load %s:%d: %s", name, number, exc.message)
             self._given_up.add((name, number))
@@ -216,9 +235,7 @@ class Lifecycle:
             existing = self._catalog.get(mv.name, str(mv.version))
             if existing is not None:
                 return existing
-            started = time.perf_counter()
             model = await self._executor.run(self._build, mv)
-            self._telemetry.loaded(mv, time.perf_counter() - started)
             self._catalog.add(model)
             await self._executor.run(self._event, mv.name, "load", mv.version, actor)
         return model
@@ -231,20 +248,17 @@ class Lifecycle:
             await self._executor.run(self._event, model.name, "unload", model.number, actor)
 
     def _build(self, mv: ModelVersion, warm_up: bool = False) -> LoadedModel:
-        """Load a version's runtime and wrap it for serving; failures are remembered by name."""
+        """Load a version's runtime and wrap it for serving; failures are remembered by name.
+
+        The telemetry hears of the load, its time and the model's policy once it succeeded.
+        """
         name = mv.name
+        started = time.perf_counter()
         try:
-            overrides = self._settings.for_model(name)
-            compiled = self._settings.compiled if overrides.compiled is None else overrides.compiled
-            loaded = load_artifact(self._registry, mv, prefer_compiled=compiled)
+            chosen = model_policy(self._models, name, mv.metadata)
+            loaded = load_artifact(self._registry, mv, prefer_compiled=chosen.compiled)
             runtime = loaded.runtime
-            policy = policy_for(
-                mv.signature,
-                runtime.row_independent,
-                mv.metadata,
-                overrides,
-                enabled=self._settings.batching,
-            )
+            policy = policy_for(mv.signature, runtime.row_independent, chosen)
         except ModelportError as exc:
             self._failures[name] = exc.message
             raise
@@ -260,7 +274,7 @@ class Lifecycle:
         dispatch = Batched(
             self._executor,
             policy,
-            max_queue=overrides.max_queue or self._settings.max_queue,
+            max_queue=chosen.max_queue,
             on_call=partial(self._telemetry.batch, name, mv.version),
         )
         model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None, dispatch)
@@ -271,6 +285,7 @@ class Lifecycle:
             self._failures[name] = exc.message
             raise
         self._failures.pop(name, None)
+        self._telemetry.loaded(mv, time.perf_counter() - started, chosen)
         batching = f"up to {policy.max_batch_size} rows" if policy.enabled else "off"
         log.info(
             "loaded %s version %d (sha256 %s; batching %s)",

@@ -4,48 +4,48 @@ from __future__ import annotations
 
 import time
 
-from modelport.config import ServeSettings
+from modelport.config import LimitSettings
 from modelport.errors import InvalidInput, Overloaded, TooLarge
 from modelport.protocol.types import InferRequest
 from modelport.serving.catalog import LoadedModel
 from modelport.serving.telemetry import Call
 
 
-def check_size(request: InferRequest, settings: ServeSettings) -> None:
+def check_size(request: InferRequest, limits: LimitSettings) -> None:
     """TooLarge past the element or row limits (the body size alone allows too much)."""
     elements = 0
     for tensor in request.inputs:
         rows = tensor.shape[0] if tensor.shape else 1
-        if rows > settings.max_batch:
+        if rows > limits.max_batch:
             raise TooLarge(
                 f"input {tensor.name!r} has {rows} rows, more than the limit of "
-                f"{settings.max_batch} (--max-batch); split the request"
+                f"{limits.max_batch} (--max-batch); split the request"
             )
         elements += tensor.data.size
-    if elements > settings.max_elements:
+    if elements > limits.max_elements:
         raise TooLarge(
             f"the request holds {elements} tensor elements, more than the limit of "
-            f"{settings.max_elements} (--max-elements); split the request"
+            f"{limits.max_elements} (--max-elements); split the request"
         )
 
 
-def time_limit(request: InferRequest, call: Call | None, settings: ServeSettings) -> float | None:
+def time_limit(request: InferRequest, call: Call | None, limits: LimitSettings) -> float | None:
     """Seconds the inference may take: the server's limit, or the client's if shorter.
 
     The client's is the `timeout` parameter (microseconds, as tritonclient sends it) or what is
     left of a gRPC deadline. None: no limit.
     """
-    limits = [settings.request_timeout] if settings.request_timeout else []
+    seconds = [limits.request_timeout] if limits.request_timeout else []
     given = request.parameters.get("timeout")
     if given is not None:
         if isinstance(given, bool) or not isinstance(given, int | float) or given <= 0:
             raise InvalidInput(
                 f"parameters.timeout must be a positive number of microseconds, got {given!r}"
             )
-        limits.append(given / 1e6)
+        seconds.append(given / 1e6)
     if call is not None and call.time_left is not None:
-        limits.append(call.time_left - (time.perf_counter() - call.started))
-    return max(min(limits), 0.0) if limits else None
+        seconds.append(call.time_left - (time.perf_counter() - call.started))
+    return max(min(seconds), 0.0) if seconds else None
 
 
 def check_queue(model: LoadedModel) -> None:

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from modelport.errors import Unsupported
+from modelport.model_policy import ModelPolicy
 from modelport.registry.manifest import ModelVersion
 
 Arrays = dict[str, np.ndarray[Any, Any]]
@@ -96,8 +97,8 @@ class Telemetry(Protocol):
     def batch(self, model: str, version: int, rows: int, queued: int) -> None:
         """One runtime call of `rows` rows ran; `queued` requests were waiting behind it."""
 
-    def loaded(self, version: ModelVersion, seconds: float) -> None:
-        """A version finished loading (and warming up) in `seconds`."""
+    def loaded(self, version: ModelVersion, seconds: float, policy: ModelPolicy) -> None:
+        """A version finished loading (and warming up) in `seconds`, served by `policy`."""
 
     def metrics_page(self) -> bytes | None:
         """The Prometheus text exposition of every server process; None when metrics are off."""
@@ -126,7 +127,7 @@ class NoTelemetry:
     def batch(self, model: str, version: int, rows: int, queued: int) -> None:
         """Ignores the batch."""
 
-    def loaded(self, version: ModelVersion, seconds: float) -> None:
+    def loaded(self, version: ModelVersion, seconds: float, policy: ModelPolicy) -> None:
         """Ignores the load."""
 
     def metrics_page(self) -> bytes | None:

@@ -7,7 +7,6 @@ import asyncio
 import dataclasses
 import io
 import json
-import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,10 +15,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.config import ModelSettings, ServeSettings
+from modelport.config import (
+    InferenceLogSettings,
+    LoggingSettings,
+    MetricsSettings,
+    ModelSettings,
+    ModelsSettings,
+    ServeSettings,
+)
 from modelport.errors import NotFound, Unsupported
 from modelport.inference_log.location import LOG_FILE, open_store
 from modelport.inference_log.record import REDACTED, StoredRecord
+from modelport.model_policy import model_policy
 from modelport.monitoring.reference_profile import build_profile
 from modelport.observability.observer import Observer
 from modelport.protocol.signature import Signature, TensorSpec
@@ -37,10 +44,21 @@ def executor() -> Iterator[Executor]:
     pool.shutdown()
 
 
-def serve_settings(tmp_path: Path, **settings: Any) -> ServeSettings:
+def serve_settings(
+    tmp_path: Path,
+    *,
+    inference_log: str = "",
+    metrics: bool = True,
+    access_log: bool = True,
+) -> ServeSettings:
     registry = tmp_path / "registry"
     registry.mkdir(exist_ok=True)
-    return ServeSettings(registry=str(registry), log_format="json", **settings)
+    return ServeSettings(
+        registry=str(registry),
+        logging=LoggingSettings(format="json", access_log=access_log),
+        metrics=MetricsSettings(enabled=metrics),
+        inference_log=InferenceLogSettings(location=inference_log),
+    )
 
 
 def observer(
@@ -53,6 +71,13 @@ def observer(
     )
     built.start()
     return built
+
+
+def loaded(
+    obs: Observer, mv: ModelVersion, seconds: float = 0.1, models: ModelsSettings | None = None
+) -> None:
+    """Tell the observer `mv` loaded, with the policy the lifecycle would resolve for it."""
+    obs.loaded(mv, seconds, model_policy(models or ModelsSettings(), mv.name, mv.metadata))
 
 
 def version(number: int = 1, **metadata: Any) -> ModelVersion:
@@ -129,9 +154,10 @@ def test_inferences_go_to_the_inference_log_and_nothing_else_does(
 def test_the_config_file_redacts_and_the_registry_samples(
     tmp_path: Path, executor: Executor
 ) -> None:
-    obs = observer(tmp_path, executor, model_settings={"iris": ModelSettings(log_redact=("x",))})
-    obs.loaded(version(1), 0.25)
-    obs.loaded(version(2, log_sample_rate="0"), 0.5)
+    models = ModelsSettings(overrides={"iris": ModelSettings(log_redact=("x",))})
+    obs = observer(tmp_path, executor)
+    loaded(obs, version(1), 0.25, models)
+    loaded(obs, version(2, log_sample_rate="0"), 0.5, models)
     obs.finished(inference("r-1", number=1), "200")
     obs.finished(inference("r-2", number=2), "200")
     text = page(obs)
@@ -143,18 +169,6 @@ def test_the_config_file_redacts_and_the_registry_samples(
     assert record.outputs == {"label": [1]}
     assert 'modelport_model_load_seconds{model="iris",version="1"} 0.25' in text
     assert 'modelport_model_load_seconds{model="iris",version="2"} 0.5' in text
-
-
-def test_a_sample_rate_that_is_no_number_is_ignored_with_a_warning(
-    tmp_path: Path, executor: Executor, caplog: pytest.LogCaptureFixture
-) -> None:
-    obs = observer(tmp_path, executor)
-    with caplog.at_level(logging.WARNING, logger="modelport.observer"):
-        obs.loaded(version(1, log_sample_rate="often"), 0.1)
-    obs.finished(inference("r-1"), "200")
-    obs.close()
-    assert [r.request_id for r in logged(tmp_path)] == ["r-1"]
-    assert "ignoring log_sample_rate 'often' of iris" in caplog.text
 
 
 def test_batches_and_the_inference_log_backlog_become_gauges(
@@ -171,7 +185,7 @@ def test_batches_and_the_inference_log_backlog_become_gauges(
 
 def test_feedback_scores_the_logged_predictions(tmp_path: Path, executor: Executor) -> None:
     obs = observer(tmp_path, executor)
-    obs.loaded(version(1), 0.1)
+    loaded(obs, version(1))
     obs.finished(inference("r-1", label=1), "200")
     obs.finished(inference("r-2", label=0), "200")
     body = {"request_ids": ["r-1", "r-2", "unknown"], "labels": [1, 1, 0]}
@@ -197,7 +211,7 @@ def test_inputs_are_watched_for_drift_against_the_reference_profile(
     profile = build_profile({"a": reference[:, 0], "b": reference[:, 1]}, SIGNATURE.inputs)
     watched = dataclasses.replace(version(1), reference_profile=profile)
     obs = observer(tmp_path, executor, inference_log="off")
-    obs.loaded(watched, 0.1)
+    loaded(obs, watched)
     shifted = rng.normal(5.0, 1.0, (100, 2)).astype(np.float32)
     call = inference("r-1")
     call.inputs = {"x": shifted}
@@ -219,7 +233,7 @@ def test_inputs_are_watched_for_drift_against_the_reference_profile(
 
 def test_what_is_switched_off_says_so(tmp_path: Path, executor: Executor) -> None:
     obs = observer(tmp_path, executor, inference_log="off", metrics=False, access_log=False)
-    obs.loaded(version(1), 0.1)
+    loaded(obs, version(1))
     obs.finished(inference("r-1"), "200")
     assert obs.metrics_page() is None
     assert obs.metrics is None

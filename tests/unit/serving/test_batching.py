@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelport.config import ModelSettings
 from modelport.errors import InvalidInput
+from modelport.model_policy import ModelPolicy
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.serving.batching import (
     COMPANY_MEMORY,
@@ -308,30 +308,21 @@ BATCHED = Signature((TensorSpec("x", "FP32", (-1, 3)),), (TensorSpec("y", "FP32"
 FIXED = Signature((TensorSpec("x", "FP32", (2, 3)),), (TensorSpec("y", "FP32", (2,)),))
 
 
+def policy(**chosen: Any) -> ModelPolicy:
+    return ModelPolicy(compiled=True, max_queue=8, **chosen)
+
+
 def test_policy_defaults() -> None:
-    assert policy_for(BATCHED, True, {}, ModelSettings()) == BatchPolicy(64, DEFAULT_BATCH_DELAY)
-    assert not policy_for(BATCHED, False, {}, ModelSettings()).enabled  # not row-independent
-    assert not policy_for(FIXED, True, {}, ModelSettings()).enabled  # no batch dimension
-    assert not policy_for(BATCHED, True, {}, ModelSettings(), enabled=False).enabled
+    assert policy_for(BATCHED, True, policy()) == BatchPolicy(64, DEFAULT_BATCH_DELAY)
+    assert not policy_for(BATCHED, False, policy()).enabled  # not row-independent
+    assert not policy_for(FIXED, True, policy()).enabled  # no batch dimension
+    assert not policy_for(BATCHED, True, policy(batching=False)).enabled
 
 
-def test_policy_from_metadata_and_settings() -> None:
-    meta = {"max_batch_size": "16", "max_batch_delay_ms": "2.5"}
-    assert policy_for(BATCHED, True, meta, ModelSettings()) == BatchPolicy(16, 0.0025)
-    overrides = ModelSettings(max_batch_size=8, max_batch_delay_ms=0)
-    assert policy_for(BATCHED, True, meta, overrides) == BatchPolicy(8, 0.0)
-    assert not policy_for(BATCHED, True, {"batching": "false"}, ModelSettings()).enabled
-    # A custom runtime may opt in through its metadata or the config file.
-    assert policy_for(BATCHED, False, {"batching": "yes"}, ModelSettings()).enabled
-    assert policy_for(BATCHED, False, {}, ModelSettings(batching=True)).enabled
+def test_policy_follows_the_model_policy() -> None:
+    chosen = policy(max_batch_size=16, max_batch_delay_ms=2.5)
+    assert policy_for(BATCHED, True, chosen) == BatchPolicy(16, 0.0025)
+    # A custom runtime may opt in through its model's policy.
+    assert policy_for(BATCHED, False, policy(batching=True)).enabled
     # Nothing turns it on for tensors without a batch dimension.
-    assert not policy_for(FIXED, True, {}, ModelSettings(batching=True)).enabled
-
-
-@pytest.mark.parametrize(
-    "meta",
-    [{"max_batch_size": "many"}, {"batching": "sometimes"}, {"max_batch_size": "0"}],
-)
-def test_invalid_policy_metadata(meta: dict[str, str]) -> None:
-    with pytest.raises(InvalidInput, match=r"max_batch_size|batching"):
-        policy_for(BATCHED, True, meta, ModelSettings())
+    assert not policy_for(FIXED, True, policy(batching=True)).enabled

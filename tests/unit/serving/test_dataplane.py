@@ -21,6 +21,7 @@ from modelport.registry.store import Registry
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
+from modelport.serving.lifecycle import Lifecycle
 
 T = TypeVar("T")
 
@@ -71,7 +72,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 @pytest.fixture
 def dataplane(registry: Registry) -> Iterator[DataPlane]:
     executor = Executor(threads=2)
-    yield DataPlane(registry, Catalog(), executor)
+    yield DataPlane(Lifecycle(registry, Catalog(), executor))
     executor.shutdown()
 
 
@@ -265,7 +266,7 @@ def test_tampered_artifact_never_loads(tmp_path: Path) -> None:
         blob = store.artifact_path(mv)
         blob.chmod(blob.stat().st_mode | stat.S_IWUSR)
         blob.write_bytes(blob.read_bytes() + b"\n")
-        dataplane = DataPlane(store, Catalog(), executor)
+        dataplane = DataPlane(Lifecycle(store, Catalog(), executor))
         dataplane.lifecycle.preload()
         assert dataplane.ready()
         (entry,) = run(dataplane.repository_index())
@@ -303,7 +304,7 @@ def test_a_runtime_that_raises_anything_on_load_leaves_the_server_up(
         artifact.write_bytes(b"\x03\x04")
     monkeypatch.setattr(FlakyRuntime, "broken", True)
     executor = Executor(threads=1)
-    plane = DataPlane(store, Catalog(), executor)
+    plane = DataPlane(Lifecycle(store, Catalog(), executor))
     try:
         with pytest.raises(InternalError, match="RuntimeError") as caught:
             run(plane.load("flaky"))

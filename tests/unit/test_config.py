@@ -1,0 +1,97 @@
+"""The settings types: one frozen group per concern, defaults stated once, values checked."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from modelport.config import (
+    AuthSettings,
+    InferenceLogSettings,
+    LimitSettings,
+    ListenSettings,
+    LoggingSettings,
+    MetricsSettings,
+    ModelSettings,
+    ModelsSettings,
+    ServeSettings,
+    TlsSettings,
+    TracingSettings,
+    environment,
+)
+from modelport.errors import InvalidInput
+
+
+def test_serve_settings_are_composed_of_one_group_per_concern() -> None:
+    settings = ServeSettings()
+    assert settings.registry == ".modelport"
+    groups = {f.name: type(getattr(settings, f.name)) for f in dataclasses.fields(settings)}
+    assert groups == {
+        "registry": str,
+        "listen": ListenSettings,
+        "limits": LimitSettings,
+        "auth": AuthSettings,
+        "tls": TlsSettings,
+        "logging": LoggingSettings,
+        "metrics": MetricsSettings,
+        "tracing": TracingSettings,
+        "inference_log": InferenceLogSettings,
+        "models": ModelsSettings,
+    }
+    assert (settings.listen.host, settings.listen.http_port, settings.listen.grpc_port) == (
+        "127.0.0.1",
+        8080,
+        8081,
+    )
+    assert settings.limits.request_timeout == 60.0
+    assert settings.models.max_queue == 1024
+    assert settings.models.overrides == {}
+
+
+def test_every_group_is_frozen() -> None:
+    settings = ServeSettings()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.listen.http_port = 1  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.limits = LimitSettings()  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: ListenSettings(http_port=70000), "http_port must be 0-65535, got 70000"),
+        (lambda: ListenSettings(grpc_port=-1), "grpc_port must be 0-65535 (0 turns gRPC off)"),
+        (lambda: ListenSettings(workers=0), "workers must be between 1 and 256, got 0"),
+        (lambda: LimitSettings(max_body_bytes=10), "max_body_bytes must be at least 1024"),
+        (lambda: LimitSettings(max_batch=0), "max_batch must be at least 1, got 0"),
+        (lambda: LimitSettings(request_timeout=-1), "request_timeout must not be negative"),
+        (lambda: AuthSettings(rate_burst=-1), "rate_limit and rate_burst must not be negative"),
+        (lambda: TlsSettings(cert="c.pem"), "TLS needs both tls_cert and tls_key"),
+        (lambda: TlsSettings(client_ca="ca.pem"), "tls_client_ca (mutual TLS) needs TLS"),
+        (lambda: LoggingSettings(level="loud"), "log_level must be one of debug, info"),
+        (lambda: LoggingSettings(format="xml"), "log_format must be one of auto, json, text"),
+        (lambda: MetricsSettings(port=-1), "metrics_port must be 0-65535, got -1"),
+        (lambda: TracingSettings(exporter="otlp"), "trace_exporter = otlp needs trace_endpoint"),
+        (lambda: TracingSettings(exporter="zipkin"), "trace_exporter must be one of none"),
+        (lambda: InferenceLogSettings(overflow="wait"), "inference_log_overflow must be one of"),
+        (lambda: InferenceLogSettings(capacity=0), "inference_log_capacity must be at least 1"),
+        (lambda: ModelsSettings(max_queue=0), "max_queue must be at least 1, got 0"),
+        (lambda: ModelSettings(max_batch_size=0), "max_batch_size must be at least 1, got 0"),
+        (lambda: ModelSettings(log_sample_rate=1.5), "log_sample_rate must be between 0 and 1"),
+        (lambda: ModelSettings(max_batch_delay_ms=1001), "max_batch_delay_ms must be between"),
+    ],
+)
+def test_each_group_checks_its_own_values_and_names_the_flat_key(
+    build: object, message: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        build()  # type: ignore[operator]
+    assert caught.value.message.startswith(message)
+
+
+def test_the_environment_gives_the_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODELPORT_REGISTRY", raising=False)
+    assert environment() == {}
+    monkeypatch.setenv("MODELPORT_REGISTRY", "/srv/registry")
+    assert environment() == {"registry": "/srv/registry"}
