@@ -23,7 +23,7 @@ from modelport.protocol import codec_binary, codec_json
 from modelport.protocol.datatypes import DATATYPES
 from modelport.protocol.signature import TensorSpec
 from modelport.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
-from modelport.transports import openapi
+from modelport.transports import openapi, swagger_ui
 
 # Every endpoint of the REST API (transports/rest.py), by method and path.
 ENDPOINTS = {
@@ -225,9 +225,9 @@ class _Page(HTMLParser):
 
 def test_swagger_ui_page_loads_the_document_from_a_pinned_checked_release() -> None:
     page = _Page()
-    page.feed(openapi.SWAGGER_UI.decode())
+    page.feed(swagger_ui.SWAGGER_UI.decode())
     assert "/openapi.json" in "".join(page.text)
-    pinned = f"swagger-ui-dist@{openapi.SWAGGER_UI_VERSION}/"
+    pinned = f"swagger-ui-dist@{swagger_ui.SWAGGER_UI_VERSION}/"
     external = [
         attrs
         for tag, attrs in page.tags
