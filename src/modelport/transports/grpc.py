@@ -1,10 +1,11 @@
 """Open Inference Protocol over gRPC (grpc.aio): parse, call the dataplane, encode.
 
-The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto).
-ErrorKind is mapped to a gRPC status code here, once; the request id (`x-request-id`
-metadata when the client sends a valid one, else generated) comes back in trailing metadata
-and, for inferences, in the response parameter `modelport.request_id`. The standard health
-service (grpc.health.v1) reports readiness; server reflection is on.
+The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto),
+its unary RPCs built from one table and wrapped alike (`grpc_call.unary`: ErrorKind to status
+code, once). The request id (`x-request-id` metadata when the client sends a valid one, else
+generated) comes back in trailing metadata and, for inferences, in the response parameter
+`modelport.request_id`. The standard health service (grpc.health.v1) reports readiness;
+server reflection is on.
 """
 
 from __future__ import annotations

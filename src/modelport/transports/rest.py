@@ -93,7 +93,14 @@ class RestApp:
             Route("GET", "/openapi.json", Endpoint.DOCS, None, _openapi),
             Route("GET", "/docs", Endpoint.DOCS, None, _swagger_ui),
             # Which port first, then the guard, then the method: as on the metrics-only port.
-            Route("GET", "/metrics", Endpoint.METRICS, Action.METRICS, self._metrics_route, True),
+            Route(
+                "GET",
+                "/metrics",
+                Endpoint.METRICS,
+                Action.METRICS,
+                self._metrics_route,
+                checks_itself=True,
+            ),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -133,14 +140,11 @@ class RestApp:
     async def _route(self, request: Request) -> Response:
         scope = request.scope
         parts = segments(scope)
-        found = self.router.match(parts)
-        if found is None:
+        route = self.router.find(request, parts)
+        if route is None:
             if parts[0] != "v2":
                 raise NotFound(f"no such endpoint {scope['path']!r}; the API lives under /v2")
             raise NotFound(f"no such endpoint {scope['path']!r}")
-        methods, request.params = found
-        request.call.endpoint = methods.endpoint
-        route = methods.route(scope["method"])
         if route.action is not None and not route.checks_itself:
             self._admit(request, route.action)
         return await route.handler(request)

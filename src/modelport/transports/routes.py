@@ -43,7 +43,7 @@ class MethodNotAllowed(InvalidInput):
         self.allowed = allowed
 
 
-class Methods:
+class _Methods:
     """The routes of one path, by method."""
 
     __slots__ = ("allowed", "by_method", "endpoint", "loose")
@@ -64,15 +64,6 @@ class Methods:
             self.endpoint = route.endpoint
         self.allowed = ", ".join(sorted(self.by_method))
 
-    def route(self, method: str) -> Route:
-        """The route for `method`; MethodNotAllowed names the methods the path takes."""
-        if self.loose is not None:
-            return self.loose
-        route = self.by_method.get(method)
-        if route is None:
-            raise MethodNotAllowed(method, self.allowed)
-        return route
-
 
 class _Node:
     __slots__ = ("literals", "methods", "name", "parameter")
@@ -82,7 +73,7 @@ class _Node:
         """The parameter this node binds ("" for a literal segment)."""
         self.literals: dict[str, _Node] = {}
         self.parameter: _Node | None = None
-        self.methods: Methods | None = None
+        self.methods: _Methods | None = None
 
 
 class Router:
@@ -96,13 +87,17 @@ class Router:
             for part in route.path.strip("/").split("/"):
                 node = _child(node, part, route.path)
             if node.methods is None:
-                node.methods = Methods()
+                node.methods = _Methods()
             node.methods.add(route)
 
-    def match(self, parts: list[str]) -> tuple[Methods, dict[str, str]] | None:
-        """The routes for the path `parts` and its parameters; None when no route has it."""
+    def find(self, request: Request, parts: list[str]) -> Route | None:
+        """The route for the request's path `parts` and method; None when no route has the path.
+
+        Binds the path parameters in `request.params` and names the endpoint on `request.call`
+        (also when the method is wrong: MethodNotAllowed names the methods the path takes).
+        """
         node = self._root
-        params: dict[str, str] = {}
+        params = request.params
         for part in parts:
             child = node.literals.get(part)
             if child is None:
@@ -111,9 +106,17 @@ class Router:
                     return None
                 params[child.name] = part
             node = child
-        if node.methods is None:
+        methods = node.methods
+        if methods is None:
             return None
-        return node.methods, params
+        request.call.endpoint = methods.endpoint
+        if methods.loose is not None:
+            return methods.loose
+        method: str = request.scope["method"]
+        route = methods.by_method.get(method)
+        if route is None:
+            raise MethodNotAllowed(method, methods.allowed)
+        return route
 
 
 def _child(node: _Node, part: str, path: str) -> _Node:
