@@ -16,6 +16,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from modelport.errors import ErrorKind, InvalidInput, ModelportError, Overloaded
+from modelport.serving import requests
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action, Guard
 from modelport.serving.requests import REQUEST_ID_PATTERN, internal_error, retry_after
@@ -127,16 +128,14 @@ def trailers(rid: str, exc: ModelportError) -> tuple[tuple[str, str], ...]:
 
 
 def admit(guard: Guard, action: Action, context: Context, call: Call) -> None:
-    """Let the call do `action` or raise; who asked joins the caller's address."""
+    """Let the call do `action` (credentials from its metadata) or raise."""
     authorization = api_key = None
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
             authorization = value
         elif key == "x-api-key" and isinstance(value, str):
             api_key = value
-    who = guard.check(action, authorization, api_key, call.caller)
-    if who:
-        call.caller = f"{who}@{call.caller}"
+    requests.admit(guard, action, authorization, api_key, call)
 
 
 def failed(call: Call, exc: ModelportError) -> None:

@@ -19,7 +19,7 @@ from modelport.errors import ErrorKind, ModelportError, NotFound, Overloaded
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action, Guard, OpenGuard
-from modelport.serving.requests import internal_error, retry_after
+from modelport.serving.requests import admit, internal_error, retry_after
 from modelport.serving.telemetry import NoTelemetry, Telemetry
 from modelport.transports.openapi import OPENAPI
 from modelport.transports.rest_oip import OipEndpoints
@@ -150,11 +150,8 @@ class RestApp:
         return await route.handler(request)
 
     def _admit(self, request: Request, action: Action) -> None:
-        """Let the request do `action` or raise; who asked joins the caller's address."""
-        call = request.call
-        who = self._guard.check(action, request.authorization, request.api_key, call.caller)
-        if who:
-            call.caller = f"{who}@{call.caller}"
+        """Let the request do `action` (credentials from its headers) or raise."""
+        admit(self._guard, action, request.authorization, request.api_key, request.call)
 
     async def _metrics_route(self, request: Request) -> Response:
         if self._metrics_port:
