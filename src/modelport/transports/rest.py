@@ -87,8 +87,10 @@ class RestApp:
         """Every route of the API, matched in one walk of the path."""
 
     def _pages(self) -> list[Route]:
-        """What the API is, as OpenAPI and as a page to try it (open, like the health checks),
-        and the metrics page."""
+        """The routes this module answers: the docs pages and the metrics page.
+
+        What the API is, as OpenAPI and as a page to try it, is open like the health checks.
+        """
         return [
             Route("GET", "/openapi.json", Endpoint.DOCS, None, _openapi),
             Route("GET", "/docs", Endpoint.DOCS, None, _swagger_ui),

@@ -55,7 +55,11 @@ class _Methods:
         self.allowed = ""
 
     def add(self, route: Route) -> None:
-        if route.method in self.by_method or self.loose is not None:
+        if (
+            route.method in self.by_method
+            or self.loose is not None
+            or (route.checks_itself and self.by_method)
+        ):
             raise ValueError(f"two routes for {route.method} {route.path}")
         if route.checks_itself:
             self.loose = route
