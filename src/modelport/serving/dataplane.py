@@ -12,6 +12,7 @@ from typing import Any
 from modelport import __version__
 from modelport.config import LimitSettings
 from modelport.errors import DeadlineExceeded, ModelportError, NotFound, NotReady, Unsupported
+from modelport.protocol.metadata import IndexEntry, ModelMetadata, ServerMetadata, TensorMetadata
 from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.catalog import LoadedModel
@@ -64,22 +65,24 @@ class DataPlane:
         """Start-up loading has finished."""
         return self._lifecycle.ready
 
-    def server_metadata(self) -> dict[str, Any]:
+    def server_metadata(self) -> ServerMetadata:
         """OIP server metadata: name, version and the extensions offered."""
-        return {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+        return ServerMetadata(SERVER_NAME, __version__, list(EXTENSIONS))
 
-    async def model_metadata(self, name: str, version: str | None) -> dict[str, Any]:
+    async def model_metadata(self, name: str, version: str | None) -> ModelMetadata:
         """OIP model metadata for a loaded version, with provenance in `parameters`."""
         model = await self.resolve(name, version)
         mv = model.version
         failure = self._failures.get(name)
-        return {
-            "name": mv.name,
-            "versions": [str(m.number) for m in self._catalog.versions(mv.name)],
-            "platform": f"modelport_{mv.format}",
-            "inputs": [s.to_dict() for s in mv.signature.inputs],
-            "outputs": [s.to_dict() for s in mv.signature.outputs],
-            "parameters": {
+        return ModelMetadata(
+            name=mv.name,
+            versions=[str(m.number) for m in self._catalog.versions(mv.name)],
+            platform=f"modelport_{mv.format}",
+            inputs=[TensorMetadata(s.name, s.datatype, list(s.shape)) for s in mv.signature.inputs],
+            outputs=[
+                TensorMetadata(s.name, s.datatype, list(s.shape)) for s in mv.signature.outputs
+            ],
+            parameters={
                 **model.provenance,
                 "modelport.version": str(mv.version),
                 "modelport.format": mv.format,
@@ -90,7 +93,7 @@ class DataPlane:
                 **({} if failure is None else {"modelport.load_error": failure}),
                 **public_metadata(mv.metadata),
             },
-        }
+        )
 
     async def model_ready(self, name: str, version: str | None) -> bool:
         """True when the version is loaded; NotFound when the registry has no such model."""
@@ -234,25 +237,16 @@ class DataPlane:
         await self._lifecycle.unload(loaded, actor)
         return [m.number for m in loaded]
 
-    async def repository_index(self, ready_only: bool = False) -> list[dict[str, Any]]:
+    async def repository_index(self, ready_only: bool = False) -> list[IndexEntry]:
         """One entry per loaded version, plus registered models with nothing loaded."""
-        entries: list[dict[str, Any]] = []
+        entries: list[IndexEntry] = []
         for mv in await self._executor.run(self._registry.latest):
             loaded = self._catalog.versions(mv.name)
             for model in loaded:
-                entries.append(
-                    {"name": mv.name, "version": str(model.number), "state": "READY", "reason": ""}
-                )
+                entries.append(IndexEntry(mv.name, str(model.number), "READY", ""))
             if not loaded and not ready_only:
                 reason = self._failures.get(mv.name, "not loaded")
-                entries.append(
-                    {
-                        "name": mv.name,
-                        "version": str(mv.version),
-                        "state": "UNAVAILABLE",
-                        "reason": reason,
-                    }
-                )
+                entries.append(IndexEntry(mv.name, str(mv.version), "UNAVAILABLE", reason))
         return entries
 
     def _one_process(self, action: str) -> None:

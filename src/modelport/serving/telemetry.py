@@ -18,6 +18,7 @@ import numpy as np
 from modelport.errors import Unsupported
 from modelport.model_policy import ModelPolicy
 from modelport.registry.manifest import ModelVersion
+from modelport.serving.endpoint import Endpoint
 
 Arrays = dict[str, np.ndarray[Any, Any]]
 
@@ -61,8 +62,8 @@ class Call:
     request_id: str
     caller: str = ""
     """Who asked: the client address (and, with authentication, the key's name)."""
-    endpoint: str = ""
-    """What was asked, e.g. "infer", "metadata", "health"."""
+    endpoint: Endpoint = Endpoint.UNKNOWN
+    """What was asked, e.g. infer, metadata, health."""
     started: float = field(default_factory=time.perf_counter)
     at: float = field(default_factory=time.time)
     """Arrival, as Unix time (for records)."""

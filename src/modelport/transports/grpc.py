@@ -1,10 +1,11 @@
 """Open Inference Protocol over gRPC (grpc.aio): parse, call the dataplane, encode.
 
-The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto).
-ErrorKind is mapped to a gRPC status code here, once; the request id (`x-request-id`
-metadata when the client sends a valid one, else generated) comes back in trailing metadata
-and, for inferences, in the response parameter `modelport.request_id`. The standard health
-service (grpc.health.v1) reports readiness; server reflection is on.
+The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto),
+its unary RPCs built from one table and wrapped alike (`grpc_call.unary`: ErrorKind to status
+code, once). The request id (`x-request-id` metadata when the client sends a valid one, else
+generated) comes back in trailing metadata and, for inferences, in the response parameter
+`modelport.request_id`. The standard health service (grpc.health.v1) reports readiness;
+server reflection is on.
 """
 
 from __future__ import annotations
@@ -12,75 +13,59 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
-import re
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Final, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any, Final
 
 import grpc
-from google.protobuf.message import DecodeError
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from modelport.errors import (
-    ErrorKind,
-    InternalError,
-    InvalidInput,
-    ModelportError,
-    Overloaded,
-    Unsupported,
-)
+from modelport.errors import ErrorKind, ModelportError
 from modelport.serving.dataplane import DataPlane
+from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action, Guard, OpenGuard
-from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
+from modelport.serving.requests import internal_error, refuse_load_options
+from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
 from modelport.transports import grpc_codec
+from modelport.transports.grpc_call import (
+    REQUEST_ID,
+    STATUS,
+    Context,
+    admit,
+    failed,
+    lenient,
+    model_name,
+    parsed,
+    peer,
+    request_id,
+    unary,
+    version_parameter,
+)
 from modelport.transports.grpc_gen import inference_pb2 as pb
 
 log = logging.getLogger("modelport.grpc")
 
 SERVICE: Final = "inference.GRPCInferenceService"
 
-STATUS: Final[dict[ErrorKind, grpc.StatusCode]] = {
-    ErrorKind.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
-    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
-    ErrorKind.NOT_READY: grpc.StatusCode.UNAVAILABLE,
-    ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.RATE_LIMITED: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
-    ErrorKind.FORBIDDEN: grpc.StatusCode.PERMISSION_DENIED,
-    ErrorKind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
-    ErrorKind.CONFLICT: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorKind.UNTRUSTED_ARTIFACT: grpc.StatusCode.FAILED_PRECONDITION,
-    ErrorKind.UNSUPPORTED: grpc.StatusCode.UNIMPLEMENTED,
-    # What gRPC itself answers for a message over the size limit.
-    ErrorKind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
-}
-
 STREAM_WINDOW: Final = 64
 """Requests of one stream in flight at once; reading the stream waits beyond that."""
 GRACE_SECONDS: Final = 5.0
 """On stop, how long running calls may finish before they are cancelled."""
 
-_ENDPOINTS: Final = {
-    "ServerLive": ("health", Action.HEALTH),
-    "ServerReady": ("health", Action.HEALTH),
-    "ModelReady": ("ready", Action.METADATA),
-    "ServerMetadata": ("server_metadata", Action.METADATA),
-    "ModelMetadata": ("metadata", Action.METADATA),
-    "ModelInfer": ("infer", Action.INFER),
-    "RepositoryIndex": ("repository", Action.METADATA),
-    "RepositoryModelLoad": ("repository", Action.ADMIN),
-    "RepositoryModelUnload": ("repository", Action.ADMIN),
-}
-"""The endpoint label each RPC is counted under (the same names as over REST), and what it
-does as far as permissions go (the same policy as over REST)."""
-_REQUEST_ID: Final = "x-request-id"
-_SAFE_ID: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
-
-Req = TypeVar("Req")
-Resp = TypeVar("Resp")
-Context = grpc.aio.ServicerContext[Any, Any]
+_RPCS: Final = (
+    ("ServerLive", Endpoint.HEALTH, Action.HEALTH, "server_live"),
+    ("ServerReady", Endpoint.HEALTH, Action.HEALTH, "server_ready"),
+    ("ModelReady", Endpoint.READY, Action.METADATA, "model_ready"),
+    ("ServerMetadata", Endpoint.SERVER_METADATA, Action.METADATA, "server_metadata"),
+    ("ModelMetadata", Endpoint.METADATA, Action.METADATA, "model_metadata"),
+    ("ModelInfer", Endpoint.INFER, Action.INFER, "model_infer"),
+    ("RepositoryIndex", Endpoint.REPOSITORY, Action.METADATA, "repository_index"),
+    ("RepositoryModelLoad", Endpoint.REPOSITORY, Action.ADMIN, "repository_model_load"),
+    ("RepositoryModelUnload", Endpoint.REPOSITORY, Action.ADMIN, "repository_model_unload"),
+)
+"""Each unary RPC: the endpoint it is counted under (the same names as over REST), what it
+does as far as permissions go (the same policy as over REST), and the method that answers it.
+Its request and response messages are `pb.<Rpc>Request` and `pb.<Rpc>Response`."""
 
 
 class InferenceService:
@@ -98,52 +83,16 @@ class InferenceService:
 
     def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
         """Method name -> handler, with the protobuf (de)serializers of each message."""
-        unary = grpc.unary_unary_rpc_method_handler
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
-        for name, body, request_type, response_type in (
-            ("ServerLive", self.server_live, pb.ServerLiveRequest, pb.ServerLiveResponse),
-            ("ServerReady", self.server_ready, pb.ServerReadyRequest, pb.ServerReadyResponse),
-            ("ModelReady", self.model_ready, pb.ModelReadyRequest, pb.ModelReadyResponse),
-            (
-                "ServerMetadata",
-                self.server_metadata,
-                pb.ServerMetadataRequest,
-                pb.ServerMetadataResponse,
-            ),
-            (
-                "ModelMetadata",
-                self.model_metadata,
-                pb.ModelMetadataRequest,
-                pb.ModelMetadataResponse,
-            ),
-            ("ModelInfer", self.model_infer, pb.ModelInferRequest, pb.ModelInferResponse),
-            (
-                "RepositoryIndex",
-                self.repository_index,
-                pb.RepositoryIndexRequest,
-                pb.RepositoryIndexResponse,
-            ),
-            (
-                "RepositoryModelLoad",
-                self.repository_model_load,
-                pb.RepositoryModelLoadRequest,
-                pb.RepositoryModelLoadResponse,
-            ),
-            (
-                "RepositoryModelUnload",
-                self.repository_model_unload,
-                pb.RepositoryModelUnloadRequest,
-                pb.RepositoryModelUnloadResponse,
-            ),
-        ):
-            handlers[name] = unary(
-                _unary(body, _ENDPOINTS[name], self._telemetry, self._guard),
-                request_deserializer=_lenient(request_type),
-                response_serializer=response_type.SerializeToString,
+        for rpc, endpoint, action, method in _RPCS:
+            handlers[rpc] = grpc.unary_unary_rpc_method_handler(
+                unary(getattr(self, method), endpoint, action, self._telemetry, self._guard),
+                request_deserializer=lenient(getattr(pb, f"{rpc}Request")),
+                response_serializer=getattr(pb, f"{rpc}Response").SerializeToString,
             )
         handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
             self.model_stream_infer,
-            request_deserializer=_lenient(pb.ModelInferRequest),
+            request_deserializer=lenient(pb.ModelInferRequest),
             response_serializer=pb.ModelStreamInferResponse.SerializeToString,
         )
         return handlers
@@ -163,7 +112,7 @@ class InferenceService:
     async def model_ready(self, request: pb.ModelReadyRequest, call: Call) -> pb.ModelReadyResponse:
         """ready=false, not an error, for an unknown model: tritonclient raises on any error."""
         try:
-            ready = await self._dp.model_ready(_name(request.name), request.version or None)
+            ready = await self._dp.model_ready(model_name(request.name), request.version or None)
         except ModelportError as exc:
             if exc.kind is not ErrorKind.NOT_FOUND:
                 raise
@@ -176,24 +125,28 @@ class InferenceService:
         """Server name, version and extensions."""
         meta = self._dp.server_metadata()
         return pb.ServerMetadataResponse(
-            name=meta["name"], version=meta["version"], extensions=meta["extensions"]
+            name=meta.name, version=meta.version, extensions=meta.extensions
         )
 
     async def model_metadata(
         self, request: pb.ModelMetadataRequest, call: Call
     ) -> pb.ModelMetadataResponse:
         """Inputs, outputs, versions, and provenance in `parameters`."""
-        meta = await self._dp.model_metadata(_name(request.name), request.version or None)
+        meta = await self._dp.model_metadata(model_name(request.name), request.version or None)
         return grpc_codec.encode_model_metadata(meta)
 
     # -- inference -----------------------------------------------------------------------
 
     async def model_infer(self, request: pb.ModelInferRequest, call: Call) -> pb.ModelInferResponse:
         """One inference through the dataplane (validation, batching, provenance)."""
-        self._dp.shed(_name(request.model_name), request.model_version or None)
+        self._dp.shed(model_name(request.model_name), request.model_version or None)
         decoded = grpc_codec.decode_request(request)
         response = await self._dp.infer(
-            _name(request.model_name), request.model_version or None, decoded, call.request_id, call
+            model_name(request.model_name),
+            request.model_version or None,
+            decoded,
+            call.request_id,
+            call,
         )
         return grpc_codec.encode_response(response, typed=not request.raw_input_contents)
 
@@ -205,15 +158,15 @@ class InferenceService:
         Up to STREAM_WINDOW requests run at once (so they can share batches); the answers
         still come back in the order the requests arrived.
         """
-        base = _request_id(context)
-        peer = _peer(context)
-        stream_call = Call("grpc", base, caller=peer, endpoint="infer")
+        base = request_id(context)
+        caller = peer(context)
+        stream_call = Call("grpc", base, caller=caller, endpoint=Endpoint.INFER)
         try:
-            _admit(self._guard, Action.INFER, context, stream_call)
+            admit(self._guard, Action.INFER, context, stream_call)
         except ModelportError as exc:
-            _failed(stream_call, exc)
+            failed(stream_call, exc)
             self._telemetry.finished(stream_call, STATUS[exc.kind].name)
-            await context.abort(STATUS[exc.kind], exc.message, ((_REQUEST_ID, base),))
+            await context.abort(STATUS[exc.kind], exc.message, ((REQUEST_ID, base),))
         window: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue(
             STREAM_WINDOW
         )
@@ -224,7 +177,7 @@ class InferenceService:
                 async for request in requests:
                     count += 1
                     rid = f"{base}-{count}"
-                    call = Call("grpc", rid, caller=peer, endpoint="infer")
+                    call = Call("grpc", rid, caller=caller, endpoint=Endpoint.INFER)
                     answer = self._stream_one(request, call, context)
                     await window.put(asyncio.ensure_future(answer))
             except Exception:
@@ -250,19 +203,20 @@ class InferenceService:
         self, request: pb.ModelInferRequest, call: Call, context: Context
     ) -> pb.ModelStreamInferResponse:
         try:
-            _parsed(request)
+            parsed(request)
             # Each message is an inference of its own: rate limits apply per message.
-            _admit(self._guard, Action.INFER, context, call)
+            admit(self._guard, Action.INFER, context, call)
             response = await self.model_infer(request, call)
         except ModelportError as exc:
-            _failed(call, exc)
+            failed(call, exc)
             self._telemetry.finished(call, STATUS[exc.kind].name)
             return pb.ModelStreamInferResponse(error_message=exc.message)
         except Exception:
             log.exception("internal error handling stream request %s", call.request_id)
-            _failed(call, InternalError(_internal(call.request_id)))
+            error = internal_error(call.request_id)
+            failed(call, error)
             self._telemetry.finished(call, grpc.StatusCode.INTERNAL.name)
-            return pb.ModelStreamInferResponse(error_message=_internal(call.request_id))
+            return pb.ModelStreamInferResponse(error_message=error.message)
         self._telemetry.finished(call, grpc.StatusCode.OK.name)
         return pb.ModelStreamInferResponse(infer_response=response)
 
@@ -273,22 +227,17 @@ class InferenceService:
     ) -> pb.RepositoryIndexResponse:
         """Every loaded version, plus registered models with nothing loaded (unless ready)."""
         entries = await self._dp.repository_index(ready_only=request.ready)
-        response = pb.RepositoryIndexResponse()
-        for entry in entries:
-            response.models.add(**entry)
-        return response
+        return grpc_codec.encode_repository_index(entries)
 
     async def repository_model_load(
         self, request: pb.RepositoryModelLoadRequest, call: Call
     ) -> pb.RepositoryModelLoadResponse:
         """Load the newest version, or the one in parameters["version"]."""
         params = request.parameters
-        if "config" in params or any(key.startswith("file:") for key in params):
-            raise Unsupported(
-                "loading with a config or files is not offered; register the artifact with "
-                "`modelport models push` and load it by name"
-            )
-        await self._dp.load(_name(request.model_name), _version(params), actor=call.caller)
+        refuse_load_options(params)
+        await self._dp.load(
+            model_name(request.model_name), version_parameter(params), actor=call.caller
+        )
         return pb.RepositoryModelLoadResponse()
 
     async def repository_model_unload(
@@ -296,7 +245,7 @@ class InferenceService:
     ) -> pb.RepositoryModelUnloadResponse:
         """Unload every loaded version, or the one in parameters["version"]."""
         await self._dp.unload(
-            _name(request.model_name), _version(request.parameters), actor=call.caller
+            model_name(request.model_name), version_parameter(request.parameters), actor=call.caller
         )
         return pb.RepositoryModelUnloadResponse()
 
@@ -355,135 +304,3 @@ class GrpcServer:
         """Report NOT_SERVING, let running calls finish within `grace` seconds, then stop."""
         await self._health.enter_graceful_shutdown()
         await self._server.stop(grace)
-
-
-def _unary(
-    body: Callable[[Req, Call], Awaitable[Resp]],
-    kind: tuple[str, Action],
-    telemetry: Telemetry,
-    guard: Guard,
-) -> Callable[[Req, Context], Awaitable[Resp]]:
-    """Wrap an RPC body: request id in, permission checked, ModelportError -> status code out,
-    faults logged."""
-    endpoint, action = kind
-
-    async def handle(request: Req, context: Context) -> Resp:
-        rid = _request_id(context)
-        call = Call("grpc", rid, caller=_peer(context), endpoint=endpoint)
-        call.time_left = context.time_remaining()
-        try:
-            _parsed(request)
-            if action is not Action.HEALTH:
-                _admit(guard, action, context, call)
-            response = await body(request, call)
-        except ModelportError as exc:
-            _failed(call, exc)
-            telemetry.finished(call, STATUS[exc.kind].name)
-            await context.abort(STATUS[exc.kind], exc.message, _trailers(rid, exc))
-        except Exception:
-            log.exception("internal error handling request %s", rid)
-            _failed(call, InternalError(_internal(rid)))
-            telemetry.finished(call, grpc.StatusCode.INTERNAL.name)
-            await context.abort(grpc.StatusCode.INTERNAL, _internal(rid), ((_REQUEST_ID, rid),))
-        context.set_trailing_metadata(((_REQUEST_ID, rid),))
-        telemetry.finished(call, grpc.StatusCode.OK.name)
-        return response
-
-    return handle
-
-
-class Malformed:
-    """Bytes that did not parse as the RPC's request message."""
-
-    __slots__ = ("message",)
-
-    def __init__(self, message: str) -> None:
-        self.message = message
-
-
-def _lenient(message_type: Any) -> Callable[[bytes], Any]:
-    """A request deserializer that never raises: what does not parse becomes `Malformed`.
-
-    gRPC answers a deserializer's exception with UNKNOWN; a client's bad bytes are its own
-    mistake, which `_parsed` turns into INVALID_ARGUMENT like every other.
-    """
-    name = message_type.DESCRIPTOR.name
-
-    def parse(raw: bytes) -> Any:
-        try:
-            return message_type.FromString(raw)
-        except DecodeError:
-            return Malformed(name)
-
-    return parse
-
-
-def _parsed(request: Any) -> None:
-    if isinstance(request, Malformed):
-        raise InvalidInput(
-            f"the request is not a valid {request.message} protobuf message; send the "
-            "message from proto/inference.proto"
-        )
-
-
-def _trailers(rid: str, exc: ModelportError) -> tuple[tuple[str, str], ...]:
-    """The request id, and for shed or rate-limited calls the seconds to wait (`retry-after`)."""
-    if isinstance(exc, Overloaded):
-        return ((_REQUEST_ID, rid), ("retry-after", str(max(1, math.ceil(exc.retry_after)))))
-    return ((_REQUEST_ID, rid),)
-
-
-def _admit(guard: Guard, action: Action, context: Context, call: Call) -> None:
-    """Let the call do `action` or raise; who asked joins the caller's address."""
-    authorization = api_key = None
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
-            authorization = value
-        elif key == "x-api-key" and isinstance(value, str):
-            api_key = value
-    who = guard.check(action, authorization, api_key, call.caller)
-    if who:
-        call.caller = f"{who}@{call.caller}"
-
-
-def _failed(call: Call, exc: ModelportError) -> None:
-    call.kind = exc.kind.value
-    call.error = exc.message
-
-
-def _peer(context: Context) -> str:
-    """The client's address from gRPC's peer string (ipv4:1.2.3.4:5678, ipv6:[::1]:5678)."""
-    peer = context.peer() or ""
-    kind, _, rest = peer.partition(":")
-    host = rest.rpartition(":")[0] if kind in ("ipv4", "ipv6") else rest
-    return host.strip("[]")
-
-
-def _request_id(context: Context) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == _REQUEST_ID and isinstance(value, str) and _SAFE_ID.fullmatch(value):
-            return value
-    return new_request_id()
-
-
-def _internal(rid: str) -> str:
-    return f"internal error; the server log has details under {rid}"
-
-
-def _name(name: str) -> str:
-    if not name:
-        raise InvalidInput("the model name is empty; name the model to use")
-    return name
-
-
-def _version(params: Any) -> str | None:
-    """parameters["version"] of a repository request, as a string (None when absent)."""
-    if "version" not in params:
-        return None
-    slot = params["version"]
-    choice = slot.WhichOneof("parameter_choice")
-    if choice == "string_param":
-        return str(slot.string_param)
-    if choice == "int64_param":
-        return str(slot.int64_param)
-    raise InvalidInput('parameters["version"] must be a version number such as "2"')

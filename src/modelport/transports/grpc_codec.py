@@ -12,7 +12,7 @@ answers raw). tritonclient always sends raw and only decodes raw, so it always g
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -21,6 +21,7 @@ from modelport.errors import InvalidInput, Unsupported
 from modelport.protocol.codec_binary import array_from_raw, array_to_raw, element_count
 from modelport.protocol.codec_json import shaped_input
 from modelport.protocol.datatypes import numpy_dtype
+from modelport.protocol.metadata import IndexEntry, ModelMetadata
 from modelport.protocol.types import (
     InferRequest,
     InferResponse,
@@ -125,15 +126,23 @@ def encode_response(response: InferResponse, *, typed: bool = False) -> pb.Model
     return message
 
 
-def encode_model_metadata(metadata: Mapping[str, Any]) -> pb.ModelMetadataResponse:
+def encode_model_metadata(metadata: ModelMetadata) -> pb.ModelMetadataResponse:
     """The ModelMetadataResponse for the dataplane's model metadata."""
     message = pb.ModelMetadataResponse(
-        name=metadata["name"], versions=metadata["versions"], platform=metadata["platform"]
+        name=metadata.name, versions=metadata.versions, platform=metadata.platform
     )
-    for key, target in (("inputs", message.inputs), ("outputs", message.outputs)):
-        for spec in metadata[key]:
-            target.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
-    set_parameters(message.parameters, metadata.get("parameters", {}))
+    for specs, target in ((metadata.inputs, message.inputs), (metadata.outputs, message.outputs)):
+        for spec in specs:
+            target.add(name=spec.name, datatype=spec.datatype, shape=spec.shape)
+    set_parameters(message.parameters, metadata.parameters)
+    return message
+
+
+def encode_repository_index(entries: Sequence[IndexEntry]) -> pb.RepositoryIndexResponse:
+    """The RepositoryIndexResponse for the dataplane's repository index."""
+    message = pb.RepositoryIndexResponse()
+    for e in entries:
+        message.models.add(name=e.name, version=e.version, state=e.state, reason=e.reason)
     return message
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import stat
 from collections.abc import Coroutine, Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ import pytest
 
 from modelport.errors import InternalError, InvalidInput, NotFound, NotReady, UntrustedArtifact
 from modelport.intake.push import push_artifact
+from modelport.protocol.metadata import IndexEntry
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.protocol.types import InferRequest, RequestedOutput, Tensor
 from modelport.registry.manifest import ModelVersion
@@ -99,16 +101,16 @@ def test_ready_after_start_up_loading(dataplane: DataPlane) -> None:
     assert dataplane.ready()
     index = run(dataplane.repository_index())
     assert index == [
-        {"name": "other", "version": "1", "state": "READY", "reason": ""},
-        {"name": "summer", "version": "2", "state": "READY", "reason": ""},
+        IndexEntry("other", "1", "READY", ""),
+        IndexEntry("summer", "2", "READY", ""),
     ]
-    assert dataplane.server_metadata()["extensions"] == ["binary_tensor_data", "model_repository"]
+    assert dataplane.server_metadata().extensions == ["binary_tensor_data", "model_repository"]
 
 
 def test_preload_with_a_selection(dataplane: DataPlane) -> None:
     dataplane.lifecycle.preload(["summer:1", "nope", "other:7"])
     assert dataplane.ready()  # failures are logged, not fatal
-    assert [(e["name"], e["version"], e["state"]) for e in run(dataplane.repository_index())] == [
+    assert [(e.name, e.version, e.state) for e in run(dataplane.repository_index())] == [
         ("other", "1", "UNAVAILABLE"),
         ("summer", "1", "READY"),
     ]
@@ -155,10 +157,10 @@ def test_several_versions(dataplane: DataPlane, registry: Registry) -> None:
     assert pinned.parameters["modelport.sha256"] == registry.get("summer", 1).digest
     assert pinned.outputs[0].data.tolist() == [6.0, 24.0]
     metadata = run(dataplane.model_metadata("summer", None))
-    assert metadata["versions"] == ["1", "2"]
-    assert metadata["parameters"]["modelport.version"] == "2"
-    assert metadata["inputs"] == [s.to_dict() for s in SIGNATURE.inputs]
-    assert metadata["platform"] == "modelport_python"
+    assert metadata.versions == ["1", "2"]
+    assert metadata.parameters["modelport.version"] == "2"
+    assert [asdict(t) for t in metadata.inputs] == [s.to_dict() for s in SIGNATURE.inputs]
+    assert metadata.platform == "modelport_python"
 
     assert run(dataplane.unload("summer", "2")) == [2]
     assert run(dataplane.infer("summer", None, request(), "r")).model_version == "1"
@@ -270,14 +272,14 @@ def test_tampered_artifact_never_loads(tmp_path: Path) -> None:
         dataplane.lifecycle.preload()
         assert dataplane.ready()
         (entry,) = run(dataplane.repository_index())
-        assert entry["state"] == "UNAVAILABLE"
-        assert mv.digest in entry["reason"]
+        assert entry.state == "UNAVAILABLE"
+        assert mv.digest in entry.reason
         assert run(dataplane.repository_index(ready_only=True)) == []
         with pytest.raises(UntrustedArtifact, match=mv.digest):
             run(dataplane.load("m"))
         with pytest.raises(NotReady, match="loading failed: artifact sha256 mismatch"):
             run(dataplane.infer("m", None, request(), "r"))
-        assert str(tmp_path) not in entry["reason"]
+        assert str(tmp_path) not in entry.reason
     finally:
         executor.shutdown()
         store.close()
@@ -311,10 +313,10 @@ def test_a_runtime_that_raises_anything_on_load_leaves_the_server_up(
         assert "caught fire" not in caught.value.message  # details stay in the server log
         plane.lifecycle.preload()  # start-up goes on past the failure and becomes ready
         assert plane.ready()
-        index = {e["name"]: e for e in run(plane.repository_index())}
-        assert index["flaky"]["state"] == "UNAVAILABLE"
-        assert "RuntimeError" in index["flaky"]["reason"]
-        assert index["flaky-too"]["state"] == "UNAVAILABLE"  # loading went on past the first
+        index = {e.name: e for e in run(plane.repository_index())}
+        assert index["flaky"].state == "UNAVAILABLE"
+        assert "RuntimeError" in index["flaky"].reason
+        assert index["flaky-too"].state == "UNAVAILABLE"  # loading went on past the first
     finally:
         executor.shutdown()
         store.close()

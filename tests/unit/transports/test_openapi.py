@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Callable
 from html.parser import HTMLParser
 from typing import Any
 
@@ -23,36 +24,30 @@ from modelport.protocol import codec_binary, codec_json
 from modelport.protocol.datatypes import DATATYPES
 from modelport.protocol.signature import TensorSpec
 from modelport.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
-from modelport.transports import openapi
+from modelport.serving.dataplane import DataPlane
+from modelport.transports import openapi, swagger_ui
+from modelport.transports.rest import RestApp
+from modelport.transports.routes import Route
 
-# Every endpoint of the REST API (transports/rest.py), by method and path.
-ENDPOINTS = {
-    ("get", "/v2"),
-    ("get", "/v2/health/live"),
-    ("get", "/v2/health/ready"),
-    ("get", "/v2/models/{model_name}"),
-    ("get", "/v2/models/{model_name}/versions/{model_version}"),
-    ("get", "/v2/models/{model_name}/ready"),
-    ("get", "/v2/models/{model_name}/versions/{model_version}/ready"),
-    ("post", "/v2/models/{model_name}/infer"),
-    ("post", "/v2/models/{model_name}/versions/{model_version}/infer"),
-    ("get", "/v2/models/{model_name}/drift"),
-    ("get", "/v2/models/{model_name}/versions/{model_version}/drift"),
-    ("post", "/v2/models/{model_name}/feedback"),
-    ("post", "/v2/repository/index"),
-    ("post", "/v2/repository/models/{model_name}/load"),
-    ("post", "/v2/repository/models/{model_name}/unload"),
-    ("get", "/metrics"),
-    ("get", "/openapi.json"),
-    ("get", "/docs"),
-}
-OPEN = {"/v2/health/live", "/v2/health/ready", "/openapi.json", "/docs"}
-"""Endpoints that need no credential even with --require-auth."""
+DataPlaneFactory = Callable[..., DataPlane]
+"""`make_dataplane` (tests/unit/transports/conftest.py)."""
 
 
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
     return openapi.openapi_document()
+
+
+@pytest.fixture
+def routes(make_dataplane: DataPlaneFactory) -> list[Route]:
+    """Every route of the REST app, as its router holds them."""
+    return list(RestApp(make_dataplane(), max_body_bytes=1).router.routes)
+
+
+@pytest.fixture
+def open_paths(routes: list[Route]) -> set[str]:
+    """Paths that need no credential even with --require-auth."""
+    return {route.path for route in routes if route.action is None}
 
 
 def operations(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
@@ -89,8 +84,12 @@ def test_copies_are_independent() -> None:
     assert json.loads(openapi.OPENAPI)["paths"]
 
 
-def test_every_endpoint_is_described_and_nothing_else(document: dict[str, Any]) -> None:
-    assert {(method, path) for method, path, _ in operations(document)} == ENDPOINTS
+def test_every_endpoint_is_described_and_nothing_else(
+    document: dict[str, Any], routes: list[Route]
+) -> None:
+    described = {(method, path) for method, path, _ in operations(document)}
+    assert described == {(route.method.lower(), route.path) for route in routes}
+    assert len(routes) == len(described)
 
 
 def test_operation_ids_are_unique(document: dict[str, Any]) -> None:
@@ -109,20 +108,22 @@ def test_path_parameters_match_the_path(document: dict[str, Any]) -> None:
         assert declared == set(re.findall(r"\{(\w+)\}", path)), path
 
 
-def test_every_operation_documents_its_errors(document: dict[str, Any]) -> None:
+def test_every_operation_documents_its_errors(
+    document: dict[str, Any], open_paths: set[str]
+) -> None:
     responses = document["components"]["responses"]
     for _, path, operation in operations(document):
         codes = set(operation["responses"])
         assert {"200", "400", "500", "503"} <= codes, path
-        assert ({"401", "403"} <= codes) is (path not in OPEN), path
+        assert ({"401", "403"} <= codes) is (path not in open_paths), path
         for code in codes - {"200"}:
             error = responses[operation["responses"][code]["$ref"].rpartition("/")[2]]
             assert error["content"]["application/json"]["schema"] == {"$ref": schema_ref("Error")}
 
 
-def test_open_endpoints_need_no_credential(document: dict[str, Any]) -> None:
+def test_open_endpoints_need_no_credential(document: dict[str, Any], open_paths: set[str]) -> None:
     for _, path, operation in operations(document):
-        assert (operation.get("security") == []) is (path in OPEN), path
+        assert (operation.get("security") == []) is (path in open_paths), path
     schemes = document["components"]["securitySchemes"]
     assert schemes["bearer"]["scheme"] == "bearer"
     assert schemes["apiKey"]["name"] == "x-api-key"
@@ -225,9 +226,9 @@ class _Page(HTMLParser):
 
 def test_swagger_ui_page_loads_the_document_from_a_pinned_checked_release() -> None:
     page = _Page()
-    page.feed(openapi.SWAGGER_UI.decode())
+    page.feed(swagger_ui.SWAGGER_UI.decode())
     assert "/openapi.json" in "".join(page.text)
-    pinned = f"swagger-ui-dist@{openapi.SWAGGER_UI_VERSION}/"
+    pinned = f"swagger-ui-dist@{swagger_ui.SWAGGER_UI_VERSION}/"
     external = [
         attrs
         for tag, attrs in page.tags

@@ -1,0 +1,55 @@
+"""Fixtures shared by the transport tests: a small real registry and a dataplane over it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+import pytest
+
+from modelport.demo import build_iris
+from modelport.intake.push import push_artifact
+from modelport.registry.store import Registry
+from modelport.serving.catalog import Catalog
+from modelport.serving.dataplane import DataPlane
+from modelport.serving.executor import Executor
+from modelport.serving.lifecycle import Lifecycle
+from modelport.serving.telemetry import NoTelemetry, Telemetry
+
+
+class DataPlaneFactory(Protocol):
+    """What `make_dataplane` gives: call it (optionally with a Telemetry) for a dataplane."""
+
+    def __call__(self, telemetry: Telemetry | None = None) -> DataPlane: ...
+
+
+@pytest.fixture(scope="session")
+def iris_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A registry holding iris version 1 (the demo's model); treat it as read-only."""
+    root = tmp_path_factory.mktemp("transports")
+    location = root / "registry"
+    with Registry.open(location) as registry:
+        path, fmt, meta = build_iris(root)
+        push_artifact(registry, path, name="iris", format=fmt, metadata=meta, created_by="tests")
+    return location
+
+
+@pytest.fixture
+def make_dataplane(iris_registry: Path) -> Iterator[DataPlaneFactory]:
+    """Builds dataplanes over the iris registry, each with its models loaded."""
+    opened: list[tuple[Registry, Executor]] = []
+
+    def make(telemetry: Telemetry | None = None) -> DataPlane:
+        registry = Registry.open(iris_registry)
+        executor = Executor(threads=2)
+        opened.append((registry, executor))
+        lifecycle = Lifecycle(registry, Catalog(), executor, telemetry=telemetry or NoTelemetry())
+        lifecycle.preload()
+        dataplane = DataPlane(lifecycle)
+        return dataplane
+
+    yield make
+    for registry, executor in opened:
+        executor.shutdown()
+        registry.close()
