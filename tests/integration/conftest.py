@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import sqlalchemy as sa
 import tritonclient.http as triton
 
-from modelport.demo import build_demo, build_iris
+from modelport.demo import build_iris
 from modelport.protocol.datatypes import DATATYPES
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import push_artifact
+
+from ..conftest import CREATED_BY, write_iris_c001
 
 EVENTUALLY_SECONDS = 30.0
 """Seconds `eventually` waits for a condition (servers poll each second; CI machines are slow)."""
@@ -37,7 +38,6 @@ START_TIMEOUT = 90.0
 """Seconds a server may take from exec to its ready line (imports and model loads)."""
 STOP_TIMEOUT = 20.0
 """Seconds a server may take to exit after SIGTERM."""
-CREATED_BY = "tests@integration"
 
 _LISTENING = re.compile(r"serving REST at (https?://\S+)")
 _GRPC = re.compile(r" and gRPC at (\S+)")
@@ -196,15 +196,6 @@ def start_server() -> Iterator[ServerFactory]:
 
 
 @pytest.fixture(scope="session")
-def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding the demo models, built once per session; treat it as read-only."""
-    location = tmp_path_factory.mktemp("demo") / "registry"
-    lines = list(build_demo(str(location), created_by=CREATED_BY))
-    assert len(lines) == 5, lines
-    return location
-
-
-@pytest.fixture(scope="session")
 def server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
     """A server with every demo model loaded."""
     return start_server("--registry", str(demo_registry))
@@ -326,19 +317,6 @@ def write_echo_model(path: Path) -> Path:
 
     with path.open("wb") as fh:
         cloudpickle.dump(Echo(), fh)
-    return path
-
-
-def write_iris_c001(out: Path) -> Path:
-    """A second, different iris model (strong regularisation), saved with skops."""
-    import skops.io
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = load_iris(return_X_y=True)
-    model = LogisticRegression(C=0.01, max_iter=1000).fit(x.astype(np.float32), y)
-    path = out / "iris-c001.skops"
-    skops.io.dump(model, path)
     return path
 
 

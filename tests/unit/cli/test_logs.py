@@ -29,10 +29,8 @@ from modelport.observability.log_store import COLUMNS, LogRecord, encode_record,
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import push_artifact
 
-from .conftest import CREATED_BY, write_iris_c001
-from .test_cli_models import fails, ok, run
-
-pytestmark = pytest.mark.integration
+from ...conftest import CREATED_BY, write_iris_c001
+from .conftest import fails, ok, run
 
 NOW = time.time()
 OLD = NOW - 3 * 3600
