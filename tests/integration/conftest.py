@@ -74,6 +74,8 @@ class ServerProcess:
         self.grpc_address = ""
         """`host:port` of the gRPC server; empty when gRPC is off."""
         self.ready_line = ""
+        self._seen = 0
+        """How many lines of `output` wait_for has looked at."""
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
@@ -107,14 +109,22 @@ class ServerProcess:
             elif line.startswith(_READY):
                 self.ready_line = line
         assert self.url, f"the server never said where it listens:\n{self.log()}"
+        self._seen = len(self.output)
         return self
 
     def wait_for(self, text: str, timeout: float = START_TIMEOUT) -> str:
-        """Read output until a line containing `text` and return it."""
+        """Return the next line containing `text`, reading output until it comes.
+
+        Each call looks only at lines printed after the ready line and after the line the
+        previous call returned, including lines log() has already collected.
+        """
         while True:
-            line = self._next_line(timeout)
-            if text in line:
-                return line
+            while self._seen < len(self.output):
+                line = self.output[self._seen]
+                self._seen += 1
+                if text in line:
+                    return line
+            self._next_line(timeout)
 
     @property
     def pid(self) -> int:
@@ -212,7 +222,11 @@ def registry_dir(tmp_path: Path) -> Path:
 
 
 def eventually(check: Callable[[], bool], what: str) -> None:
-    """Poll `check` until it is true; fail saying `what` did not happen in time."""
+    """Poll `check` until it is true; fail saying `what` did not happen in time.
+
+    Only for conditions the server does not announce (prefer `ServerProcess.wait_for` on the
+    line it logs); each caller says why it polls.
+    """
     deadline = time.monotonic() + EVENTUALLY_SECONDS
     while not check():
         assert time.monotonic() < deadline, f"not within {EVENTUALLY_SECONDS:.0f} s: {what}"
