@@ -20,16 +20,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 import pytest
 import sqlalchemy as sa
 import tritonclient.http as triton
 
-from modelport.demo import build_demo, build_iris
+from modelport.demo import build_iris
 from modelport.intake.push import push_artifact
 from modelport.protocol.datatypes import DATATYPES
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.store import Registry
+
+from ..conftest import CREATED_BY, write_iris_c001
 
 EVENTUALLY_SECONDS = 30.0
 """Seconds `eventually` waits for a condition (servers poll each second; CI machines are slow)."""
@@ -37,7 +38,6 @@ START_TIMEOUT = 90.0
 """Seconds a server may take from exec to its ready line (imports and model loads)."""
 STOP_TIMEOUT = 20.0
 """Seconds a server may take to exit after SIGTERM."""
-CREATED_BY = "tests@integration"
 
 _LISTENING = re.compile(r"serving REST at (https?://\S+)")
 _GRPC = re.compile(r" and gRPC at (\S+)")
@@ -74,6 +74,8 @@ class ServerProcess:
         self.grpc_address = ""
         """`host:port` of the gRPC server; empty when gRPC is off."""
         self.ready_line = ""
+        self._seen = 0
+        """How many lines of `output` wait_for has looked at."""
 
     def _read(self) -> None:
         assert self._proc.stdout is not None
@@ -107,14 +109,22 @@ class ServerProcess:
             elif line.startswith(_READY):
                 self.ready_line = line
         assert self.url, f"the server never said where it listens:\n{self.log()}"
+        self._seen = len(self.output)
         return self
 
     def wait_for(self, text: str, timeout: float = START_TIMEOUT) -> str:
-        """Read output until a line containing `text` and return it."""
+        """Return the next line containing `text`, reading output until it comes.
+
+        Each call looks only at lines printed after the ready line and after the line the
+        previous call returned, including lines log() has already collected.
+        """
         while True:
-            line = self._next_line(timeout)
-            if text in line:
-                return line
+            while self._seen < len(self.output):
+                line = self.output[self._seen]
+                self._seen += 1
+                if text in line:
+                    return line
+            self._next_line(timeout)
 
     @property
     def pid(self) -> int:
@@ -196,15 +206,6 @@ def start_server() -> Iterator[ServerFactory]:
 
 
 @pytest.fixture(scope="session")
-def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A registry holding the demo models, built once per session; treat it as read-only."""
-    location = tmp_path_factory.mktemp("demo") / "registry"
-    lines = list(build_demo(str(location), created_by=CREATED_BY))
-    assert len(lines) == 5, lines
-    return location
-
-
-@pytest.fixture(scope="session")
 def server(start_server: ServerFactory, demo_registry: Path) -> ServerProcess:
     """A server with every demo model loaded."""
     return start_server("--registry", str(demo_registry))
@@ -221,7 +222,11 @@ def registry_dir(tmp_path: Path) -> Path:
 
 
 def eventually(check: Callable[[], bool], what: str) -> None:
-    """Poll `check` until it is true; fail saying `what` did not happen in time."""
+    """Poll `check` until it is true; fail saying `what` did not happen in time.
+
+    Only for conditions the server does not announce (prefer `ServerProcess.wait_for` on the
+    line it logs); each caller says why it polls.
+    """
     deadline = time.monotonic() + EVENTUALLY_SECONDS
     while not check():
         assert time.monotonic() < deadline, f"not within {EVENTUALLY_SECONDS:.0f} s: {what}"
@@ -326,19 +331,6 @@ def write_echo_model(path: Path) -> Path:
 
     with path.open("wb") as fh:
         cloudpickle.dump(Echo(), fh)
-    return path
-
-
-def write_iris_c001(out: Path) -> Path:
-    """A second, different iris model (strong regularisation), saved with skops."""
-    import skops.io
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
-
-    x, y = load_iris(return_X_y=True)
-    model = LogisticRegression(C=0.01, max_iter=1000).fit(x.astype(np.float32), y)
-    path = out / "iris-c001.skops"
-    skops.io.dump(model, path)
     return path
 
 

@@ -104,6 +104,16 @@ def fuzz_server(start_server: ServerFactory, fuzz_registry: Path) -> ServerProce
     return start_server("--registry", str(fuzz_registry))
 
 
+@pytest.fixture
+def survives(fuzz_server: ServerProcess) -> Iterator[ServerProcess]:
+    """The fuzzed server, checked after the test: still running, live, and no traceback logged."""
+    yield fuzz_server
+    assert fuzz_server.running, fuzz_server.log()
+    reply = httpx.get(f"{fuzz_server.url}/v2/health/live", timeout=30)
+    assert reply.status_code == 200
+    assert "Traceback" not in fuzz_server.log()
+
+
 @pytest.fixture(scope="module")
 def session() -> Iterator[requests.Session]:
     with requests.Session() as s:
@@ -186,7 +196,7 @@ def iris_loaded(http: httpx.Client) -> None:
     assert reply.status_code == 200, reply.text
 
 
-@pytest.mark.usefixtures("iris_loaded")
+@pytest.mark.usefixtures("iris_loaded", "survives")
 @pytest.mark.parametrize("case", sorted(HOSTILE_CASES))
 def test_hostile_request_is_a_client_error(
     http: httpx.Client, fuzz_server: ServerProcess, case: str
@@ -203,6 +213,7 @@ def test_hostile_request_is_a_client_error(
     assert good.status_code == 200, good.text
 
 
+@pytest.mark.usefixtures("survives")
 @SCHEMA.parametrize()
 @settings(
     max_examples=30,
@@ -230,11 +241,3 @@ def test_the_description_is_served(http: httpx.Client) -> None:
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert b"/openapi.json" in page.content
-
-
-def test_server_survived(fuzz_server: ServerProcess) -> None:
-    # Runs after the fuzzing above: the process still answers, and logged no traceback.
-    assert fuzz_server.running
-    reply = httpx.get(f"{fuzz_server.url}/v2/health/live", timeout=30)
-    assert reply.status_code == 200
-    assert "Traceback" not in fuzz_server.log()

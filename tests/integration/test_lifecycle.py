@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,14 @@ from modelport.demo import build_iris
 from modelport.intake.push import push_artifact
 from modelport.registry.store import PRODUCTION, Registry
 
-from .conftest import CREATED_BY, ServerFactory, ServerProcess, eventually, write_iris_c001
+from .conftest import (
+    CREATED_BY,
+    EVENTUALLY_SECONDS,
+    ServerFactory,
+    ServerProcess,
+    eventually,
+    write_iris_c001,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -32,6 +40,11 @@ def infer(http: httpx.Client, path: str = "/v2/models/iris/infer") -> dict[str, 
     return body
 
 
+def switched(server: ServerProcess, version: int) -> None:
+    """Wait for the server's line saying iris requests now go to `version`."""
+    server.wait_for(f"iris: requests now go to version {version}")
+
+
 def serve(start_server: ServerFactory, registry_dir: Path, *args: str) -> ServerProcess:
     return start_server("--registry", str(registry_dir), *args)
 
@@ -43,11 +56,14 @@ def test_new_versions_and_alias_moves_are_followed(
     with httpx.Client(base_url=server.url, timeout=10) as http:
         assert infer(http)["model_version"] == "1"
         push_second(registry_dir, tmp_path)
-        eventually(lambda: infer(http)["model_version"] == "2", "a new version is served")
+        switched(server, 2)
+        assert infer(http)["model_version"] == "2"
+        server.wait_for("unloaded iris version 1")
         with Registry.open(registry_dir) as registry:
             registry.set_alias("iris", PRODUCTION, 1, actor="bob", reason="pin")
             digests = {mv.version: mv.digest for mv in registry.versions("iris")}
-        eventually(lambda: infer(http)["model_version"] == "1", "production is served")
+        switched(server, 1)
+        assert infer(http)["model_version"] == "1"
         # Any alias by name, and version 2 (the newest) still by number.
         staged = infer(http, "/v2/models/iris/versions/production/infer")
         assert staged["model_version"] == "1"
@@ -71,6 +87,8 @@ def test_rollback_under_load_fails_no_request(
         digests = {str(mv.version): mv.digest for mv in registry.versions("iris")}
     server = serve(start_server, registry_dir, "--workers", "2")
     answers: list[tuple[int, str, str]] = []
+    answered = threading.Condition()
+    """Notified on every answer, so the test waits on the answers themselves."""
     stop = threading.Event()
 
     def load() -> None:
@@ -78,13 +96,19 @@ def test_rollback_under_load_fails_no_request(
             while not stop.is_set():
                 response = http.post("/v2/models/iris/infer", json={"inputs": [ROW]})
                 body = response.json()
-                answers.append(
-                    (
-                        response.status_code,
-                        body.get("model_version", ""),
-                        body.get("parameters", {}).get("modelport.sha256", ""),
+                with answered:
+                    answers.append(
+                        (
+                            response.status_code,
+                            body.get("model_version", ""),
+                            body.get("parameters", {}).get("modelport.sha256", ""),
+                        )
                     )
-                )
+                    answered.notify_all()
+
+    def answers_until(condition: Callable[[], bool], what: str) -> None:
+        with answered:
+            assert answered.wait_for(condition, EVENTUALLY_SECONDS), f"no answers: {what}"
 
     threads = [threading.Thread(target=load) for _ in range(4)]
     for thread in threads:
@@ -92,11 +116,15 @@ def test_rollback_under_load_fails_no_request(
     try:
         with Registry.open(registry_dir) as registry:
             registry.set_alias("iris", PRODUCTION, 2, actor="bob")
-            eventually(lambda: bool(answers) and answers[-1][1] == "2", "the move to 2")
+            for _ in range(2):  # each worker follows the registry and says so
+                switched(server, 2)
+            answers_until(lambda: bool(answers) and answers[-1][1] == "2", "from version 2")
             registry.rollback("iris", PRODUCTION, actor="carol", reason="drill")
-            eventually(lambda: answers[-1][1] == "1", "the rollback to 1")
+            for _ in range(2):
+                switched(server, 1)
+            answers_until(lambda: answers[-1][1] == "1", "from version 1 after the rollback")
             mark = len(answers)
-            eventually(lambda: len(answers) > mark + 50, "more answers after the rollback")
+            answers_until(lambda: len(answers) > mark + 50, "50 more after the rollback")
     finally:
         stop.set()
         for thread in threads:
@@ -128,6 +156,9 @@ def test_a_version_that_fails_its_warm_up_never_takes_traffic(
         def failed() -> bool:
             return any(e.kind == "load_failed" for e in registry.history("iris"))
 
+        server.wait_for("could not load iris:2")
+        # The server logs the failure just before it records it in the history, and says
+        # nothing once recorded: a bounded poll, which usually passes at once.
         eventually(failed, "the failed warm-up is recorded")
         event = [e for e in registry.history("iris") if e.kind == "load_failed"][-1]
     assert event.to_version == 2
@@ -169,8 +200,9 @@ def test_two_servers_on_one_postgresql_registry_both_follow_an_alias_move(
         assert [infer(http)["model_version"] for http in clients] == ["1", "1"]
         with Registry.open(database_url) as registry:
             registry.set_alias("iris", PRODUCTION, 2, actor="bob", reason="promote")
-        for http in clients:
-            eventually(lambda http=http: infer(http)["model_version"] == "2", "the alias move")
+        for server, http in zip(replicas, clients, strict=True):
+            switched(server, 2)
+            assert infer(http)["model_version"] == "2"
     finally:
         for http in clients:
             http.close()

@@ -99,6 +99,8 @@ def test_counts_and_records_match_with_two_workers_and_both_protocols(
                 == grpc_n
             )
 
+        # Polled: each process publishes its metrics in a snapshot a fraction of a second
+        # later, and the server announces no snapshot.
         eventually(counted, "the requests counted across both workers")
         found = samples(http)
         assert total(found, "modelport_requests_total", endpoint="infer", code="400") == 1
@@ -166,6 +168,7 @@ def test_metrics_port_and_switches(start_server: ServerFactory, registry_dir: Pa
         assert moved.status_code == 404
         assert str(port) in moved.json()["error"]
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30.0) as metrics:
+        # Polled: metrics are published in periodic snapshots, which the server does not announce.
         eventually(
             lambda: total(samples(metrics), "modelport_requests_total", endpoint="infer") == 3,
             "three inferences counted on the metrics port",
@@ -199,9 +202,12 @@ def test_no_record_is_lost_while_postgresql_refuses_connections(
     with httpx.Client(base_url=server.url, timeout=30.0) as http:
         before = rest_infer(http, 60)
         with open_store(url) as store:
+            # Polled: the writer thread stores records in the background and logs nothing
+            # while all is well.
             eventually(lambda: store.count("iris") == 60, "the first records in PostgreSQL")
         refuse_connections(admin, name, refuse=True)
         during = rest_infer(http, 90)
+        # Polled, as are the metrics below: they reach a scrape through periodic snapshots.
         eventually(
             lambda: total(samples(http), "modelport_inference_log_backlog") > 0,
             "records held back while PostgreSQL refuses connections",
@@ -237,6 +243,8 @@ def test_past_the_capacity_the_server_sheds_or_drops_as_configured(
     shed = start_server(*common, "--inference-log-journal", str(tmp_path / "j1"))
     with httpx.Client(base_url=shed.url, timeout=30.0) as http:
         rest_infer(http, 5)
+        # Polled: the server sheds once the writer has found PostgreSQL refusing and five
+        # records wait; only its answers tell when that is.
         eventually(
             lambda: http.post("/v2/models/iris/infer", json={"inputs": [ROW]}).status_code == 503,
             "inferences shed once five records wait",
@@ -250,6 +258,7 @@ def test_past_the_capacity_the_server_sheds_or_drops_as_configured(
     )
     with httpx.Client(base_url=drop.url, timeout=30.0) as http:
         rest_infer(http, 12)
+        # Polled: the count reaches a scrape through a periodic snapshot.
         eventually(
             lambda: total(samples(http), "modelport_inference_log_dropped_total") == 7,
             "seven records dropped past a capacity of five",

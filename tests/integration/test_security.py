@@ -367,6 +367,8 @@ def test_a_full_model_queue_sheds_with_retry_after(
         slow = threading.Thread(target=occupy)
         slow.start()
         try:
+            # Polled: only the server's answers tell when the occupying request holds the
+            # queue (it logs nothing for a queued request).
             eventually(lambda: moody(http, 1.0).status_code == 503, "moody's queue full")
             shed = moody(http, 1.0)
             assert shed.status_code == 503

@@ -141,6 +141,7 @@ class Lifecycle:
         plan = await self._executor.run(self._plan)
         for name, (versions, aliases) in plan.items():
             loaded = {m.number for m in self._catalog.versions(name)}
+            before = self._catalog.get(name)
             for number in sorted(versions - loaded):
                 if (name, number) in self._given_up:
                     continue
@@ -150,6 +151,8 @@ class Lifecycle:
             # Routes switch here, between two requests: each is served by one version.
             self._catalog.set_aliases(name, aliases)
             serving = self._catalog.get(name)
+            if serving is not None and serving is not before:
+                log.info("%s: requests now go to version %d", name, serving.number)
             for number in sorted(loaded - versions):
                 # Kept while it serves the default route (its replacement failed to load).
                 if serving is not None and number != serving.number:

@@ -46,8 +46,7 @@ def make_dataplane(iris_registry: Path) -> Iterator[DataPlaneFactory]:
         opened.append((registry, executor))
         lifecycle = Lifecycle(registry, Catalog(), executor, telemetry=telemetry or NoTelemetry())
         lifecycle.preload()
-        dataplane = DataPlane(lifecycle)
-        return dataplane
+        return DataPlane(lifecycle)
 
     yield make
     for registry, executor in opened:

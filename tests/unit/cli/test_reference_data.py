@@ -11,40 +11,19 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from click.testing import CliRunner, Result
 from sklearn.datasets import load_iris
 
-from modelport.cli import main
 from modelport.cli.reference_data import read_reference_data
-from modelport.demo import build_greeting_language, build_iris
+from modelport.demo import build_greeting_language
 from modelport.errors import InvalidInput
 from modelport.monitoring.drift import DriftMonitor, ReferenceProfile
 from modelport.monitoring.reference_profile import build_profile
 from modelport.protocol.signature import TensorSpec
 from modelport.registry.store import Registry
 
-pytestmark = pytest.mark.integration
+from .conftest import fails, ok, run
 
 IRIS_COLUMNS = ["sepal length", "sepal width", "petal length", "petal width"]
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env={"COLUMNS": "250", "MODELPORT_REGISTRY": ""})
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result.stdout
-
-
-def fails(result: Result, *words: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output)
-    message = result.stderr
-    assert message.startswith("error: "), message
-    for word in words:
-        assert word in message, message
-    assert "Traceback" not in result.output
-    return message
 
 
 def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
@@ -52,12 +31,6 @@ def write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    return path
-
-
-@pytest.fixture(scope="module")
-def iris_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path, _, _ = build_iris(tmp_path_factory.mktemp("iris"))
     return path
 
 

@@ -13,20 +13,14 @@ from pathlib import Path
 import mlflow.sklearn
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 from mlflow.models import Model
 from sklearn.linear_model import LogisticRegression
 
 import modelport
-from modelport.cli import main
 
-pytestmark = pytest.mark.integration
+from .conftest import run
 
 ROWS = np.random.default_rng(3).normal(size=(30, 3)).astype(np.float32)
-
-
-def run(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args), env={"COLUMNS": "250", "MODELPORT_REGISTRY": ""})
 
 
 @pytest.fixture(scope="module")

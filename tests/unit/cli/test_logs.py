@@ -30,10 +30,8 @@ from modelport.inference_log.record import COLUMNS, LogRecord, encode_record
 from modelport.intake.push import push_artifact
 from modelport.registry.store import Registry
 
-from .conftest import CREATED_BY, write_iris_c001
-from .test_cli_models import fails, ok, run
-
-pytestmark = pytest.mark.integration
+from ...conftest import CREATED_BY, write_iris_c001
+from .conftest import fails, ok, run
 
 NOW = time.time()
 OLD = NOW - 3 * 3600

@@ -11,13 +11,10 @@ from typing import Any
 import cloudpickle
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 
-from modelport.cli import main
-from modelport.demo import build_iris
 from modelport.registry.store import Registry
 
-pytestmark = pytest.mark.integration
+from .conftest import fails, ok, run
 
 SIGNATURE = {
     "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 3]}],
@@ -25,36 +22,9 @@ SIGNATURE = {
 }
 
 
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    # Wide enough that rich never wraps or truncates a cell.
-    environment = {"COLUMNS": "250", "MODELPORT_REGISTRY": ""} | (env or {})
-    return CliRunner().invoke(main, list(args), env=environment)
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result.stdout
-
-
-def fails(result: Result, *words: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output)
-    message = result.stderr
-    assert message.startswith("error: "), message
-    for word in words:
-        assert word in message, message
-    assert "Traceback" not in result.output
-    return message
-
-
 @pytest.fixture
 def registry(tmp_path: Path) -> str:
     return str(tmp_path / "registry")
-
-
-@pytest.fixture(scope="module")
-def iris_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path, _, _ = build_iris(tmp_path_factory.mktemp("iris"))
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -8,34 +8,11 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from click.testing import CliRunner, Result
 
-from modelport.cli import main
 from modelport.registry.keys import SCOPES, KeyStore, looks_like_key
 from modelport.registry.store import Registry
 
-pytestmark = pytest.mark.integration
-
-
-def run(*args: str, env: dict[str, str] | None = None) -> Result:
-    # Wide enough that rich never wraps or truncates a cell.
-    environment = {"COLUMNS": "250", "MODELPORT_REGISTRY": ""} | (env or {})
-    return CliRunner().invoke(main, list(args), env=environment)
-
-
-def ok(result: Result) -> str:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result.stdout
-
-
-def fails(result: Result, *words: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output)
-    message = result.stderr
-    assert message.startswith("error: "), message
-    for word in words:
-        assert word in message, message
-    assert "Traceback" not in result.output
-    return message
+from .conftest import fails, ok, run
 
 
 @pytest.fixture

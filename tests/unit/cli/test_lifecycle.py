@@ -11,10 +11,8 @@ import pytest
 from modelport.demo import build_iris
 from modelport.registry.store import Registry
 
-from .conftest import write_iris_c001
-from .test_cli_models import fails, ok, run
-
-pytestmark = pytest.mark.integration
+from ...conftest import write_iris_c001
+from .conftest import fails, ok, run
 
 
 @pytest.fixture

@@ -7,37 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import cloudpickle
-import httpx
 import numpy as np
 import pytest
-from click.testing import CliRunner, Result
 from sklearn.datasets import load_iris
 
-from modelport.cli import main
-from modelport.demo import build_iris
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
 
-pytestmark = pytest.mark.integration
-
-
-def run(*args: str) -> Result:
-    # Wide enough that rich never wraps or truncates a cell.
-    return CliRunner().invoke(main, list(args), env={"COLUMNS": "250", "MODELPORT_REGISTRY": ""})
-
-
-def ok(result: Result) -> Result:
-    assert result.exit_code == 0, (result.exit_code, result.output, result.exception)
-    return result
-
-
-def fails(result: Result, *words: str) -> str:
-    assert result.exit_code == 1, (result.exit_code, result.output)
-    assert result.stderr.startswith("error: "), result.stderr
-    for word in words:
-        assert word in result.stderr, result.stderr
-    assert "Traceback" not in result.output
-    return result.stderr
+from .conftest import fails, ok, run
 
 
 @pytest.fixture
@@ -45,16 +22,10 @@ def registry(tmp_path: Path) -> str:
     return str(tmp_path / "registry")
 
 
-@pytest.fixture(scope="module")
-def iris_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path, _, _ = build_iris(tmp_path_factory.mktemp("iris"))
-    return path
-
-
 def test_push_compile_keeps_the_onnx_form(registry: str, iris_file: Path) -> None:
-    result = ok(run("models", "push", str(iris_file), "--name", "iris", "--compile", "onnx",
-                    "--registry", registry))  # fmt: skip
-    assert result.stdout == "1\n"  # stdout stays the bare version number
+    result = run("models", "push", str(iris_file), "--name", "iris", "--compile", "onnx",
+                 "--registry", registry)  # fmt: skip
+    assert ok(result) == "1\n"  # stdout stays the bare version number
     with Registry.open(registry) as store:
         mv = store.get("iris", 1)
         assert mv.compiled is not None
@@ -69,7 +40,7 @@ def test_push_compile_keeps_the_onnx_form(registry: str, iris_file: Path) -> Non
         f"(max abs diff {diff:.2g})\n"
     )
 
-    shown = ok(run("models", "show", "iris", "--registry", registry)).stdout
+    shown = ok(run("models", "show", "iris", "--registry", registry))
     assert f"onnx sha256 {mv.compiled.digest} ({mv.compiled.size:,} bytes)" in shown
     assert "outputs match on 512 generated rows" in shown
     assert "512 generated rows" in shown
@@ -77,7 +48,7 @@ def test_push_compile_keeps_the_onnx_form(registry: str, iris_file: Path) -> Non
     assert "compile check" in shown
     assert "atol 1e-05 + rtol 0.0001" in shown
 
-    as_json = json.loads(ok(run("models", "show", "iris", "--json", "--registry", registry)).stdout)
+    as_json = json.loads(ok(run("models", "show", "iris", "--json", "--registry", registry)))
     assert as_json["compiled"] == mv.compiled.to_dict()
     assert as_json["digest"] == mv.digest
     report = as_json["compile_report"]
@@ -90,9 +61,9 @@ def test_push_compile_keeps_the_onnx_form(registry: str, iris_file: Path) -> Non
 
 
 def test_push_without_compile_shows_no_compiled_rows(registry: str, iris_file: Path) -> None:
-    result = ok(run("models", "push", str(iris_file), "--name", "iris", "--registry", registry))
-    assert (result.stdout, result.stderr) == ("1\n", "")
-    shown = ok(run("models", "show", "iris", "--registry", registry)).stdout
+    result = run("models", "push", str(iris_file), "--name", "iris", "--registry", registry)
+    assert (ok(result), result.stderr) == ("1\n", "")
+    shown = ok(run("models", "show", "iris", "--registry", registry))
     assert "compiled" not in shown
     assert "compile check" not in shown
 
@@ -107,11 +78,12 @@ def test_reference_rows_from_a_file(
         np.save(reference, x)
     else:
         np.savetxt(reference, x, delimiter=",")
-    result = ok(run("models", "push", str(iris_file), "--name", "iris", "--compile", "onnx",
-                    "--reference", str(reference), "--registry", registry))  # fmt: skip
+    result = run("models", "push", str(iris_file), "--name", "iris", "--compile", "onnx",
+                 "--reference", str(reference), "--registry", registry)  # fmt: skip
+    ok(result)
     assert "kept" in result.stderr
     assert "outputs match on 150 reference rows" in result.stderr
-    as_json = json.loads(ok(run("models", "show", "iris", "--json", "--registry", registry)).stdout)
+    as_json = json.loads(ok(run("models", "show", "iris", "--json", "--registry", registry)))
     assert as_json["compile_report"]["sample"] == {"source": "reference", "rows": 150, "seed": 0}
 
 
@@ -151,15 +123,15 @@ def test_a_model_without_converter_is_pushed_with_a_warning(registry: str, tmp_p
         "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 2]}],
         "outputs": [{"name": "y", "datatype": "FP64", "shape": [-1, 2]}],
     }))  # fmt: skip
-    result = ok(run("models", "push", str(model), "--name", "doubler", "--format", "python",
-                    "--trust-pickle", "--signature", str(signature), "--compile", "onnx",
-                    "--registry", registry))  # fmt: skip
-    assert result.stdout == "1\n"
+    result = run("models", "push", str(model), "--name", "doubler", "--format", "python",
+                 "--trust-pickle", "--signature", str(signature), "--compile", "onnx",
+                 "--registry", registry)  # fmt: skip
+    assert ok(result) == "1\n"
     assert result.stderr == (
         "warning: compiled onnx form not kept, the original serves: no ONNX converter for "
         "'python' models; scikit-learn, XGBoost and LightGBM models are compiled\n"
     )
-    shown = ok(run("models", "show", "doubler", "--registry", registry)).stdout
+    shown = ok(run("models", "show", "doubler", "--registry", registry))
     assert "onnx: not kept (the original serves)" in shown
     assert "no ONNX converter for 'python' models" in shown
     with Registry.open(registry) as store:
@@ -167,54 +139,3 @@ def test_a_model_without_converter_is_pushed_with_a_warning(registry: str, tmp_p
     assert mv.compiled is None
     assert mv.compile_report is not None
     assert mv.compile_report["kept"] is False
-
-
-def test_serving_the_compiled_form_names_both_digests(
-    start_server: Any, iris_file: Path, tmp_path: Path
-) -> None:
-    registry = str(tmp_path / "registry")
-    ok(
-        run(
-            "models",
-            "push",
-            str(iris_file),
-            "--name",
-            "iris",
-            "--compile",
-            "onnx",
-            "--registry",
-            registry,
-        )
-    )
-    with Registry.open(registry) as store:
-        mv = store.get("iris")
-    assert mv.compiled is not None
-    x, _ = load_iris(return_X_y=True)
-    body = {
-        "inputs": [
-            {"name": "input-0", "datatype": "FP32", "shape": [150, 4], "data": x.ravel().tolist()}
-        ]
-    }
-    answers = {}
-    for flag in ("--compiled", "--no-compiled"):
-        server = start_server("--registry", registry, flag)
-        with httpx.Client(base_url=server.url, timeout=30) as http:
-            response = http.post("/v2/models/iris/infer", json=body).json()
-            metadata = http.get("/v2/models/iris").json()
-        assert server.stop() == 0
-        params = response["parameters"]
-        assert params["modelport.sha256"] == mv.digest
-        if flag == "--compiled":
-            assert params["modelport.compiled_sha256"] == mv.compiled.digest
-            assert params["modelport.runtime"] == "onnx"
-            assert metadata["parameters"]["modelport.compiled_sha256"] == mv.compiled.digest
-        else:
-            assert "modelport.compiled_sha256" not in params
-            assert "modelport.compiled_sha256" not in metadata["parameters"]
-        answers[flag] = {o["name"]: np.asarray(o["data"]) for o in response["outputs"]}
-    np.testing.assert_array_equal(
-        answers["--compiled"]["predict"], answers["--no-compiled"]["predict"]
-    )
-    np.testing.assert_allclose(
-        answers["--compiled"]["predict_proba"], answers["--no-compiled"]["predict_proba"], atol=1e-5
-    )
