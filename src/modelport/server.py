@@ -219,7 +219,7 @@ def _serve(
     )
     catalog = Catalog()
     lifecycle = Lifecycle(registry, catalog, Executor(), settings.models, observer)
-    dataplane = DataPlane(lifecycle, settings.limits, workers=count)
+    dataplane = DataPlane(lifecycle, settings.limits, workers=count, reports=observer)
     dataplane.lifecycle.preload(settings.models.selection)
     # Everything loaded so far lives as long as the server: keep the collector from scanning
     # it (long pauses, a p99 several times the median) and, after fork, from writing to the

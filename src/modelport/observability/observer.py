@@ -1,7 +1,8 @@
 """The server's telemetry: metrics, access log, inference log, drift and feedback in one place.
 
-The composition root builds one `Observer` from the settings and hands it to the dataplane
-and the transports, which only know the `Telemetry` contract.
+The composition root builds one `Observer` from the settings and hands it to the serving core
+and the transports, which only know its two contracts: the `Telemetry` hooks they call as they
+work, and the `Reports` (metrics page, drift, feedback) the dataplane asks on a client's behalf.
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ class _Logged:
 
 
 class Observer:
-    """Implements the serving core's `Telemetry` with the parts the settings turn on."""
+    """Implements the serving core's `Telemetry` and `Reports` with the parts the settings
+    turn on."""
 
     def __init__(
         self,
@@ -189,6 +191,8 @@ class Observer:
             self._drift[key] = DriftMonitor(ReferenceProfile.from_dict(profile))
         if self._metrics is not None:
             self._metrics.load_seconds.labels(version.name, str(version.version)).set(seconds)
+
+    # -- Reports ---------------------------------------------------------------------------
 
     def metrics_page(self) -> bytes | None:
         """Every process's metrics, this process's gauges refreshed first."""

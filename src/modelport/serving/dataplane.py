@@ -18,6 +18,7 @@ from modelport.registry.manifest import ModelVersion
 from modelport.serving.catalog import LoadedModel
 from modelport.serving.lifecycle import Lifecycle
 from modelport.serving.limits import check_queue, check_size, time_limit
+from modelport.serving.reports import NoReports, Reports
 from modelport.serving.telemetry import Call, Timing
 
 audit = logging.getLogger("modelport.audit")
@@ -34,11 +35,17 @@ class DataPlane:
 
     It answers from the catalog its `lifecycle` fills, and asks the lifecycle to load and
     unload; `limits` bound each request, and with several `workers` the repository actions,
-    which would change one worker only, are refused.
+    which would change one worker only, are refused. `reports` answers what the telemetry
+    recorded (metrics, drift, feedback).
     """
 
     def __init__(
-        self, lifecycle: Lifecycle, limits: LimitSettings | None = None, *, workers: int = 1
+        self,
+        lifecycle: Lifecycle,
+        limits: LimitSettings | None = None,
+        *,
+        workers: int = 1,
+        reports: Reports | None = None,
     ) -> None:
         self._lifecycle = lifecycle
         self._registry = lifecycle.registry
@@ -47,6 +54,7 @@ class DataPlane:
         self._telemetry = lifecycle.telemetry
         self._limits = limits if limits is not None else LimitSettings()
         self._workers = workers
+        self._reports: Reports = reports if reports is not None else NoReports()
         self._failures = lifecycle.failures
         """Model name -> why it failed to load, as the lifecycle keeps it (read only here)."""
 
@@ -189,6 +197,25 @@ class DataPlane:
             outputs=outputs,
             parameters=parameters,
         )
+
+    # -- what the telemetry recorded --------------------------------------------------------
+
+    def metrics_page(self) -> bytes:
+        """The Prometheus text exposition of every server process; NotFound when metrics are off."""
+        page = self._reports.metrics_page()
+        if page is None:
+            raise NotFound("metrics are off on this server (it was started with --no-metrics)")
+        return page
+
+    async def drift(self, name: str, version: str | None) -> dict[str, Any]:
+        """Drift of recent inputs to the loaded version from its reference profile."""
+        model = await self.resolve(name, version)
+        return self._reports.drift(model.version)
+
+    async def feedback(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Record true labels for the model's logged predictions; the live scores they give."""
+        model = await self.resolve(name, None)
+        return await self._reports.feedback(model.name, body)
 
     # -- repository ----------------------------------------------------------------------
 

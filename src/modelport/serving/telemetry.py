@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
-from modelport.errors import Unsupported
 from modelport.model_policy import ModelPolicy
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.endpoint import Endpoint
@@ -83,7 +81,11 @@ class Call:
 
 
 class Telemetry(Protocol):
-    """Hooks the serving core and the transports call; each must be cheap and never raise."""
+    """Hooks the serving core and the transports call; each must be cheap and never raise.
+
+    They only write: what the server can be asked about what it recorded (the metrics page,
+    drift, feedback scores) is `serving.reports.Reports`, asked through the dataplane.
+    """
 
     @property
     def traces(self) -> bool:
@@ -100,18 +102,6 @@ class Telemetry(Protocol):
 
     def loaded(self, version: ModelVersion, seconds: float, policy: ModelPolicy) -> None:
         """A version finished loading (and warming up) in `seconds`, served by `policy`."""
-
-    def metrics_page(self) -> bytes | None:
-        """The Prometheus text exposition of every server process; None when metrics are off."""
-
-    def drift(self, version: ModelVersion) -> dict[str, Any]:
-        """Drift of this process's recent inputs from the version's reference profile."""
-
-    async def feedback(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Record true labels for logged predictions; the live accuracy they give per version.
-
-        `body` is `{"request_ids": [...], "labels": [...]}` as the client sent it.
-        """
 
 
 class NoTelemetry:
@@ -130,15 +120,3 @@ class NoTelemetry:
 
     def loaded(self, version: ModelVersion, seconds: float, policy: ModelPolicy) -> None:
         """Ignores the load."""
-
-    def metrics_page(self) -> bytes | None:
-        """Metrics are off."""
-        return None
-
-    def drift(self, version: ModelVersion) -> dict[str, Any]:
-        """Drift monitoring is off."""
-        raise Unsupported("drift monitoring is off on this server")
-
-    async def feedback(self, model: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Feedback needs the inference log."""
-        raise Unsupported("feedback needs the inference log, which is off on this server")

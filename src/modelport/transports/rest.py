@@ -83,7 +83,7 @@ class RestApp:
         self._max_body = max_body_bytes
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
-        self.router = Router([*self._pages(), *OipEndpoints(dataplane, self._telemetry).routes()])
+        self.router = Router([*self._pages(), *OipEndpoints(dataplane).routes()])
         """Every route of the API, matched in one walk of the path."""
 
     def _pages(self) -> list[Route]:
@@ -172,10 +172,7 @@ class RestApp:
     def _metrics(self, scope: Scope) -> Response:
         if scope["method"] != "GET":
             raise MethodNotAllowed(scope["method"], "GET")
-        page = self._telemetry.metrics_page()
-        if page is None:
-            raise NotFound("metrics are off on this server (it was started with --no-metrics)")
-        return 200, [_METRICS_TYPE], page
+        return 200, [_METRICS_TYPE], self._dp.metrics_page()
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

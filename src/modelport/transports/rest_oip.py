@@ -16,7 +16,6 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
 from modelport.serving.requests import refuse_load_options
-from modelport.serving.telemetry import Telemetry
 from modelport.transports.rest_request import (
     BINARY,
     HEADER_LENGTH,
@@ -37,9 +36,8 @@ _VERSION: Final = "/v2/models/{model_name}/versions/{model_version}"
 class OipEndpoints:
     """Health, metadata, inference, monitoring and repository endpoints under /v2."""
 
-    def __init__(self, dataplane: DataPlane, telemetry: Telemetry) -> None:
+    def __init__(self, dataplane: DataPlane) -> None:
         self._dp = dataplane
-        self._telemetry = telemetry
 
     def routes(self) -> list[Route]:
         """The table rows of the OIP REST API."""
@@ -113,14 +111,15 @@ class OipEndpoints:
     async def drift(self, request: Request) -> Response:
         """Drift of recent inputs from the version's reference profile."""
         params = request.params
-        model = await self._dp.resolve(params["model_name"], params.get("model_version"))
-        return json_response(self._telemetry.drift(model.version))
+        report = await self._dp.drift(params["model_name"], params.get("model_version"))
+        return json_response(report)
 
     async def feedback(self, request: Request) -> Response:
         """True labels for logged predictions; the live accuracy they give."""
-        model = await self._dp.resolve(request.params["model_name"], None)
+        name = request.params["model_name"]
+        await self._dp.resolve(name, None)  # an unknown model is refused before its body is read
         feedback = await request.json_object("feedback")
-        return json_response(await self._telemetry.feedback(model.name, feedback))
+        return json_response(await self._dp.feedback(name, feedback))
 
     async def index(self, request: Request) -> Response:
         """The repository index; `{"ready": true}` leaves out what is not loaded."""

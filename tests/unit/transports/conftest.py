@@ -15,13 +15,16 @@ from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
 from modelport.serving.lifecycle import Lifecycle
+from modelport.serving.reports import Reports
 from modelport.serving.telemetry import NoTelemetry, Telemetry
 
 
 class DataPlaneFactory(Protocol):
-    """What `make_dataplane` gives: call it (optionally with a Telemetry) for a dataplane."""
+    """What `make_dataplane` gives: call it (optionally with a Telemetry and Reports)."""
 
-    def __call__(self, telemetry: Telemetry | None = None) -> DataPlane: ...
+    def __call__(
+        self, telemetry: Telemetry | None = None, reports: Reports | None = None
+    ) -> DataPlane: ...
 
 
 @pytest.fixture(scope="session")
@@ -40,13 +43,13 @@ def make_dataplane(iris_registry: Path) -> Iterator[DataPlaneFactory]:
     """Builds dataplanes over the iris registry, each with its models loaded."""
     opened: list[tuple[Registry, Executor]] = []
 
-    def make(telemetry: Telemetry | None = None) -> DataPlane:
+    def make(telemetry: Telemetry | None = None, reports: Reports | None = None) -> DataPlane:
         registry = Registry.open(iris_registry)
         executor = Executor(threads=2)
         opened.append((registry, executor))
         lifecycle = Lifecycle(registry, Catalog(), executor, telemetry=telemetry or NoTelemetry())
         lifecycle.preload()
-        return DataPlane(lifecycle)
+        return DataPlane(lifecycle, reports=reports)
 
     yield make
     for registry, executor in opened:

@@ -18,6 +18,7 @@ from modelport.registry.manifest import ModelVersion
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
+from modelport.serving.reports import NoReports
 from modelport.serving.telemetry import Call, NoTelemetry
 from modelport.transports.rest import RestApp
 
@@ -31,8 +32,8 @@ DataPlaneFactory = Callable[..., DataPlane]
 """`make_dataplane` (tests/unit/transports/conftest.py)."""
 
 
-class Recorder(NoTelemetry):
-    """Telemetry that keeps each answered call; drift fails like a bug would."""
+class Recorder(NoTelemetry, NoReports):
+    """Telemetry that keeps each answered call; its drift report fails like a bug would."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[Call, str]] = []
@@ -82,7 +83,7 @@ def recorder() -> Recorder:
 
 @pytest.fixture
 def app(make_dataplane: DataPlaneFactory, recorder: Recorder) -> RestApp:
-    return RestApp(make_dataplane(recorder), max_body_bytes=1 << 16, telemetry=recorder)
+    return RestApp(make_dataplane(recorder, recorder), max_body_bytes=1 << 16, telemetry=recorder)
 
 
 def error(response: httpx.Response, status: int, code: str) -> str:
