@@ -28,6 +28,7 @@ from modelport.observability.access_log import AccessLog, wants_json
 from modelport.observability.metrics import Metrics
 from modelport.observability.tracing import Tracing
 from modelport.registry.manifest import ModelVersion
+from modelport.serving.endpoint import Endpoint
 from modelport.serving.executor import Executor
 from modelport.serving.telemetry import Arrays, Call
 
@@ -140,7 +141,7 @@ class Observer:
             self._access.record(call, code, seconds)
         if self._tracing is not None:
             self._tracing.record(call, code, ended)
-        if call.endpoint != "infer" or not call.model:
+        if call.endpoint != Endpoint.INFER or not call.model:
             return
         key = (call.model, call.version or 0)
         if call.inputs is not None and call.kind == "ok":
