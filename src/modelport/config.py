@@ -14,7 +14,7 @@ import os
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from modelport.errors import InvalidInput
 
@@ -50,6 +50,8 @@ LOG_FORMATS = ("auto", "json", "text")
 OVERFLOW_POLICIES = ("shed", "drop")
 """What happens to inferences once the inference-log backlog is full."""
 TRACE_EXPORTERS = ("none", "console", "otlp")
+DEFAULT_MAX_QUEUE: Final = 1024
+"""Most requests in flight for one model in a server process when nothing else says."""
 
 
 def _setting(default: T, *, key: str = "", shown: str = "") -> T:
@@ -281,7 +283,9 @@ class ModelsSettings:
     """Adaptive batching for models that support it; False turns it off everywhere."""
     compiled: bool = True
     """Serve compiled artifacts where versions have them; False serves the originals."""
-    max_queue: int = _setting(1024, shown="1024 (per model: max_queue in [models.NAME])")
+    max_queue: int = _setting(
+        DEFAULT_MAX_QUEUE, shown=f"{DEFAULT_MAX_QUEUE} (per model: max_queue in [models.NAME])"
+    )
     """Most requests waiting for or inside one model at once in a server process; past it,
     requests are shed with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) instead of queueing."""
     overrides: Mapping[str, ModelSettings] = field(

@@ -8,7 +8,13 @@ import click
 
 from modelport.cli.models import models
 from modelport.cli.options import registry_option, reported
-from modelport.cli.push import compile_options, compile_reference, echo_pushed, parse_meta
+from modelport.cli.push import (
+    compile_options,
+    compile_reference,
+    echo_pushed,
+    meta_options,
+    parse_meta,
+)
 from modelport.config import current_user, registry_location
 
 
@@ -21,15 +27,9 @@ from modelport.config import current_user, registry_location
     default=None,
     help="Model name (letters, digits, '.', '_', '-'). Default: the directory's name.",
 )
-@click.option(
-    "--meta", multiple=True, metavar="KEY=VALUE", help="Provenance metadata (repeatable)."
-)
-@click.option(
-    "--meta-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="JSON object of provenance metadata; --meta entries override its keys. "
-    "Keys starting with 'mlflow.' are kept for the MLmodel's own.",
+@meta_options(
+    "JSON object of provenance metadata; --meta entries override its keys. "
+    "Keys starting with 'mlflow.' are kept for the MLmodel's own."
 )
 @click.option(
     "--trust-pickle",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -42,6 +43,16 @@ def setting_option(key: str, flag: str, *, help: str, **attrs: Any) -> Callable[
     shown = shown_default(key)
     text = f"{help} Default: {shown}." if shown else help
     return click.option(flag, key, default=None, help=text, **attrs)
+
+
+def file_option(*decls: str, help: str) -> Callable[[F], F]:
+    """An option naming an existing file (not a directory), given as a Path; None without it."""
+    return click.option(
+        *decls,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        default=None,
+        help=help,
+    )
 
 
 @contextmanager

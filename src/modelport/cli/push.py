@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from modelport.cli.models import models
-from modelport.cli.options import registry_option, reported
+from modelport.cli.options import file_option, registry_option, reported
 from modelport.config import current_user, registry_location
 from modelport.errors import InvalidInput
 
@@ -45,6 +45,19 @@ def parse_meta(items: tuple[str, ...], meta_file: Path | None = None) -> dict[st
     return meta
 
 
+def meta_options(meta_file_help: str) -> Callable[[F], F]:
+    """--meta and --meta-file, which `parse_meta` reads; `meta_file_help` describes the file."""
+    meta = click.option(
+        "--meta", multiple=True, metavar="KEY=VALUE", help="Provenance metadata (repeatable)."
+    )
+    meta_file = file_option("--meta-file", help=meta_file_help)
+
+    def decorate(fn: F) -> F:
+        return meta(meta_file(fn))
+
+    return decorate
+
+
 def compile_options(fn: F) -> F:
     """--compile, --reference and --json, shared by the commands that register artifacts."""
     for option in reversed(
@@ -58,11 +71,9 @@ def compile_options(fn: F) -> F:
                 "serve that form, kept only if its outputs match the original's on a "
                 "verification sample.",
             ),
-            click.option(
+            file_option(
                 "--reference",
                 "reference_file",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                default=None,
                 help="Rows to verify the compiled model on (.npy, or .csv of numbers without "
                 "a header). Default: rows generated from the signature.",
             ),
@@ -92,21 +103,13 @@ def compile_reference(compile_to: str | None, reference_file: Path | None) -> An
     help="sklearn, xgboost, lightgbm, onnx, python, or package.module:Class for a custom "
     "runtime. Default: guessed from the file suffix.",
 )
-@click.option(
-    "--meta", multiple=True, metavar="KEY=VALUE", help="Provenance metadata (repeatable)."
+@meta_options(
+    "JSON object of provenance metadata (training data digest, git commit, metrics...); "
+    "--meta entries override its keys."
 )
-@click.option(
-    "--meta-file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="JSON object of provenance metadata (training data digest, git commit, metrics...); "
-    "--meta entries override its keys.",
-)
-@click.option(
+@file_option(
     "--signature",
     "signature_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
     help='JSON {"inputs": [...], "outputs": [...]} for models whose signature cannot be inferred.',
 )
 @click.option(
@@ -115,11 +118,9 @@ def compile_reference(compile_to: str | None, reference_file: Path | None) -> An
     help="Allow a pickle/joblib/cloudpickle artifact. Loading one runs code: "
     "only for files you trust.",
 )
-@click.option(
+@file_option(
     "--reference-data",
     "reference_data",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
     help="CSV (first line naming the columns) or Parquet file of typical inputs, such as the "
     "training set, to measure drift against; its profile is stored with the version. "
     "Columns named like the inputs feed them (each input one value per row); for a model "

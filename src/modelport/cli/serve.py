@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from modelport.cli.options import registry_option, reported, setting_option
+from modelport.cli.options import file_option, registry_option, reported, setting_option
 from modelport.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -50,11 +50,9 @@ from modelport.config_loader import build_serve_settings
     "--compiled/--no-compiled",
     help="Serve a version's compiled (ONNX) artifact when it has one.",
 )
-@click.option(
+@file_option(
     "--config",
     "config_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
     help="TOML file with a [serve] table of these settings and [models.NAME] tables; "
     "flags override it.",
 )

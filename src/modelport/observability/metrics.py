@@ -30,6 +30,8 @@ _LIVE = ".json"
 _DEAD = ".dead.json"
 
 Labels = tuple[str, ...]
+_BY_VERSION: Labels = ("model", "version")
+_BY_FEATURE: Labels = (*_BY_VERSION, "feature")
 
 
 @dataclass(eq=False)
@@ -117,21 +119,21 @@ class Metrics:
             "modelport_batch_size",
             "histogram",
             "Rows per model call (adaptive batching combines concurrent requests).",
-            ("model", "version"),
+            _BY_VERSION,
             BATCH_BUCKETS,
         )
         self.queue_depth = Family(
             "modelport_queue_depth",
             "gauge",
             "Requests waiting for a model call, summed over server processes.",
-            ("model", "version"),
+            _BY_VERSION,
             mode="livesum",
         )
         self.load_seconds = Family(
             "modelport_model_load_seconds",
             "gauge",
             "Seconds the version took to load (and warm up).",
-            ("model", "version"),
+            _BY_VERSION,
             mode="max",
         )
 
@@ -151,40 +153,27 @@ class Metrics:
 
     def _add_monitoring_families(self) -> None:
         """How the models behave: drift against reference profiles, accuracy on feedback."""
-        self.drift_psi = Family(
+        self.drift_psi = _recent_gauge(
             "modelport_drift_psi",
-            "gauge",
             "Population stability index of live inputs against the reference profile.",
-            ("model", "version", "feature"),
-            mode="recent",
+            _BY_FEATURE,
         )
-        self.drift_ks = Family(
+        self.drift_ks = _recent_gauge(
             "modelport_drift_ks",
-            "gauge",
             "Kolmogorov-Smirnov statistic of live inputs against the reference profile.",
-            ("model", "version", "feature"),
-            mode="recent",
+            _BY_FEATURE,
         )
-        self.feedback_rows = Family(
+        self.feedback_rows = _recent_gauge(
             "modelport_feedback_rows",
-            "gauge",
             "Logged prediction rows that have a feedback label (what live accuracy is over).",
-            ("model", "version"),
-            mode="recent",
         )
-        self.live_accuracy = Family(
+        self.live_accuracy = _recent_gauge(
             "modelport_live_accuracy",
-            "gauge",
             "Share of logged predictions equal to the label given as feedback (classifiers).",
-            ("model", "version"),
-            mode="recent",
         )
-        self.live_mae = Family(
+        self.live_mae = _recent_gauge(
             "modelport_live_mae",
-            "gauge",
             "Mean absolute error of logged predictions against feedback labels (regressors).",
-            ("model", "version"),
-            mode="recent",
         )
 
     # -- the hot path ----------------------------------------------------------------------
@@ -237,6 +226,11 @@ class Metrics:
             merged = _merge(family, [(live, s.get(family.name, [])) for live, s in snapshots])
             lines.extend(_exposition(family, merged))
         return ("\n".join(lines) + "\n").encode()
+
+
+def _recent_gauge(name: str, help: str, labelnames: Labels = _BY_VERSION) -> Family:
+    """A monitoring gauge of one version: the most recently computed value, from any process."""
+    return Family(name, "gauge", help, labelnames, mode="recent")
 
 
 def _merge(family: Family, parts: Sequence[tuple[bool, list[list[Any]]]]) -> dict[Labels, Any]:

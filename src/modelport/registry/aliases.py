@@ -38,23 +38,7 @@ def point_alias(
     if found is None:
         raise missing_version(conn, name, version)
     previous = _target(conn, name, alias)
-    values = {"version": version, "updated_at": now(), "updated_by": actor}
-    if previous is None:
-        conn.execute(aliases_table.insert().values(name=name, alias=alias, **values))
-    else:
-        conn.execute(
-            aliases_table.update().where(_A.name == name, _A.alias == alias).values(**values)
-        )
-    return record(
-        conn,
-        name,
-        "alias",
-        actor,
-        alias=alias,
-        from_version=previous,
-        to_version=version,
-        reason=reason,
-    )
+    return _move(conn, name, alias, previous, version, kind="alias", actor=actor, reason=reason)
 
 
 def roll_back_alias(
@@ -79,21 +63,7 @@ def roll_back_alias(
             f"alias {alias!r} of model {name!r} has only ever named version {current}; "
             "there is no earlier target to roll back to"
         )
-    conn.execute(
-        aliases_table.update()
-        .where(_A.name == name, _A.alias == alias)
-        .values(version=last, updated_at=now(), updated_by=actor)
-    )
-    return record(
-        conn,
-        name,
-        "rollback",
-        actor,
-        alias=alias,
-        from_version=current,
-        to_version=last,
-        reason=reason,
-    )
+    return _move(conn, name, alias, current, last, kind="rollback", actor=actor, reason=reason)
 
 
 def delete_alias(
@@ -106,6 +76,37 @@ def delete_alias(
         raise NotFound(f"model {name!r} has no alias {alias!r}")
     conn.execute(aliases_table.delete().where(_A.name == name, _A.alias == alias))
     return record(conn, name, "unalias", actor, alias=alias, from_version=current, reason=reason)
+
+
+def _move(
+    conn: Connection,
+    name: str,
+    alias: str,
+    previous: int | None,
+    version: int,
+    *,
+    kind: str,
+    actor: str,
+    reason: str | None,
+) -> Event:
+    """Point `alias` from `previous` (None: a new alias) to `version`; record it as `kind`."""
+    values = {"version": version, "updated_at": now(), "updated_by": actor}
+    if previous is None:
+        conn.execute(aliases_table.insert().values(name=name, alias=alias, **values))
+    else:
+        conn.execute(
+            aliases_table.update().where(_A.name == name, _A.alias == alias).values(**values)
+        )
+    return record(
+        conn,
+        name,
+        kind,
+        actor,
+        alias=alias,
+        from_version=previous,
+        to_version=version,
+        reason=reason,
+    )
 
 
 def _target(conn: Connection, name: str, alias: str) -> int | None:

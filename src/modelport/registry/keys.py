@@ -12,8 +12,8 @@ import hashlib
 import os
 import re
 import secrets
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any, Final, Self
 
 import sqlalchemy as sa
@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection, Engine, RowMapping
 
 from modelport.errors import Conflict, InvalidInput, NotFound
 from modelport.registry.database import api_keys_table
+from modelport.registry.history import now, utc
 from modelport.registry.location import Connections, open_location
 
 SCOPES: Final = ("infer", "read", "admin")
@@ -135,9 +136,7 @@ class KeyStore:
                 taken = conn.execute(sa.select(_K.id).where(_K.id == key_id)).first()
                 if taken is None:
                     break
-            key = ApiKey(
-                id=key_id, name=name, scope=scope, created_at=_now(), created_by=created_by
-            )
+            key = ApiKey(id=key_id, name=name, scope=scope, created_at=now(), created_by=created_by)
             conn.execute(
                 api_keys_table.insert().values(
                     id=key.id,
@@ -168,15 +167,7 @@ class KeyStore:
             key = _find(conn, id_or_name)
             if key.revoked_at is not None:
                 return key, False
-            revoked = ApiKey(
-                id=key.id,
-                name=key.name,
-                scope=key.scope,
-                created_at=key.created_at,
-                created_by=key.created_by,
-                revoked_at=_now(),
-                revoked_by=revoked_by,
-            )
+            revoked = replace(key, revoked_at=now(), revoked_by=revoked_by)
             conn.execute(
                 api_keys_table.update()
                 .where(_K.id == key.id)
@@ -262,17 +253,8 @@ def _api_key(row: RowMapping) -> ApiKey:
         id=row["id"],
         name=row["name"],
         scope=row["scope"],
-        created_at=_utc(row["created_at"]),
+        created_at=utc(row["created_at"]),
         created_by=row["created_by"],
-        revoked_at=None if row["revoked_at"] is None else _utc(row["revoked_at"]),
+        revoked_at=None if row["revoked_at"] is None else utc(row["revoked_at"]),
         revoked_by=row["revoked_by"],
     )
-
-
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite keeps no time zone; every timestamp is written in UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)

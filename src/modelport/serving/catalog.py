@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from modelport.config import DEFAULT_MAX_QUEUE
 from modelport.errors import InvalidInput, ModelportError, NotFound
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import RequestValidator
@@ -24,7 +25,6 @@ from modelport.serving.batching import Batcher, BatchPolicy
 from modelport.serving.executor import Executor
 
 _MAX_MODEL_MESSAGE = 400
-DEFAULT_MAX_QUEUE = 1024
 
 
 @dataclass(frozen=True, slots=True)
