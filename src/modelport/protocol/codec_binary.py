@@ -21,6 +21,7 @@ import numpy as np
 from modelport.errors import InternalError, InvalidInput, Unsupported
 from modelport.protocol import codec_json
 from modelport.protocol.datatypes import numpy_dtype
+from modelport.protocol.tensor_data import shaped_input
 from modelport.protocol.types import InferRequest, InferResponse
 
 _LENGTH: Final = struct.Struct("<I")
@@ -73,7 +74,7 @@ def array_from_raw(
         array = np.frombuffer(view, dtype=dtype)
         if not array.flags.aligned:
             array = array.copy()
-    return codec_json.shaped_input(array, shape, name)
+    return shaped_input(array, shape, name)
 
 
 def array_to_raw(array: np.ndarray[Any, Any], datatype: str) -> bytes:
@@ -184,7 +185,7 @@ def _bytes_from_raw(
             f"input {name!r}: BYTES data of shape {list(shape)} ({count} elements) is "
             f"{offset} bytes, but {given} bytes were given"
         )
-    return codec_json.shaped_input(out, shape, name)
+    return shaped_input(out, shape, name)
 
 
 def _bytes_to_raw(array: np.ndarray[Any, Any]) -> bytes:

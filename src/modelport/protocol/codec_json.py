@@ -19,19 +19,17 @@ typed fields and are removed from the decoded `parameters`. An empty `outputs` l
 
 from __future__ import annotations
 
-import functools
-import math
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Final, cast
+from typing import Annotated, Any, Final
 
 import msgspec
 import numpy as np
 import orjson
 
 from modelport.errors import InternalError, InvalidInput
-from modelport.protocol.datatypes import DATATYPES, numpy_dtype
+from modelport.protocol.datatypes import numpy_dtype
+from modelport.protocol.tensor_data import DTYPES, MAX_DIM, decode_data
 from modelport.protocol.types import (
     InferRequest,
     InferResponse,
@@ -43,8 +41,7 @@ from modelport.protocol.types import (
 MAX_RANK: Final = 32
 """The most dimensions a tensor may have."""
 
-_MAX_DIM: Final = 2**63 - 1
-_Dim = Annotated[int, msgspec.Meta(ge=0, le=_MAX_DIM)]
+_Dim = Annotated[int, msgspec.Meta(ge=0, le=MAX_DIM)]
 
 
 class _InputHead(msgspec.Struct):
@@ -71,66 +68,9 @@ class _RequestHead(msgspec.Struct):
 _REQUEST: Final = msgspec.json.Decoder(_RequestHead)
 
 
-def _int_range(bits: int, signed: bool) -> tuple[int, int]:
-    if signed:
-        return -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-    return 0, 2**bits - 1
-
-
-def _fp_bound(datatype: str) -> float:
-    # Exclusive bound: everything below max + half an ulp rounds to a finite value, so the
-    # shortest text of the largest float (e.g. 3.4028235e38 for FP32) still decodes.
-    info = np.finfo(cast("np.dtype[np.floating[Any]]", numpy_dtype(datatype)))
-    return float(info.max) + 2.0 ** (int(info.maxexp) - int(info.nmant) - 2)
-
-
-def _element_type(datatype: str) -> Any:
-    if datatype == "BOOL":
-        return bool
-    if datatype == "BYTES":
-        return str
-    dtype = numpy_dtype(datatype)
-    if dtype.kind in "iu":
-        lo, hi = _int_range(dtype.itemsize * 8, dtype.kind == "i")
-        if hi > _MAX_DIM:
-            # msgspec bounds must fit an int64; numpy rejects UINT64 overflow instead.
-            return Annotated[int, msgspec.Meta(ge=lo)]
-        return Annotated[int, msgspec.Meta(ge=lo, le=hi)]
-    if datatype == "FP64":
-        return float | None
-    bound = _fp_bound(datatype)
-    return Annotated[float, msgspec.Meta(gt=-bound, lt=bound)] | None
-
-
-def _hint(datatype: str) -> str:
-    if datatype == "BOOL":
-        return "BOOL data are JSON true/false"
-    if datatype == "BYTES":
-        return "BYTES data are JSON strings (send other bytes with the binary tensor extension)"
-    dtype = numpy_dtype(datatype)
-    if dtype.kind in "iu":
-        lo, hi = _int_range(dtype.itemsize * 8, dtype.kind == "i")
-        return f"{datatype} data are JSON integers from {lo} to {hi}"
-    return f"{datatype} data are JSON numbers within the {datatype} range (null for NaN)"
-
-
-_ELEMENT: Final[dict[str, Any]] = {dt: _element_type(dt) for dt in DATATYPES}
-_HINT: Final[dict[str, str]] = {dt: _hint(dt) for dt in DATATYPES}
-_DTYPE: Final[dict[str, np.dtype[np.generic]]] = {dt: numpy_dtype(dt) for dt in DATATYPES}
-_FLAT: Final[dict[str, msgspec.json.Decoder[list[Any]]]] = {
-    dt: msgspec.json.Decoder(types.GenericAlias(list, (elem,))) for dt, elem in _ELEMENT.items()
-}
 # Placeholder for inputs whose bytes follow the JSON part; codec_binary replaces it.
 _PENDING: Final = np.empty(0, dtype=np.uint8)
 _PENDING.flags.writeable = False
-
-
-@functools.cache
-def _nested_decoder(datatype: str, depth: int) -> msgspec.json.Decoder[list[Any]]:
-    element = _ELEMENT[datatype]
-    for _ in range(depth):
-        element = types.GenericAlias(list, (element,))
-    return msgspec.json.Decoder(element)
 
 
 @dataclass(slots=True)
@@ -180,7 +120,7 @@ def decode_head(body: bytes | memoryview) -> RequestHead:
                     f'input {item.name!r} has no "data"; give the values in "data" or send '
                     "them as binary data with parameters.binary_data_size"
                 )
-            if item.datatype not in _DTYPE:
+            if item.datatype not in DTYPES:
                 raise _unknown_datatype(item.name, item.datatype)
             shape = tuple(item.shape)
             inputs.append(Tensor(item.name, item.datatype, shape, _PENDING, params))
@@ -295,119 +235,17 @@ def _requested(item: _OutputHead) -> RequestedOutput:
 
 def _tensor(index: int, item: _InputHead, data: msgspec.Raw, params: Parameters) -> Tensor:
     datatype = item.datatype
-    decoder = _FLAT.get(datatype)
-    if decoder is None:
+    if datatype not in DTYPES:
         raise _unknown_datatype(item.name, datatype)
     shape = tuple(item.shape)
-    count = math.prod(shape)
-    try:
-        values = decoder.decode(data)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        array = _nested(index, item, bytes(data), shape, count, exc)
-    else:
-        if len(values) != count:
-            raise InvalidInput(
-                f"input {item.name!r}: shape {list(shape)} needs {count} elements, "
-                f"data has {len(values)}"
-            )
-        array = _flat_array(item.name, values, datatype, shape)
+    array = decode_data(index, item.name, datatype, shape, data)
     return Tensor(item.name, datatype, shape, array, params)
-
-
-def _flat_array(name: str, values: list[Any], datatype: str, shape: tuple[int, ...]) -> Any:
-    if datatype == "BYTES":
-        array = np.empty(len(values), dtype=object)
-        array[:] = _utf8(name, values)
-    else:
-        try:
-            array = np.array(values, dtype=_DTYPE[datatype])
-        except OverflowError:
-            raise InvalidInput(f"input {name!r}: {_HINT[datatype]}") from None
-    return shaped_input(array, shape, name)
-
-
-def shaped_input(
-    array: np.ndarray[Any, Any], shape: tuple[int, ...], name: str
-) -> np.ndarray[Any, Any]:
-    """Input `name`'s flat elements in `shape`; InvalidInput when the shape cannot be allocated.
-
-    The caller has checked that `array` holds as many elements as `shape` does.
-    """
-    try:
-        return array.reshape(shape)
-    except ValueError:
-        # Only a zero-element tensor with absurd dimensions gets here.
-        raise InvalidInput(
-            f"input {name!r}: shape {list(shape)} is too large to allocate"
-        ) from None
-
-
-def _utf8(name: str, values: list[str]) -> list[bytes]:
-    try:
-        return [v.encode() for v in values]
-    except UnicodeEncodeError:
-        raise InvalidInput(f"input {name!r}: a BYTES string is not valid Unicode") from None
-
-
-def _data_error(index: int, item: _InputHead, exc: Exception, prefix: str = "") -> InvalidInput:
-    if isinstance(exc, UnicodeDecodeError):
-        detail = f"a string is not valid UTF-8 ({exc.reason}) - at `$.inputs[{index}].data`"
-    elif not isinstance(exc, msgspec.ValidationError) and "UTF-8" in str(exc):
-        # msgspec 0.23 reports bad UTF-8 as a decode error rather than UnicodeDecodeError.
-        detail = f"a string is not valid UTF-8 ({exc}) - at `$.inputs[{index}].data`"
-    else:
-        detail = str(exc)
-        where = f"`$.inputs[{index}].data"
-        # msgspec names no path when the data value itself is wrong.
-        detail = (
-            detail.replace("`$", where, 1) if " - at `$" in detail else f"{detail} - at {where}`"
-        )
-    return InvalidInput(f"input {item.name!r}: {prefix}{detail}; {_HINT[item.datatype]}")
-
-
-def _nested(
-    index: int,
-    item: _InputHead,
-    raw: bytes,
-    shape: tuple[int, ...],
-    count: int,
-    flat_error: Exception,
-) -> Any:
-    """Decode data given as nested lists; they must follow `shape` exactly."""
-    text = raw.lstrip()
-    looks_nested = text[:1] == b"[" and text[1:].lstrip()[:1] == b"["
-    if len(shape) < 2 or not looks_nested:
-        raise _data_error(index, item, flat_error)
-    mismatch = f"nested data must follow shape {list(shape)} exactly (or send a flat list): "
-    try:
-        nested = _nested_decoder(item.datatype, len(shape)).decode(raw)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise _data_error(index, item, exc, mismatch) from None
-    dtype = _DTYPE[item.datatype]
-    try:
-        array = np.array(nested, dtype=dtype)
-    except ValueError:
-        raise InvalidInput(f"input {item.name!r}: {mismatch}got ragged lists") from None
-    except OverflowError:
-        raise InvalidInput(f"input {item.name!r}: {_HINT[item.datatype]}") from None
-    # A zero-element tensor may stop nesting early ([[], []] for shape [2, 0, 3]).
-    empty_prefix = count == 0 and array.shape == shape[: array.ndim]
-    if array.shape != shape and not empty_prefix:
-        # numpy keeps ragged lists of strings as an object array of lists instead of failing.
-        ragged = array.size > 0 and isinstance(array.flat[0], list)
-        got = "ragged lists" if ragged else f"shape {list(array.shape)}"
-        raise InvalidInput(f"input {item.name!r}: {mismatch}got {got}")
-    if item.datatype == "BYTES":
-        return _flat_array(item.name, array.ravel().tolist(), "BYTES", shape)
-    # Not a plain reshape: an empty prefix such as [[], []] may claim dimensions too large
-    # for numpy ([2, 0, 2**63 - 1]), which must be the client's error rather than a crash.
-    return shaped_input(array, shape, item.name)
 
 
 def _json_data(tensor: Tensor) -> Any:
     if tensor.datatype == "BYTES":
         return [_text(tensor.name, v) for v in np.asarray(tensor.data).ravel().tolist()]
-    dtype = _DTYPE.get(tensor.datatype)
+    dtype = DTYPES.get(tensor.datatype)
     if dtype is None:
         raise InternalError(f"output {tensor.name!r} has unknown datatype {tensor.datatype!r}")
     # orjson writes C-contiguous native arrays directly; this is a view when already so.

@@ -19,9 +19,9 @@ import numpy as np
 
 from modelport.errors import InvalidInput, Unsupported
 from modelport.protocol.codec_binary import array_from_raw, array_to_raw, element_count
-from modelport.protocol.codec_json import shaped_input
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.metadata import IndexEntry, ModelMetadata
+from modelport.protocol.tensor_data import shaped_input
 from modelport.protocol.types import (
     InferRequest,
     InferResponse,
