@@ -25,6 +25,9 @@ _DDL_LINES: Final = (3, 4, 3, 2)
 
 def _table_columns() -> str:
     definitions = [f"{name} {kind.sql}" for name, kind in COLUMN_KINDS]
+    # A column added to the record must be placed on a line here too, never silently dropped.
+    if sum(_DDL_LINES) != len(definitions):
+        raise AssertionError("_DDL_LINES must place every inference-log column on a line")
     lines, start = [], 0
     for count in _DDL_LINES:
         lines.append("    " + ", ".join(definitions[start : start + count]))

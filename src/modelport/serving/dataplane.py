@@ -212,9 +212,12 @@ class DataPlane:
         model = await self.resolve(name, version)
         return self._reports.drift(model.version)
 
-    async def feedback(self, name: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        """Record true labels for the model's logged predictions; the live scores they give."""
-        model = await self.resolve(name, None)
+    async def feedback(self, model: LoadedModel, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Record true labels for `model`'s logged predictions; the live scores they give.
+
+        The caller resolves the model first, so that an unknown one is refused before its
+        body is read.
+        """
         return await self._reports.feedback(model.name, body)
 
     # -- repository ----------------------------------------------------------------------

@@ -288,7 +288,6 @@ class Lifecycle:
             self._failures[name] = exc.message
             raise
         self._failures.pop(name, None)
-        self._telemetry.loaded(mv, time.perf_counter() - started, chosen)
         batching = f"up to {policy.max_batch_size} rows" if policy.enabled else "off"
         log.info(
             "loaded %s version %d (sha256 %s; batching %s)",
@@ -297,6 +296,7 @@ class Lifecycle:
             mv.digest[:12],
             batching,
         )
+        self._telemetry.loaded(mv, time.perf_counter() - started, chosen)
         return model
 
     async def close(self) -> None:

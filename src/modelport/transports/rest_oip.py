@@ -116,10 +116,9 @@ class OipEndpoints:
 
     async def feedback(self, request: Request) -> Response:
         """True labels for logged predictions; the live accuracy they give."""
-        name = request.params["model_name"]
-        await self._dp.resolve(name, None)  # an unknown model is refused before its body is read
+        model = await self._dp.resolve(request.params["model_name"], None)
         feedback = await request.json_object("feedback")
-        return json_response(await self._dp.feedback(name, feedback))
+        return json_response(await self._dp.feedback(model, feedback))
 
     async def index(self, request: Request) -> Response:
         """The repository index; `{"ready": true}` leaves out what is not loaded."""

@@ -13,7 +13,14 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from modelport.errors import InternalError, InvalidInput, NotFound, NotReady, UntrustedArtifact
+from modelport.errors import (
+    InternalError,
+    InvalidInput,
+    NotFound,
+    NotReady,
+    Unsupported,
+    UntrustedArtifact,
+)
 from modelport.intake.push import push_artifact
 from modelport.protocol.metadata import IndexEntry
 from modelport.protocol.signature import Signature, TensorSpec
@@ -320,3 +327,49 @@ def test_a_runtime_that_raises_anything_on_load_leaves_the_server_up(
     finally:
         executor.shutdown()
         store.close()
+
+
+class Reporter:
+    """Reports that answer from what they were told, and remember what they were asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, object]] = []
+
+    def metrics_page(self) -> bytes | None:
+        return b"# metrics\n"
+
+    def drift(self, version: ModelVersion) -> dict[str, Any]:
+        self.asked.append(("drift", (version.name, version.version)))
+        return {"features": {}}
+
+    async def feedback(self, model: str, body: Any) -> dict[str, Any]:
+        self.asked.append(("feedback", (model, dict(body))))
+        return {"rows": 1}
+
+
+def test_reports_are_asked_for_the_version_that_serves(registry: Registry) -> None:
+    executor = Executor(threads=1)
+    lifecycle = Lifecycle(registry, Catalog(), executor)
+    lifecycle.preload(["summer:1"])
+    reports = Reporter()
+    plane = DataPlane(lifecycle, reports=reports)
+    try:
+        assert plane.metrics_page() == b"# metrics\n"
+        assert run(plane.drift("summer", None)) == {"features": {}}
+        model = run(plane.resolve("summer", None))
+        assert run(plane.feedback(model, {"labels": [1]})) == {"rows": 1}
+        with pytest.raises(NotReady):
+            run(plane.drift("other", None))  # registered, not loaded
+    finally:
+        executor.shutdown()
+    assert reports.asked == [("drift", ("summer", 1)), ("feedback", ("summer", {"labels": [1]}))]
+
+
+def test_without_reports_metrics_are_not_found_and_drift_unsupported(
+    dataplane: DataPlane,
+) -> None:
+    dataplane.lifecycle.preload(["summer:1"])
+    with pytest.raises(NotFound, match="--no-metrics"):
+        dataplane.metrics_page()
+    with pytest.raises(Unsupported, match="drift monitoring is off"):
+        run(dataplane.drift("summer", None))
