@@ -8,11 +8,12 @@ signed with the public key as a secret are refused. No message repeats any part 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Literal, Protocol, Self
 
 import jwt
 from cryptography import x509
@@ -51,6 +52,25 @@ class Principal:
     def of_key(cls, key: ApiKey) -> Self:
         """The principal an unrevoked API key proves."""
         return cls(name=key.label, scopes=frozenset((key.scope,)), kind="key")
+
+
+@dataclass(frozen=True, slots=True)
+class Verified:
+    """A token that verification accepted: who it proves, and when its claims let it be used."""
+
+    principal: Principal
+    not_before: float
+    """The latest of its `nbf` and `iat` (seconds since the epoch); -inf when it has neither."""
+    expires: float
+    """Its `exp` as the verifier reads it (seconds since the epoch, a whole number)."""
+
+
+class TokenVerifier(Protocol):
+    """What the policy asks of JWT verification: the principal, or Unauthenticated."""
+
+    def verify(self, token: str) -> Principal:
+        """The principal a valid token proves; Unauthenticated says why a token is refused."""
+        ...
 
 
 def looks_like_jwt(token: str) -> bool:
@@ -156,6 +176,13 @@ class JwtVerifier:
 
     def verify(self, token: str) -> Principal:
         """The principal a valid token proves; Unauthenticated says why a token is refused."""
+        return self.verified(token).principal
+
+    def verified(self, token: str) -> Verified:
+        """The token checked in full (signature, claims, clock), with the span it is valid in.
+
+        Unauthenticated says why a token is refused.
+        """
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -180,11 +207,13 @@ class JwtVerifier:
         except jwt.PyJWTError as exc:
             raise Unauthenticated(_refusal(exc, choice.algorithms)) from None
         subject = claims.get("sub")
-        return Principal(
+        principal = Principal(
             name=subject if isinstance(subject, str) and subject else _JWT_SUBJECT,
             scopes=self._scopes(claims),
             kind="jwt",
         )
+        starts = [_instant(claims.get(name)) for name in ("nbf", "iat") if name in claims]
+        return Verified(principal, max(starts, default=-math.inf), _instant(claims["exp"]))
 
     def _key_for(self, kid: object) -> _VerificationKey:
         if isinstance(kid, str) and kid in self._by_kid:
@@ -218,6 +247,11 @@ class JwtVerifier:
                 "list of strings"
             )
         return frozenset(scope for scope in granted if scope in SCOPES)
+
+
+def _instant(value: Any) -> float:
+    """A time claim read as PyJWT reads it (`int(value)`), once it has accepted the claim."""
+    return float(int(value))
 
 
 def _refusal(exc: jwt.PyJWTError, algorithms: Sequence[str]) -> str:

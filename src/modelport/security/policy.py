@@ -16,8 +16,9 @@ from typing import Final
 from modelport.config import AuthSettings
 from modelport.errors import Forbidden, Unauthenticated
 from modelport.registry.keys import SCOPES, ApiKey, looks_like_key, secret_digest
-from modelport.security.credentials import JwtVerifier, Principal, looks_like_jwt
+from modelport.security.credentials import JwtVerifier, Principal, TokenVerifier, looks_like_jwt
 from modelport.security.rate_limit import RateLimiter
+from modelport.security.token_cache import TokenCache
 from modelport.serving.guard import Action
 
 __all__ = ["GRANTS", "Action", "KeyLookup", "Policy", "Principal"]
@@ -57,7 +58,9 @@ class Policy:
     API keys are looked up through `key_lookup` and remembered, found or not, for
     `cache_ttl_s` seconds (by the hash of the secret), so the hot path reaches the database
     once per key per period: a revoked key is refused at most `cache_ttl_s` after the revoke.
-    A lookup that misses the cache runs on the calling thread (one indexed query).
+    A lookup that misses the cache runs on the calling thread (one indexed query). Bearer
+    JWTs go to `jwt`: a JwtVerifier checks each one in full, a TokenCache in front of it only
+    the first time until the token's exp.
     """
 
     __slots__ = (
@@ -74,7 +77,7 @@ class Policy:
     def __init__(
         self,
         key_lookup: KeyLookup | None,
-        jwt: JwtVerifier | None,
+        jwt: TokenVerifier | None,
         required: bool,
         *,
         cache_ttl_s: float = _DEFAULT_CACHE_TTL_S,
@@ -224,17 +227,19 @@ def _scopes_for(action: Action) -> str:
 
 
 def build_policy(settings: AuthSettings, keys: KeyLookup | None) -> Policy:
-    """The policy `serve` enforces: API keys through `keys`, JWTs when a key is configured,
-    credentials required with `require_auth`, and the rate limit if one is set."""
+    """The policy `serve` enforces: API keys through `keys`, JWTs when a key is configured
+    (each accepted token remembered until its exp), credentials required with `require_auth`,
+    and the rate limit if one is set."""
     verifier = None
     if settings.jwt_public_key or settings.jwks_file:
-        verifier = JwtVerifier.from_files(
+        full = JwtVerifier.from_files(
             settings.jwt_public_key or None,
             settings.jwks_file or None,
             audience=settings.jwt_audience or None,
             issuer=settings.jwt_issuer or None,
             scope_claim=settings.jwt_scope_claim,
         )
+        verifier = TokenCache(full)
     limiter = None
     if settings.rate_limit:
         burst = settings.rate_burst or max(1.0, settings.rate_limit)
