@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from scenarios import (
@@ -463,8 +464,19 @@ def _soak_section(results: Results) -> str:
     return markdown_table(soak_rows(results)) + "\n\n" + _soak_samples(results)
 
 
-def markdown(results: Results, chart: str) -> str:
-    """The whole of docs/performance.md for one full run."""
+KEPT_MARKER = "<!-- Measured by scripts of their own; `make bench` keeps what follows. -->"
+"""Where docs/performance.md stops being the runner's: what follows is carried over as it is."""
+
+
+def kept_sections(page: Path) -> str:
+    """The part of `page` from KEPT_MARKER on ("" when the page or the marker is missing)."""
+    text = page.read_text() if page.exists() else ""
+    at = text.find(KEPT_MARKER)
+    return "" if at < 0 else text[at:]
+
+
+def markdown(results: Results, chart: str, kept: str = "") -> str:
+    """The whole of docs/performance.md for one full run, `kept` (see KEPT_MARKER) at its end."""
     m, v = results["machine"], results["versions"]
     target_rows = [["target", "result", "figures"]] + [
         [t["target"], f"**{t['status']}**", t["detail"]] for t in results["targets"]
@@ -585,4 +597,4 @@ ratio = modelport req/s / MLServer req/s in the same scenario.
 ## Notes
 
 {notes}
-"""
+""" + (f"\n{kept}" if kept else "")

@@ -795,7 +795,8 @@ def main() -> None:
     elif drawn.returncode != 0:
         print("note: the chart could not be drawn (see the error above)")
     if not partial:
-        (ROOT / "docs" / "performance.md").write_text(report.markdown(results, chart.name))
+        page = ROOT / "docs" / "performance.md"
+        page.write_text(report.markdown(results, chart.name, report.kept_sections(page)))
     shown = f", chart: {chart.relative_to(ROOT)}" if drawn and drawn.returncode == 0 else ""
     print(f"\nresults: {data.relative_to(ROOT)}{shown}")
 
