@@ -22,6 +22,8 @@ import modelport
 from modelport.transports.grpc_gen import inference_pb2 as pb
 from modelport.transports.grpc_gen import inference_pb2_grpc as pb_grpc
 
+from ..conftest import assert_close_float32
+
 pytestmark = pytest.mark.integration
 
 ROWS = np.array(
@@ -99,7 +101,7 @@ def test_raw_infer_matches_the_model_and_carries_provenance(
     predict = np.frombuffer(response.raw_output_contents[0], np.int64)
     proba = np.frombuffer(response.raw_output_contents[1], np.float32).reshape(batch, 3)
     assert predict.tolist() == want["predict"].tolist()
-    np.testing.assert_allclose(proba, want["predict_proba"], rtol=1e-6)
+    assert_close_float32(proba, want["predict_proba"])
     params = response.parameters
     assert params["modelport.sha256"].string_param == iris.version.digest
     assert params["modelport.request_id"].string_param == f"grpc-test-{batch}"
@@ -112,7 +114,7 @@ def test_typed_inputs_get_typed_outputs(stub: Stub, iris: Any) -> None:
     assert not response.raw_output_contents
     assert list(response.outputs[0].contents.int64_contents) == want["predict"].tolist()
     proba = np.array(response.outputs[1].contents.fp32_contents, np.float32)
-    np.testing.assert_allclose(proba.reshape(-1, 3), want["predict_proba"], rtol=1e-6)
+    assert_close_float32(proba.reshape(-1, 3), want["predict_proba"])
     # A generated request id when the client sends none (or an unusable one).
     assert len(response.parameters["modelport.request_id"].string_param) == 32
 

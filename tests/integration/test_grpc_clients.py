@@ -17,6 +17,8 @@ import pytest
 
 import modelport
 
+from ..conftest import assert_close_float32
+
 CLIENTS_PYTHON = os.environ.get("MODELPORT_CLIENTS_PYTHON", "")
 SCRIPTS = Path(__file__).parents[1] / "clients"
 
@@ -67,7 +69,7 @@ def test_tritonclient_grpc(grpc_server: Any, iris: Any) -> None:
         x = np.asarray(seen["rows"], dtype=np.float32)
         want = iris.predict(x)
         assert seen["predict"] == want["predict"].tolist()
-        np.testing.assert_allclose(seen["predict_proba"], want["predict_proba"], rtol=1e-6)
+        assert_close_float32(seen["predict_proba"], want["predict_proba"])
         assert seen["model_version"] == "1"
         assert seen["id"] == "rq-1"
         assert seen["parameters"]["modelport.sha256"]["string_param"] == iris.version.digest
@@ -97,7 +99,5 @@ def test_kserve_grpc(grpc_server: Any, iris: Any) -> None:
     for seen in report["infers"]:
         want = iris.predict(np.asarray(seen["rows"], dtype=np.float32))
         assert seen["outputs"]["predict"] == want["predict"].tolist()
-        np.testing.assert_allclose(
-            seen["outputs"]["predict_proba"], want["predict_proba"], rtol=1e-6
-        )
+        assert_close_float32(seen["outputs"]["predict_proba"], want["predict_proba"])
     assert "INVALID_ARGUMENT" in report["bad_shape"]

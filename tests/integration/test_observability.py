@@ -122,8 +122,9 @@ def test_counts_and_records_match_with_two_workers_and_both_protocols(
     assert first.model == "iris"
     assert first.version == 1
     assert first.protocol == "rest"
-    assert first.inputs == {"input-0": [[5.1, 3.5, 1.4, 0.2]]} or np.allclose(
-        first.inputs["input-0"], [[5.1, 3.5, 1.4, 0.2]]
+    # The log keeps the float32 values the model was given: copied, not computed, so exact.
+    np.testing.assert_array_equal(
+        np.asarray(first.inputs["input-0"], np.float32), np.float32([[5.1, 3.5, 1.4, 0.2]])
     )
     assert first.outputs is not None
     assert set(first.outputs) == {"predict", "predict_proba"}

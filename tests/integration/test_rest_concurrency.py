@@ -13,6 +13,8 @@ from sklearn.datasets import load_diabetes, load_iris
 
 import modelport
 
+from ..conftest import assert_close_float32
+
 pytestmark = pytest.mark.integration
 
 MODELS = ("iris", "iris-xgboost", "diabetes-lightgbm", "iris-onnx")
@@ -58,4 +60,6 @@ def test_concurrent_mixed_requests(http: httpx.Client, demo_registry: Path) -> N
         assert set(outputs) == set(want)
         for name, array in want.items():
             got = np.reshape(outputs[name]["data"], outputs[name]["shape"])
-            np.testing.assert_allclose(got, array, rtol=1e-6, atol=1e-7)
+            # Answered within batches of other sizes; the float32 rule holds FP64 outputs too,
+            # which compiled graphs compute in float32.
+            assert_close_float32(got, array, err_msg=f"{jobs[index][0]} {name}")

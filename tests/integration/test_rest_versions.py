@@ -12,6 +12,8 @@ import pytest
 
 from modelport.registry.store import Registry
 
+from ..conftest import assert_close_float32
+
 pytestmark = pytest.mark.integration
 
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
@@ -69,7 +71,7 @@ def test_two_versions_side_by_side(api: httpx.Client, digests: dict[int, str]) -
         assert newest["parameters"]["modelport.sha256"] == digests[2]
         assert v1["parameters"]["modelport.sha256"] == digests[1]
         # Different models really answered: C=0.01 is far less confident than the default.
-        np.testing.assert_allclose(proba(newest), proba(v2))
+        assert_close_float32(proba(newest), proba(v2))
         assert np.abs(proba(v1) - proba(v2)).max() > 0.1
         assert proba(v1).max() > proba(v2).max()
 

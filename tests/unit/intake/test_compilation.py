@@ -38,13 +38,10 @@ from modelport.runtimes.sklearn import SklearnRuntime
 from modelport.runtimes.xgboost import XGBoostRuntime
 from modelport.serving.artifacts import load_artifact, load_runtime
 
+from ...conftest import assert_close_compiled
+
 Array = np.ndarray[Any, Any]
 TOLERANCE = Tolerance()
-
-
-def _close(got: Array, want: Array) -> None:
-    """The documented float tolerance: |got - want| <= atol + rtol * |want|."""
-    np.testing.assert_allclose(got, want, rtol=TOLERANCE.rtol, atol=TOLERANCE.atol)
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +108,7 @@ def test_classifiers_match_their_own_predict(
     assert out["predict"].shape == (len(fresh_iris),)
     np.testing.assert_array_equal(out["predict"], model.predict(fresh_iris))
     assert out["predict_proba"].dtype == np.float32
-    _close(out["predict_proba"], model.predict_proba(fresh_iris))
+    assert_close_compiled(out["predict_proba"], model.predict_proba(fresh_iris))
     one = compiled.predict({"input-0": fresh_iris[:1]}, ["predict"])
     np.testing.assert_array_equal(one["predict"], model.predict(fresh_iris[:1]))
 
@@ -131,7 +128,7 @@ def test_a_regressor_keeps_its_float64_output(tmp_path: Path) -> None:
     # The graph computes in float32; the signature's FP64 [-1] is what comes out.
     assert out["predict"].dtype == np.float64
     assert out["predict"].shape == (len(fresh),)
-    _close(out["predict"], model.predict(fresh))
+    assert_close_compiled(out["predict"], model.predict(fresh))
 
 
 def test_a_text_pipeline_is_not_compiled(tmp_path: Path) -> None:
@@ -161,7 +158,7 @@ def test_signature_names_that_collide_with_the_graph_s_own(
     compiled = _compiled(compilation, tmp_path, signature)
     out = compiled.predict({"probabilities": fresh_iris.astype(np.float64)}, ["predict_proba"])
     assert out["predict_proba"].dtype == np.float64
-    _close(out["predict_proba"], model.predict_proba(fresh_iris.astype(np.float64)))
+    assert_close_compiled(out["predict_proba"], model.predict_proba(fresh_iris.astype(np.float64)))
 
 
 XGBOOST_CASES = {
@@ -194,7 +191,7 @@ def test_xgboost_matches_its_own_predict(
     want = booster.predict(xgboost.DMatrix(fresh_iris))
     assert out.dtype == np.float32
     assert out.shape == want.shape
-    _close(out, want)
+    assert_close_compiled(out, want)
 
 
 LIGHTGBM_CASES = {
@@ -230,7 +227,7 @@ def test_lightgbm_matches_its_own_predict(objective: str, tmp_path: Path) -> Non
     # LightGBM predicts in float64, and so does the compiled runtime's signature.
     assert out.dtype == np.float64
     assert out.shape == want.shape
-    _close(out, want)
+    assert_close_compiled(out, want)
 
 
 def test_a_different_model_fails_verification(iris: tuple[Array, Array], tmp_path: Path) -> None:
@@ -455,7 +452,7 @@ def test_push_compiles_and_load_serves_the_compiled_form(
     assert isinstance(loaded.runtime, RejectNonFinite)
     out = loaded.runtime.predict({"input-0": fresh_iris}, ["predict", "predict_proba"])
     np.testing.assert_array_equal(out["predict"], model.predict(fresh_iris))
-    _close(out["predict_proba"], model.predict_proba(fresh_iris))
+    assert_close_compiled(out["predict_proba"], model.predict_proba(fresh_iris))
 
     original = load_artifact(registry, mv, prefer_compiled=False)
     assert (original.compiled, original.format, original.digest) == (False, "sklearn", mv.digest)

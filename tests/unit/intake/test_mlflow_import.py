@@ -33,6 +33,8 @@ from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_runtime
 
+from ...conftest import assert_close_float32, assert_close_float64
+
 RUN_ID = "5f1c0ffee0ddba11"
 ROWS = np.random.default_rng(7).normal(size=(60, 4)).astype(np.float32)
 LABELS = (ROWS[:, 0] + ROWS[:, 1] > 0).astype(np.int64) + (ROWS[:, 2] > 0.5)
@@ -138,7 +140,7 @@ def test_sklearn_skops_keeps_the_mlmodel_provenance(
     }
     out = predicted(registry, mv, ROWS)
     assert out["predict"].tolist() == logistic.predict(ROWS).tolist()
-    np.testing.assert_allclose(out["predict_proba"], logistic.predict_proba(ROWS), rtol=1e-6)
+    assert_close_float32(out["predict_proba"], logistic.predict_proba(ROWS))
 
 
 def test_a_pickled_sklearn_model_needs_trust(
@@ -163,7 +165,7 @@ def test_xgboost(registry: Registry, xgboost_booster: tuple[Path, Any]) -> None:
     assert mv.metadata["mlflow.flavor.xgb_version"] == xgboost.__version__
     assert mv.metadata["mlflow.flavor.model_class"] == "xgboost.core.Booster"
     expected = booster.predict(xgboost.DMatrix(ROWS))
-    np.testing.assert_allclose(predicted(registry, mv, ROWS)["predict"], expected, rtol=1e-6)
+    assert_close_float32(predicted(registry, mv, ROWS)["predict"], expected)
 
 
 def test_lightgbm(registry: Registry, lightgbm_booster: tuple[Path, Any]) -> None:
@@ -171,7 +173,7 @@ def test_lightgbm(registry: Registry, lightgbm_booster: tuple[Path, Any]) -> Non
     mv = import_mlflow_model(registry, path, created_by="tests", name="sales")
     assert (mv.name, mv.format, mv.source) == ("sales", "lightgbm", "model.lgb")
     assert mv.metadata["mlflow.flavor.lgb_version"] == lightgbm.__version__
-    np.testing.assert_allclose(predicted(registry, mv, ROWS)["predict"], booster.predict(ROWS))
+    assert_close_float64(predicted(registry, mv, ROWS)["predict"], booster.predict(ROWS))
 
 
 def test_lightgbm_sklearn_wrapper_is_served_as_sklearn(registry: Registry, saved: Path) -> None:
@@ -197,7 +199,7 @@ def test_onnx(registry: Registry, onnx_forest: tuple[Path, bytes]) -> None:
     labels, probabilities = session.run(None, {session.get_inputs()[0].name: ROWS})
     out = predicted(registry, mv, ROWS)
     assert out["label"].tolist() == labels.tolist()
-    np.testing.assert_allclose(out["probabilities"], probabilities)
+    assert_close_float32(out["probabilities"], probabilities)
 
 
 def test_compile_and_user_metadata_pass_through(

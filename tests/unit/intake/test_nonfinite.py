@@ -21,6 +21,8 @@ from modelport.runtimes.python import PythonRuntime
 from modelport.runtimes.sklearn import SklearnRuntime
 from modelport.runtimes.xgboost import XGBoostRuntime
 
+from ...conftest import assert_close_compiled
+
 X, Y = load_iris(return_X_y=True)
 X = X.astype(np.float32)
 SIGNATURE = Signature((TensorSpec("x", "FP32", (-1, 2)),), (TensorSpec("y", "FP64", (-1,)),))
@@ -71,10 +73,9 @@ def test_models_that_answer_nan_must_agree_on_it(tmp_path: Path) -> None:
     rows = X[:4].copy()
     rows[0, 0] = np.nan
     rows[2, :] = np.nan
-    np.testing.assert_allclose(
+    assert_close_compiled(
         served.predict({"input-0": rows}, ["predict"])["predict"],
         original.predict({"input-0": rows}, ["predict"])["predict"],
-        atol=1e-5,
     )
 
 

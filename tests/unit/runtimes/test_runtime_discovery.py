@@ -60,6 +60,7 @@ def test_custom_runtime_by_dotted_path(tmp_path: Path, monkeypatch: pytest.Monke
     }
     x = np.array([[1, 1, 1], [0, 2, 4]], dtype=np.float32)
     out = runtime.predict({"input-0": x}, ["predict"])
+    # Small whole numbers and halves: every partial sum is exact, in any order.
     np.testing.assert_array_equal(out["predict"], [2.5, 1.0])
 
 

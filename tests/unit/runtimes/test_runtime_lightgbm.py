@@ -14,6 +14,8 @@ from modelport.errors import InvalidInput
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.runtimes.lightgbm import LightGBMRuntime
 
+from ...conftest import assert_close_float32, assert_close_float64
+
 BATCHES = [1, 8]
 PARAMS = {"num_leaves": 4, "min_data_in_leaf": 5, "verbose": -1, "num_threads": 1}
 
@@ -45,7 +47,8 @@ def test_multiclass_matches_lightgbm(
     out = runtime.predict({"input-0": x[:batch]}, ["predict"])
     assert out["predict"].dtype == np.float64
     assert out["predict"].shape == (batch, 3)
-    np.testing.assert_allclose(out["predict"], booster.predict(x[:batch]), rtol=1e-6)
+    # LightGBM computes in float64 throughout.
+    assert_close_float64(out["predict"], booster.predict(x[:batch]))
 
 
 @pytest.mark.parametrize("objective", ["regression", "binary"])
@@ -62,7 +65,7 @@ def test_single_output_models(tmp_path: Path, objective: str) -> None:
     for batch in BATCHES:
         out = runtime.predict({"input-0": x[:batch]}, ["predict"])
         assert out["predict"].shape == (batch,)
-        np.testing.assert_allclose(out["predict"], booster.predict(x[:batch]), rtol=1e-6)
+        assert_close_float64(out["predict"], booster.predict(x[:batch]))
 
 
 def test_empty_batch(
@@ -86,7 +89,8 @@ def test_given_signature_is_used(
     assert runtime.signature == signature
     out = runtime.predict({"features": x[:4]}, ["predict"])
     assert out["predict"].dtype == np.float32
-    np.testing.assert_allclose(out["predict"], booster.predict(x[:4]), rtol=1e-6)
+    # Rounded to the signature's FP32: the float32 rule.
+    assert_close_float32(out["predict"], booster.predict(x[:4]))
 
 
 @pytest.mark.parametrize(
