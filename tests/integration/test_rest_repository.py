@@ -81,7 +81,7 @@ def test_unload_then_load(client: triton.InferenceServerClient, http: httpx.Clie
         everything = http.post("/v2/repository/index").json()
         (entry,) = (e for e in everything if e["name"] == MODEL)
         assert entry["state"] == "UNAVAILABLE"
-        assert entry["reason"]
+        assert entry["reason"] == advice
         only_ready = http.post("/v2/repository/index", json={"ready": True}).json()
         assert MODEL not in [e["name"] for e in only_ready]
         assert len(only_ready) == len(DEMO_MODELS) - 1

@@ -293,7 +293,10 @@ class DataPlane:
             for model in loaded:
                 entries.append(IndexEntry(mv.name, str(model.number), "READY", ""))
             if not loaded and not ready_only:
-                reason = self._failures.get(mv.name, "not loaded")
+                if self._lifecycle.unloaded(mv.name, mv.version):
+                    reason = self._not_served(mv).message
+                else:
+                    reason = self._failures.get(mv.name, "not loaded")
                 entries.append(IndexEntry(mv.name, str(mv.version), "UNAVAILABLE", reason))
         return entries
 

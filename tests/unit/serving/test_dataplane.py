@@ -211,6 +211,8 @@ def test_an_unloaded_version_is_not_found_until_loaded_again(dataplane: DataPlan
         with pytest.raises(NotFound, match="was unloaded"):
             run(dataplane.drift("summer", version))
     assert run(dataplane.model_ready("summer", None)) is False
+    (entry,) = (e for e in run(dataplane.repository_index()) if e.name == "summer")
+    assert (entry.version, entry.state, entry.reason) == ("2", "UNAVAILABLE", advice)
     # Never loaded, rather than unloaded: still "registered but not loaded".
     with pytest.raises(NotReady, match="version 1 is registered but not loaded"):
         run(dataplane.infer("summer", "1", request(), "r"))
