@@ -2,6 +2,8 @@
 
 The scikit-learn, XGBoost and LightGBM models are also compiled to ONNX at push (each kept
 only if it matches its original), so that serving the demo imports none of those libraries.
+Each model is pushed with the rows it was trained on as its reference data, so that the served
+demo answers drift (`GET /v2/models/NAME/drift`) too.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import numpy as np
 
 from modelport.errors import InternalError
 from modelport.intake.push import push_artifact
+from modelport.monitoring.reference_profile import build_profile
+from modelport.protocol.signature import Signature
 from modelport.registry.store import Registry
 
 Built = tuple[Path, str, dict[str, Any]]
 """(artifact file, format, provenance metadata)."""
+Columns = dict[str, np.ndarray[Any, Any]]
+"""Reference data: feature name -> one value per training row, in the input's feature order."""
 
 _SEED = 0
 
@@ -28,6 +34,22 @@ def _iris() -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
 
     x, y = load_iris(return_X_y=True)
     return x.astype(np.float32), y
+
+
+def _iris_columns() -> Columns:
+    from sklearn.datasets import load_iris
+
+    x, _ = _iris()
+    names = [n.removesuffix(" (cm)").replace(" ", "_") for n in load_iris().feature_names]
+    return {name: x[:, j] for j, name in enumerate(names)}
+
+
+def _diabetes_columns() -> Columns:
+    from sklearn.datasets import load_diabetes
+
+    data = load_diabetes()
+    x = data.data.astype(np.float32)
+    return {name: x[:, j] for j, name in enumerate(data.feature_names)}
 
 
 def _accuracy(predicted: Any, y: Any) -> str:
@@ -159,6 +181,25 @@ COMPILED_DEMO_MODELS: frozenset[str] = frozenset({"iris", "iris-xgboost", "diabe
 scikit-learn, XGBoost or LightGBM import (those take most of a server's start-up)."""
 
 
+def _greeting_columns() -> Columns:
+    phrases = [phrase for ps in _GREETINGS.values() for phrase in ps]
+    return {"text": np.array(phrases, dtype=np.object_)}
+
+
+REFERENCE_DATA: dict[str, Callable[[], Columns]] = {
+    "iris": _iris_columns,
+    "iris-xgboost": _iris_columns,
+    "diabetes-lightgbm": _diabetes_columns,
+    "iris-onnx": _iris_columns,
+    "greeting-language": _greeting_columns,
+}
+"""Each demo model's training rows (features only), which its reference profile is built from."""
+
+
+def _profile(columns: Columns) -> Callable[[Signature], dict[str, Any]]:
+    return lambda signature: build_profile(columns, signature.inputs)
+
+
 def build_demo(location: str, created_by: str) -> Iterator[str]:
     """Train and register each demo model not yet in the registry; yields one line per model."""
     registry = Registry.open(location)
@@ -179,8 +220,10 @@ def build_demo(location: str, created_by: str) -> Iterator[str]:
                     metadata=meta,
                     created_by=created_by,
                     compile=compile,
+                    profile=_profile(REFERENCE_DATA[name]()),
                 )
                 line = f"{name}: version {mv.version} ({fmt}, sha256 {mv.digest[:12]}"
+                line += "; reference profile of its training rows"
                 if compile is not None:
                     if mv.compiled is None:
                         # A demo that silently served its originals would start slowly and

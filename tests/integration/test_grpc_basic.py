@@ -310,7 +310,15 @@ def test_repository_index_load_and_unload(stub: Stub) -> None:
         assert stub.ModelReady(pb.ModelReadyRequest(name="iris-xgboost")).ready is False
         with pytest.raises(grpc.RpcError) as caught:
             stub.ModelInfer(raw_request(ROWS[:1], model_name="iris-xgboost"))
-        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        # Unloaded by an operator: the client's to fix (load it), not "retry later".
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        assert caught.value.details() == (
+            "model 'iris-xgboost' version 1 was unloaded; "
+            "load it with POST /v2/repository/models/iris-xgboost/load"
+        )
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.ModelMetadata(pb.ModelMetadataRequest(name="iris-xgboost"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
         ready_only = stub.RepositoryIndex(pb.RepositoryIndexRequest(ready=True))
         assert "iris-xgboost" not in {m.name for m in ready_only.models}
     finally:
@@ -318,6 +326,8 @@ def test_repository_index_load_and_unload(stub: Stub) -> None:
         load.parameters["version"].string_param = "1"
         stub.RepositoryModelLoad(load)
     assert stub.ModelReady(pb.ModelReadyRequest(name="iris-xgboost")).ready is True
+    answer = stub.ModelInfer(raw_request(ROWS[:1], model_name="iris-xgboost"))
+    assert answer.model_version == "1"
     with pytest.raises(grpc.RpcError) as caught:
         stub.RepositoryModelLoad(pb.RepositoryModelLoadRequest(model_name="no-such-model"))
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND

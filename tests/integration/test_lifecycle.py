@@ -208,3 +208,26 @@ def test_two_servers_on_one_postgresql_registry_both_follow_an_alias_move(
             http.close()
         # Before the database is dropped under them.
         assert [server.stop() for server in replicas] == [0, 0]
+
+
+def test_an_unloaded_model_stays_unloaded_while_the_registry_changes(
+    start_server: ServerFactory, registry_dir: Path, tmp_path: Path
+) -> None:
+    server = serve(start_server, registry_dir)
+    advice = (
+        "model 'iris' version 1 was unloaded; load it with POST /v2/repository/models/iris/load"
+    )
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        assert http.post("/v2/repository/models/iris/unload").status_code == 200
+        # Another model arrives: the server syncs with the registry, and goes through iris
+        # (its names in order) before it loads zeta; what an operator took away stays away.
+        with Registry.open(registry_dir) as registry:
+            path, fmt, _ = build_iris(tmp_path)
+            push_artifact(registry, path, name="zeta", format=fmt, created_by=CREATED_BY)
+        server.wait_for("loaded zeta version 1")
+        refused = http.post("/v2/models/iris/infer", json={"inputs": [ROW]})
+        assert refused.status_code == 404
+        assert refused.json() == {"error": advice, "code": "not_found"}
+        assert infer(http, "/v2/models/zeta/infer")["model_version"] == "1"
+        assert http.post("/v2/repository/models/iris/load").status_code == 200
+        assert infer(http)["model_version"] == "1"

@@ -57,22 +57,31 @@ def test_index_rejects_malformed_options(http: httpx.Client, body: bytes) -> Non
 def test_unload_then_load(client: triton.InferenceServerClient, http: httpx.Client) -> None:
     client.unload_model(MODEL)
     try:
+        advice = (
+            f"model {MODEL!r} version 1 was unloaded; "
+            f"load it with POST /v2/repository/models/{MODEL}/load"
+        )
         assert not client.is_model_ready(MODEL)
+        # An operator took it away: a client error (retrying will not help), not a 503.
         ready = http.get(f"/v2/models/{MODEL}/ready")
-        assert ready.status_code == 503
-        assert ready.json()["code"] == "not_ready"
+        assert ready.status_code == 404
+        assert ready.json() == {"error": advice, "code": "not_found"}
 
         with pytest.raises(InferenceServerException) as caught:
             client.infer(MODEL, greeting_input())
-        assert caught.value.status() == "503"
-        message = caught.value.message()
-        assert "not loaded" in message
-        assert f"POST /v2/repository/models/{MODEL}/load" in message
+        assert caught.value.status() == "404"
+        assert caught.value.message() == advice
+        pinned = http.post(
+            f"/v2/models/{MODEL}/versions/1/infer",
+            json={"inputs": [{"name": "text", "datatype": "BYTES", "shape": [1], "data": ["hi"]}]},
+        )
+        assert pinned.status_code == 404
+        assert pinned.json() == {"error": advice, "code": "not_found"}
 
         everything = http.post("/v2/repository/index").json()
         (entry,) = (e for e in everything if e["name"] == MODEL)
         assert entry["state"] == "UNAVAILABLE"
-        assert entry["reason"]
+        assert entry["reason"] == advice
         only_ready = http.post("/v2/repository/index", json={"ready": True}).json()
         assert MODEL not in [e["name"] for e in only_ready]
         assert len(only_ready) == len(DEMO_MODELS) - 1
@@ -88,10 +97,11 @@ def test_unload_then_load(client: triton.InferenceServerClient, http: httpx.Clie
     assert result.as_numpy("language").tolist() == [b"en", b"fr"]
 
 
-def test_metadata_of_an_unloaded_model_is_503(unloaded: str, http: httpx.Client) -> None:
+def test_metadata_of_an_unloaded_model_is_404(unloaded: str, http: httpx.Client) -> None:
     response = http.get(f"/v2/models/{unloaded}")
-    assert response.status_code == 503
-    assert "load" in response.json()["error"]
+    assert response.status_code == 404
+    assert response.json()["code"] == "not_found"
+    assert "was unloaded; load it with POST" in response.json()["error"]
 
 
 def test_load_with_empty_body_and_json(http: httpx.Client, unloaded: str) -> None:

@@ -84,11 +84,15 @@ def test_two_versions_side_by_side(api: httpx.Client, digests: dict[int, str]) -
         )
         assert unloaded.status_code == 200, unloaded.text
     assert unloaded.json()["versions"] == ["1"]
-    # Version 2 keeps serving; version 1 is registered but no longer loaded.
+    # Version 2 keeps serving; version 1 was unloaded: a client error that says how to load it.
     assert infer(api, "/v2/models/iris/infer")["model_version"] == "2"
     gone = api.post("/v2/models/iris/versions/1/infer", json=BODY)
-    assert gone.status_code == 503
-    assert "/v2/repository/models/iris/load" in gone.json()["error"]
+    assert gone.status_code == 404
+    assert gone.json() == {
+        "error": "model 'iris' version 1 was unloaded; "
+        "load it with POST /v2/repository/models/iris/load",
+        "code": "not_found",
+    }
 
 
 def test_loading_an_unknown_version_is_404(api: httpx.Client) -> None:

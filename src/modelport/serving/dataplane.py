@@ -113,17 +113,35 @@ class DataPlane:
     # -- inference -----------------------------------------------------------------------
 
     async def resolve(self, name: str, version: str | None) -> LoadedModel:
-        """The loaded model that answers `name[/versions/version]`, or a NotFound/NotReady."""
+        """The loaded model that answers `name[/versions/version]`, or why none does.
+
+        NotFound for an unknown model, version or alias, and for a version an operator
+        unloaded (a client error: nothing will serve it until someone loads it); NotReady
+        while it is loading, and when its load failed (this process cannot serve it; another
+        replica may). Both messages say what to do.
+        """
         model = self._catalog.get(name, version)
         if model is not None:
             return model
         mv = await self._registered(name, version)
-        reason = self._failures.get(name)
-        detail = f" (loading failed: {reason})" if reason else ""
-        raise NotReady(
-            f"model {name!r} version {mv.version} is registered but not loaded{detail}; "
-            f"load it with POST /v2/repository/models/{name}/load"
-        )
+        raise self._not_served(mv)
+
+    def _not_served(self, mv: ModelVersion) -> ModelportError:
+        """Why the registered version `mv` is not loaded, as the error a request gets."""
+        name, number = mv.name, mv.version
+        what = f"model {name!r} version {number}"
+        load = f"POST /v2/repository/models/{name}/load"
+        if self._lifecycle.loading(name, number):
+            return NotReady(f"{what} is loading; retry shortly")
+        if self._lifecycle.unloaded(name, number):
+            return NotFound(f"{what} was unloaded; load it with {load}")
+        failure = self._lifecycle.failure(name, number)
+        if failure is not None:
+            return NotReady(
+                f"{what} failed to load on this server ({failure}); push a fixed version, "
+                f"or load it again with {load}"
+            )
+        return NotReady(f"{what} is registered but not loaded; load it with {load}")
 
     def shed(self, name: str, version: str | None) -> None:
         """Overloaded when the model that would answer cannot take another request now.
@@ -275,7 +293,10 @@ class DataPlane:
             for model in loaded:
                 entries.append(IndexEntry(mv.name, str(model.number), "READY", ""))
             if not loaded and not ready_only:
-                reason = self._failures.get(mv.name, "not loaded")
+                if self._lifecycle.unloaded(mv.name, mv.version):
+                    reason = self._not_served(mv).message
+                else:
+                    reason = self._failures.get(mv.name, "not loaded")
                 entries.append(IndexEntry(mv.name, str(mv.version), "UNAVAILABLE", reason))
         return entries
 

@@ -1,7 +1,8 @@
 """Which versions this process serves: start-up loading, following the registry, retiring.
 
 The lifecycle owns what changes while the server runs: the catalog's contents and routes, why a
-model failed to load, which versions were given up on, and the versions being retired. The
+model failed to load, which versions were given up on, which are loading, which an operator
+unloaded (they stay unloaded until loaded again), and the versions being retired. The
 dataplane reads the catalog on the request path and asks the lifecycle to load and unload.
 """
 
@@ -61,6 +62,12 @@ class Lifecycle:
         self._counter = 0
         self._given_up: set[tuple[str, int]] = set()
         """Versions that failed to load or warm up: not retried (push a new version)."""
+        self._failed: dict[tuple[str, int], str] = {}
+        """(name, version) -> why its last load failed (cleared by a load that succeeds)."""
+        self._loading: set[tuple[str, int]] = set()
+        """Versions being loaded right now, at start-up, by a load request or by `sync`."""
+        self._unloaded: set[tuple[str, int]] = set()
+        """Versions an operator unloaded: `sync` leaves them out until a load asks for them."""
         self._retiring: set[asyncio.Future[None]] = set()
 
     @property
@@ -92,6 +99,18 @@ class Lifecycle:
     def failures(self) -> Mapping[str, str]:
         """Model name -> why its last load failed (cleared by a load that succeeds)."""
         return self._failures
+
+    def loading(self, name: str, number: int) -> bool:
+        """True while the version is being loaded (start-up, a load request, or `sync`)."""
+        return not self._ready or (name, number) in self._loading
+
+    def unloaded(self, name: str, number: int) -> bool:
+        """True when an operator unloaded the version and nothing has loaded it since."""
+        return (name, number) in self._unloaded
+
+    def failure(self, name: str, number: int) -> str | None:
+        """Why the version's last load failed, or None (never failed, or loaded since)."""
+        return self._failed.get((name, number))
 
     def preload(self, selection: Sequence[str] = ()) -> None:
         """Load the start-up models synchronously (before any event loop or fork), then be ready.
@@ -143,7 +162,7 @@ class Lifecycle:
             loaded = {m.number for m in self._catalog.versions(name)}
             before = self._catalog.get(name)
             for number in sorted(versions - loaded):
-                if (name, number) in self._given_up:
+                if (name, number) in self._given_up or (name, number) in self._unloaded:
                     continue
                 model = await self._executor.run(self._load_version, name, number, True)
                 if model is not None:
@@ -200,6 +219,7 @@ class Lifecycle:
         None when it failed to load or warm up: that is logged, recorded as load_failed and
         not tried again.
         """
+        self._loading.add((name, number))
         try:
             mv = self._registry.get(name, number)
             model = self._build(mv, warm_up)
@@ -208,6 +228,8 @@ class Lifecycle:
             self._given_up.add((name, number))
             self._event(name, "load_failed", number, detail={"error": exc.message})
             return None
+        finally:
+            self._loading.discard((name, number))
         self._event(name, "load", number)
         return model
 
@@ -238,7 +260,15 @@ class Lifecycle:
             existing = self._catalog.get(mv.name, str(mv.version))
             if existing is not None:
                 return existing
-            model = await self._executor.run(self._build, mv)
+            key = (mv.name, mv.version)
+            self._loading.add(key)
+            try:
+                model = await self._executor.run(self._build, mv)
+            finally:
+                self._loading.discard(key)
+            # Asked for by name: the follower may load it again, whatever came before.
+            self._unloaded.discard(key)
+            self._given_up.discard(key)
             self._catalog.add(model)
             await self._executor.run(self._event, mv.name, "load", mv.version, actor)
         return model
@@ -247,6 +277,7 @@ class Lifecycle:
         """Stop serving `models` at once and close them; `actor` goes to their history."""
         for model in models:
             self._catalog.remove(model.name, model.number)
+            self._unloaded.add((model.name, model.number))
             await self._executor.run(model.runtime.close)
             await self._executor.run(self._event, model.name, "unload", model.number, actor)
 
@@ -263,7 +294,7 @@ class Lifecycle:
             runtime = loaded.runtime
             policy = policy_for(mv.signature, runtime.row_independent, chosen)
         except ModelportError as exc:
-            self._failures[name] = exc.message
+            self._failed_to_load(mv, exc.message)
             raise
         except Exception as exc:
             # A third-party runtime may raise anything; the server must stay up.
@@ -272,7 +303,7 @@ class Lifecycle:
                 f"the {mv.format} runtime failed to load version {mv.version} "
                 f"({type(exc).__name__}); the server log has details"
             )
-            self._failures[name] = message
+            self._failed_to_load(mv, message)
             raise InternalError(message) from exc
         dispatch = Batched(
             self._executor,
@@ -285,9 +316,10 @@ class Lifecycle:
             if warm_up:
                 _warm_up(model)
         except ModelportError as exc:
-            self._failures[name] = exc.message
+            self._failed_to_load(mv, exc.message)
             raise
         self._failures.pop(name, None)
+        self._failed.pop((name, mv.version), None)
         batching = f"up to {policy.max_batch_size} rows" if policy.enabled else "off"
         log.info(
             "loaded %s version %d (sha256 %s; batching %s)",
@@ -298,6 +330,10 @@ class Lifecycle:
         )
         self._telemetry.loaded(mv, time.perf_counter() - started, chosen)
         return model
+
+    def _failed_to_load(self, mv: ModelVersion, message: str) -> None:
+        self._failures[mv.name] = message
+        self._failed[(mv.name, mv.version)] = message
 
     async def close(self) -> None:
         """Unload every model."""

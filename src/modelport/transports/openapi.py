@@ -23,13 +23,15 @@ _ERRORS: Final[dict[str, str]] = {
     "artifact is not trusted (untrusted_artifact).",
     "401": "No valid credential (the server runs with --require-auth).",
     "403": "The credential lacks the scope this endpoint needs.",
-    "404": "Unknown model, version or alias, or the feature is off on this server.",
+    "404": "Unknown model, version or alias, a version an operator unloaded, or the feature is "
+    "off on this server.",
     "409": "The action contradicts the current state.",
     "413": "The request body (after decompression) is larger than the server accepts.",
     "429": "Too many requests; retry later.",
     "500": "A genuine fault; the server log has details under the x-request-id.",
     "501": "The server does not offer this feature.",
-    "503": "Not ready (model or server still loading), or overloaded (see Retry-After).",
+    "503": "Not ready (model or server still loading, or the model failed to load), or "
+    "overloaded (see Retry-After).",
     "504": "The request ran past its deadline.",
 }
 # Any request may be malformed, shed, late or meet a genuine fault; every one but the open
@@ -190,7 +192,8 @@ def _ready(path: tuple[str, ...], infix: str) -> Schema:
         "get": _operation(
             f"model{infix}Ready",
             "health",
-            "Whether the model is loaded (200) or registered but not loaded (503).",
+            "Whether the model is loaded (200), unloaded by an operator (404), or loading, failed "
+            "to load or not loaded (503).",
             _ok("The model is ready.", _json("ModelReady")),
             scope="metadata",
             errors=_MODEL,

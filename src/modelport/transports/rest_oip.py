@@ -89,11 +89,10 @@ class OipEndpoints:
         )
 
     async def model_ready(self, request: Request) -> Response:
-        """The version is loaded, or NotReady (NotFound when not registered)."""
+        """The version is loaded, or the error an inference on it would answer."""
         name = request.params["model_name"]
-        if await self._dp.model_ready(name, request.params.get("model_version")):
-            return json_response({"name": name, "ready": True})
-        raise NotReady(f"model {name!r} is not loaded")
+        await self._dp.resolve(name, request.params.get("model_version"))
+        return json_response({"name": name, "ready": True})
 
     async def infer(self, request: Request) -> Response:
         """One inference: JSON or binary tensor data in, the same out."""

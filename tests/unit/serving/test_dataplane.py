@@ -183,6 +183,7 @@ def test_loading_twice_returns_the_loaded_model(dataplane: DataPlane) -> None:
 
 
 def test_not_loaded_says_how_to_load(dataplane: DataPlane) -> None:
+    dataplane.lifecycle.preload(["other"])
     with pytest.raises(NotReady) as caught:
         run(dataplane.infer("summer", None, request(), "r"))
     message = caught.value.message
@@ -193,6 +194,39 @@ def test_not_loaded_says_how_to_load(dataplane: DataPlane) -> None:
     assert run(dataplane.model_ready("summer", None)) is False
     with pytest.raises(NotReady):
         run(dataplane.model_metadata("summer", None))
+
+
+def test_an_unloaded_version_is_not_found_until_loaded_again(dataplane: DataPlane) -> None:
+    dataplane.lifecycle.preload(["summer"])
+    assert run(dataplane.unload("summer")) == [2]
+    advice = (
+        "model 'summer' version 2 was unloaded; load it with POST /v2/repository/models/summer/load"
+    )
+    for version in (None, "2", "latest"):
+        with pytest.raises(NotFound) as caught:
+            run(dataplane.infer("summer", version, request(), "r"))
+        assert caught.value.message == advice
+        with pytest.raises(NotFound, match="was unloaded"):
+            run(dataplane.model_metadata("summer", version))
+        with pytest.raises(NotFound, match="was unloaded"):
+            run(dataplane.drift("summer", version))
+    assert run(dataplane.model_ready("summer", None)) is False
+    (entry,) = (e for e in run(dataplane.repository_index()) if e.name == "summer")
+    assert (entry.version, entry.state, entry.reason) == ("2", "UNAVAILABLE", advice)
+    # Never loaded, rather than unloaded: still "registered but not loaded".
+    with pytest.raises(NotReady, match="version 1 is registered but not loaded"):
+        run(dataplane.infer("summer", "1", request(), "r"))
+    run(dataplane.load("summer"))
+    assert run(dataplane.infer("summer", None, request(), "r")).model_version == "2"
+    assert run(dataplane.model_ready("summer", None)) is True
+
+
+def test_a_model_still_loading_is_not_ready(dataplane: DataPlane) -> None:
+    # Before start-up loading has finished, what is not loaded yet is on its way.
+    with pytest.raises(NotReady, match="'summer' version 2 is loading; retry shortly"):
+        run(dataplane.infer("summer", None, request(), "r"))
+    with pytest.raises(NotReady, match="is loading"):
+        run(dataplane.model_metadata("summer", "1"))
 
 
 @pytest.mark.parametrize(
@@ -284,8 +318,11 @@ def test_tampered_artifact_never_loads(tmp_path: Path) -> None:
         assert run(dataplane.repository_index(ready_only=True)) == []
         with pytest.raises(UntrustedArtifact, match=mv.digest):
             run(dataplane.load("m"))
-        with pytest.raises(NotReady, match="loading failed: artifact sha256 mismatch"):
+        # A failed load is this server's condition, not the client's mistake: 503.
+        with pytest.raises(NotReady, match=r"failed to load on this server \(artifact sha256"):
             run(dataplane.infer("m", None, request(), "r"))
+        with pytest.raises(NotReady, match="push a fixed version"):
+            run(dataplane.model_metadata("m", "1"))
         assert str(tmp_path) not in entry.reason
     finally:
         executor.shutdown()

@@ -160,3 +160,48 @@ def test_close_unloads_everything(
     lifecycle.preload()
     asyncio.run(lifecycle.close())
     assert list(catalog) == []
+
+
+def test_an_unloaded_version_stays_unloaded_while_following_until_loaded(
+    registry: Registry, catalog: Catalog, lifecycle: Lifecycle, tmp_path: Path
+) -> None:
+    mv = push(registry, tmp_path, 1.0)
+    lifecycle.preload()
+    asyncio.run(lifecycle.unload(catalog.versions("m"), "carol"))
+    assert lifecycle.unloaded("m", 1)
+    asyncio.run(lifecycle.sync())  # the unload changed the registry's counter
+    assert served(catalog) == []  # the follower does not undo what an operator did
+    push(registry, tmp_path, 2.0)
+    asyncio.run(lifecycle.sync())
+    assert served(catalog) == [2]  # a version pushed later is served as usual
+    asyncio.run(lifecycle.load(mv, "dave"))
+    assert not lifecycle.unloaded("m", 1)
+    assert served(catalog) == [1, 2]
+
+
+def test_what_is_loading_and_what_failed(
+    registry: Registry, catalog: Catalog, lifecycle: Lifecycle, tmp_path: Path
+) -> None:
+    push(registry, tmp_path, 1.0)
+    assert lifecycle.loading("m", 1)  # start-up loading has not finished
+    lifecycle.preload()
+    assert not lifecycle.loading("m", 1)
+    assert lifecycle.failure("m", 1) is None
+    broken = push(registry, tmp_path, 2.0, broken=True)
+    asyncio.run(lifecycle.sync())
+    failure = lifecycle.failure("m", 2)
+    assert failure is not None
+    assert "warm-up" in failure
+    seen: list[bool] = []
+
+    async def load() -> None:
+        loading = asyncio.ensure_future(lifecycle.load(broken, "erin"))
+        while not lifecycle.loading("m", 2) and not loading.done():
+            await asyncio.sleep(0)
+        seen.append(lifecycle.loading("m", 2))
+        await loading
+
+    asyncio.run(load())  # without a warm-up, the broken version loads
+    assert seen == [True]
+    assert lifecycle.failure("m", 2) is None
+    assert not lifecycle.loading("m", 2)

@@ -292,7 +292,10 @@ def test_repository_index_load_and_unload(app: RestApp) -> None:
     )
     unloaded = ask(app, "POST", "/v2/repository/models/iris/unload")
     assert unloaded.json() == {"name": "iris", "versions": ["1"], "unload": True}
-    error(ask(app, "GET", "/v2/models/iris/ready"), 503, "not_ready")
+    # Unloaded by an operator: a client error that says how to load it, not "retry later".
+    assert "was unloaded; load it with POST" in error(
+        ask(app, "GET", "/v2/models/iris/ready"), 404, "not_found"
+    )
     loaded = ask(
         app, "POST", "/v2/repository/models/iris/load", json={"parameters": {"version": 1}}
     )
