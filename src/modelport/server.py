@@ -22,6 +22,7 @@ import uvicorn
 from modelport import __version__
 from modelport.config import AuthSettings, LimitSettings, MetricsSettings, ServeSettings
 from modelport.errors import InvalidInput
+from modelport.metrics_listener import MetricsListener
 from modelport.observability.observer import Observer
 from modelport.registry.database import display_location
 from modelport.registry.keys import KeyStore
@@ -68,44 +69,6 @@ class _Server(uvicorn.Server):
 
 
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-
-class _MetricsServer(uvicorn.Server):
-    """uvicorn's server for the metrics port when it serves with other TLS than the API.
-
-    One uvicorn server wraps all its sockets with one SSLContext, so a port that serves
-    otherwise needs a server of its own. It runs on the API server's event loop, started and
-    stopped by that server's lifespan hooks; the API server owns the signals.
-    """
-
-    def __init__(self, config: uvicorn.Config, sock: socket.socket) -> None:
-        super().__init__(config)
-        self._sockets = [sock]
-        self._listening = asyncio.Event()
-        self._task: asyncio.Future[None] | None = None
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets=sockets)
-        self._listening.set()
-
-    async def start(self) -> None:
-        """Serve in the background; return once the port accepts connections."""
-        self._task = asyncio.ensure_future(self.serve(sockets=self._sockets))
-        listening = asyncio.ensure_future(self._listening.wait())
-        await asyncio.wait({self._task, listening}, return_when=asyncio.FIRST_COMPLETED)
-        listening.cancel()
-        if self._task.done():
-            self._task.result()  # a failed start raises here
-
-    async def stop(self) -> None:
-        """Stop accepting, let open connections finish, and return once it has stopped."""
-        self.should_exit = True
-        if self._task is not None:
-            await self._task
 
 
 def bind(host: str, port: int, *, workers: int = 1, flag: str = "--http-port") -> socket.socket:
@@ -352,7 +315,7 @@ def run_worker(
     background: list[asyncio.Task[None]] = []
     protection = protection if protection is not None else Protection()
     tls = protection.tls
-    metrics_server: _MetricsServer | None = None
+    metrics_server: MetricsListener | None = None
 
     async def on_startup() -> None:
         nonlocal grpc_server, failure
@@ -401,7 +364,7 @@ def run_worker(
     )
     if len(sockets) > 1:
         config = _uvicorn_config(app, protection.metrics_tls, lifespan="off")
-        metrics_server = _MetricsServer(config, sockets[1])
+        metrics_server = MetricsListener(config, sockets[1])
     _Server(_uvicorn_config(app, tls, lifespan="on")).run(sockets=sockets[:1])
     if failure is not None:
         # uvicorn only logs a failed start-up and returns; the caller must see it.
