@@ -50,6 +50,9 @@ LOG_FORMATS = ("auto", "json", "text")
 OVERFLOW_POLICIES = ("shed", "drop")
 """What happens to inferences once the inference-log backlog is full."""
 TRACE_EXPORTERS = ("none", "console", "otlp")
+METRICS_TLS_MODES = ("mtls", "tls", "plain")
+"""How a separate metrics port may serve: client certificates required, server certificate
+only, or plain HTTP."""
 DEFAULT_MAX_QUEUE: Final = 1024
 """Most requests in flight for one model in a server process when nothing else says."""
 
@@ -210,15 +213,29 @@ class LoggingSettings:
 
 @dataclass(frozen=True, slots=True)
 class MetricsSettings:
-    """Prometheus metrics at /metrics."""
+    """Prometheus metrics at /metrics, and the port that serves them with the health checks."""
 
     enabled: bool = _setting(True, key="metrics")
     port: int = _setting(0, key="metrics_port", shown="0 (on the REST port)")
-    """Serve /metrics on this port instead of the REST port."""
+    """Serve /metrics (and the health checks) on this port instead of the REST port."""
+    tls: str = _setting(
+        "",
+        key="metrics_tls",
+        shown="as the REST port (mtls with --tls-client-ca, tls with --tls-cert, else plain)",
+    )
+    """How `port` serves: "mtls" (client certificates, as the REST port under
+    --tls-client-ca), "tls" (server certificate only) or "plain"; empty: as the REST port."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"metrics_port must be 0-65535, got {self.port}")
+        if self.tls:
+            _one_of("metrics_tls", self.tls, METRICS_TLS_MODES)
+            if not self.port:
+                raise InvalidInput(
+                    "metrics_tls (--metrics-tls) applies to a metrics port of its own: add "
+                    "--metrics-port (on the REST port, /metrics is served as the API is)"
+                )
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +329,20 @@ class ServeSettings:
     tracing: TracingSettings = field(default_factory=TracingSettings)
     inference_log: InferenceLogSettings = field(default_factory=InferenceLogSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+
+    def __post_init__(self) -> None:
+        # The one check across groups: the metrics port's TLS comes from the TLS settings.
+        mode = self.metrics.tls
+        if mode in ("mtls", "tls") and not self.tls.cert:
+            raise InvalidInput(
+                f"metrics_tls = {mode} needs TLS: add --tls-cert and --tls-key "
+                "(or --metrics-tls plain)"
+            )
+        if mode == "mtls" and not self.tls.client_ca:
+            raise InvalidInput(
+                "metrics_tls = mtls needs client certificates: add --tls-client-ca "
+                "(or --metrics-tls tls for server-only TLS)"
+            )
 
 
 def available_cores() -> int:

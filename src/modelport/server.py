@@ -15,18 +15,26 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 
 from modelport import __version__
-from modelport.config import AuthSettings, LimitSettings, ServeSettings
+from modelport.config import AuthSettings, LimitSettings, MetricsSettings, ServeSettings
 from modelport.errors import InvalidInput
+from modelport.metrics_listener import MetricsListener
 from modelport.observability.observer import Observer
 from modelport.registry.database import display_location
 from modelport.registry.keys import KeyStore
 from modelport.registry.store import Registry
 from modelport.security.policy import build_policy
-from modelport.security.tls import TlsFiles, grpc_credentials, load_tls, uvicorn_options
+from modelport.security.tls import (
+    TlsFiles,
+    grpc_credentials,
+    load_tls,
+    metrics_port_tls,
+    uvicorn_options,
+)
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
@@ -127,6 +135,26 @@ def check_exposure(host: str, auth: AuthSettings) -> None:
     )
 
 
+def check_metrics_exposure(host: str, metrics: MetricsSettings, auth: AuthSettings) -> None:
+    """Refuse a plain-text metrics port (`--metrics-tls plain`) beyond loopback without
+    authentication, unless `auth` says it is on purpose.
+
+    Under mutual TLS the client certificate is what keeps strangers off the port; taking it
+    away on a reachable address needs a credential instead (InvalidInput says which flags).
+    """
+    if metrics.tls != "plain" or not (metrics.enabled and metrics.port):
+        return
+    if auth.require_auth or auth.allow_insecure or is_loopback(host):
+        return
+    raise InvalidInput(
+        f"refusing to serve the metrics port {metrics.port} in plain text on {host} without "
+        "authentication: anyone who reaches it could read the metrics. Add --require-auth "
+        "(scrapes then need a key with the read scope; health checks stay open), "
+        "--allow-insecure if something in front of the server authenticates every request, "
+        "or --metrics-tls tls|mtls"
+    )
+
+
 def is_loopback(host: str) -> bool:
     """Whether every address `host` names is a loopback address (unresolvable: no)."""
     try:
@@ -157,6 +185,8 @@ class Protection:
 
     tls: TlsFiles | None = None
     guard: Guard = field(default_factory=OpenGuard)
+    metrics_tls: TlsFiles | None = None
+    """The TLS of a metrics port of its own (`--metrics-tls`; None: plain text)."""
 
 
 def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> int:
@@ -166,9 +196,12 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
     memory), then announces readiness once every worker accepts connections.
     """
     listen = settings.listen
+    # The metrics port first: its message is the more specific one.
+    check_metrics_exposure(listen.host, settings.metrics, settings.auth)
     check_exposure(listen.host, settings.auth)
     # Certificates are checked before anything binds: a bad file fails at once.
     tls = load_tls(_path(settings.tls.cert), _path(settings.tls.key), _path(settings.tls.client_ca))
+    metrics_tls = metrics_port_tls(tls, settings.metrics.tls)
     # Bind first: a busy port is the likeliest start-up failure and should cost nothing.
     with contextlib.ExitStack() as stack:
         if listen.workers > 1:
@@ -190,7 +223,7 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
             )
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
         keys = stack.enter_context(KeyStore.open(settings.registry))
-        protection = Protection(tls, build_policy(settings.auth, keys.verify))
+        protection = Protection(tls, build_policy(settings.auth, keys.verify), metrics_tls)
         metrics_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelport-")))
         observer = Observer.from_settings(settings, Executor(), metrics_dir, sys.stderr)
         sockets = (sock, grpc_sock, metrics_sock)
@@ -211,7 +244,7 @@ def _serve(
     workers = f"{count} workers" if count > 1 else "1 worker"
     grpc_address = None if grpc_sock is None else address(grpc_sock)
     grpc = "" if grpc_address is None else f" and gRPC at {grpc_address}"
-    metrics = "" if metrics_sock is None else f"; metrics at {url(metrics_sock, tls)}/metrics"
+    metrics = "" if metrics_sock is None else _metrics_where(metrics_sock, protection)
     grpc += " (TLS)" if grpc and tls else ""
     announce(
         f"modelport {__version__} serving REST at {url(sock, tls)}{grpc} "
@@ -251,6 +284,17 @@ def _serve(
     return Supervisor(count, worker, on_exit).run(lambda: announce(ready))
 
 
+def _metrics_where(sock: socket.socket, protection: Protection) -> str:
+    """Where the announce line says the metrics port answers, and how it differs from the API."""
+    files = protection.metrics_tls
+    where = f"; metrics and health at {url(sock, files is not None)}"
+    if protection.tls is not None and files is None:
+        return where + " (plain HTTP)"
+    if protection.tls is not None and protection.tls.mutual and files and not files.mutual:
+        return where + " (no client certificate)"
+    return where
+
+
 def run_worker(
     dataplane: DataPlane,
     observer: Observer,
@@ -260,17 +304,18 @@ def run_worker(
     grpc_address: str | None = None,
     protection: Protection | None = None,
 ) -> None:
-    """Serve REST on `sockets` (the API, then /metrics if it has its own port), and gRPC on
-    `grpc_address` if given, until SIGINT or SIGTERM; with TLS and the guard of `protection`,
-    and messages as large as `limits` allow.
+    """Serve REST on `sockets` (the API, then /metrics and health if it has its own port), and
+    gRPC on `grpc_address` if given, until SIGINT or SIGTERM; with TLS and the guard of
+    `protection`, and messages as large as `limits` allow.
 
-    Both run on one event loop, so they share the dataplane and its batchers.
+    All run on one event loop, so they share the dataplane and its batchers.
     """
     grpc_server: GrpcServer | None = None
     failure: InvalidInput | None = None
     background: list[asyncio.Task[None]] = []
     protection = protection if protection is not None else Protection()
     tls = protection.tls
+    metrics_server: MetricsListener | None = None
 
     async def on_startup() -> None:
         nonlocal grpc_server, failure
@@ -291,11 +336,16 @@ def run_worker(
         observer.start()
         background.append(asyncio.ensure_future(dataplane.lifecycle.follow()))
         background.append(asyncio.ensure_future(observer.run()))
+        if metrics_server is not None:
+            await metrics_server.start()
         on_ready()
 
     async def on_shutdown() -> None:
         for task in background:
             task.cancel()
+        # Probes and scrapes are answered while the API drains; they stop before the rest.
+        if metrics_server is not None:
+            await metrics_server.stop()
         # REST has drained by now; gRPC calls get their own grace period.
         if grpc_server is not None:
             await grpc_server.stop()
@@ -312,11 +362,24 @@ def run_worker(
         metrics_port=sockets[1].getsockname()[1] if len(sockets) > 1 else 0,
         guard=protection.guard,
     )
-    config = uvicorn.Config(
+    if len(sockets) > 1:
+        config = _uvicorn_config(app, protection.metrics_tls, lifespan="off")
+        metrics_server = MetricsListener(config, sockets[1])
+    _Server(_uvicorn_config(app, tls, lifespan="on")).run(sockets=sockets[:1])
+    if failure is not None:
+        # uvicorn only logs a failed start-up and returns; the caller must see it.
+        raise failure
+
+
+def _uvicorn_config(
+    app: RestApp, tls: TlsFiles | None, *, lifespan: Literal["on", "off"]
+) -> uvicorn.Config:
+    """How uvicorn serves `app` on a port: with `tls` (None: plain), `lifespan` "on" or "off"."""
+    return uvicorn.Config(
         app,
         loop="uvloop",
         http="httptools",
-        lifespan="on",
+        lifespan=lifespan,
         access_log=False,
         # X-Forwarded-For from a local process would otherwise rewrite the client address that
         # the audit log, the inference log and per-address rate limits rely on.
@@ -326,7 +389,3 @@ def run_worker(
         timeout_graceful_shutdown=10,
         **({} if tls is None else uvicorn_options(tls)),
     )
-    _Server(config).run(sockets=sockets)
-    if failure is not None:
-        # uvicorn only logs a failed start-up and returns; the caller must see it.
-        raise failure

@@ -72,6 +72,8 @@ def test_every_group_is_frozen() -> None:
         (lambda: LoggingSettings(level="loud"), "log_level must be one of debug, info"),
         (lambda: LoggingSettings(format="xml"), "log_format must be one of auto, json, text"),
         (lambda: MetricsSettings(port=-1), "metrics_port must be 0-65535, got -1"),
+        (lambda: MetricsSettings(port=9, tls="https"), "metrics_tls must be one of mtls, tls"),
+        (lambda: MetricsSettings(tls="plain"), "metrics_tls (--metrics-tls) applies to a metrics"),
         (lambda: TracingSettings(exporter="otlp"), "trace_exporter = otlp needs trace_endpoint"),
         (lambda: TracingSettings(exporter="zipkin"), "trace_exporter must be one of none"),
         (lambda: InferenceLogSettings(overflow="wait"), "inference_log_overflow must be one of"),
@@ -95,3 +97,42 @@ def test_the_environment_gives_the_registry(monkeypatch: pytest.MonkeyPatch) -> 
     assert environment() == {}
     monkeypatch.setenv("MODELPORT_REGISTRY", "/srv/registry")
     assert environment() == {"registry": "/srv/registry"}
+
+
+TLS = TlsSettings(cert="c.pem", key="k.pem")
+MUTUAL = TlsSettings(cert="c.pem", key="k.pem", client_ca="ca.pem")
+
+
+@pytest.mark.parametrize(
+    ("tls", "mode", "message"),
+    [
+        (TlsSettings(), "tls", "metrics_tls = tls needs TLS: add --tls-cert and --tls-key"),
+        (TlsSettings(), "mtls", "metrics_tls = mtls needs TLS: add --tls-cert and --tls-key"),
+        (TLS, "mtls", "metrics_tls = mtls needs client certificates: add --tls-client-ca"),
+    ],
+)
+def test_the_metrics_port_tls_needs_the_files_it_serves_with(
+    tls: TlsSettings, mode: str, message: str
+) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        ServeSettings(tls=tls, metrics=MetricsSettings(port=9100, tls=mode))
+    assert caught.value.message.startswith(message)
+
+
+@pytest.mark.parametrize(
+    ("tls", "mode"),
+    [
+        (MUTUAL, "mtls"),
+        (MUTUAL, "tls"),
+        (MUTUAL, "plain"),
+        (TLS, "tls"),
+        (TLS, "plain"),
+        (TlsSettings(), "plain"),
+        (MUTUAL, ""),
+        (TlsSettings(), ""),
+    ],
+)
+def test_the_metrics_port_tls_may_ask_less_than_the_api(tls: TlsSettings, mode: str) -> None:
+    settings = ServeSettings(tls=tls, metrics=MetricsSettings(port=9100, tls=mode))
+    assert settings.metrics.tls == mode
+    assert MetricsSettings().tls == ""  # not set: as the REST port

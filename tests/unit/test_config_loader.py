@@ -49,6 +49,7 @@ FLAT_KEYS = [
     "max_queue",
     "metrics",
     "metrics_port",
+    "metrics_tls",
     "models",
     "rate_burst",
     "rate_limit",
@@ -257,3 +258,16 @@ def test_the_configuration_page_states_the_settings_defaults() -> None:
     assert f"(default {DEFAULT_MAX_BATCH_SIZE};" in text
     assert f"(default {DEFAULT_MAX_BATCH_DELAY_MS:g}; 0 = never)" in text
     assert f"(default {DEFAULT_LOG_SAMPLE_RATE:g})" in text
+
+
+def test_metrics_tls_from_a_flag_or_the_file(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        '[serve]\ntls_cert = "c.pem"\ntls_key = "k.pem"\nmetrics_port = 9100\n'
+        'metrics_tls = "plain"\n',
+    )
+    assert build_serve_settings({}, path).metrics.tls == "plain"
+    assert build_serve_settings({"metrics_tls": "tls"}, path).metrics.tls == "tls"
+    assert "metrics_tls = mtls needs client certificates" in refused(
+        tmp_path, '[serve]\ntls_cert = "c"\ntls_key = "k"\nmetrics_port = 1\nmetrics_tls = "mtls"\n'
+    )

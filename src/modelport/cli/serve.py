@@ -12,6 +12,7 @@ from modelport.cli.options import file_option, registry_option, reported, settin
 from modelport.config import (
     LOG_FORMATS,
     LOG_LEVELS,
+    METRICS_TLS_MODES,
     OVERFLOW_POLICIES,
     TRACE_EXPORTERS,
     current_user,
@@ -77,7 +78,15 @@ from modelport.config_loader import build_serve_settings
     "metrics_port",
     "--metrics-port",
     type=int,
-    help="Serve /metrics on this port instead of the REST port.",
+    help="Serve /metrics and the health checks on this port instead of the REST port.",
+)
+@setting_option(
+    "metrics_tls",
+    "--metrics-tls",
+    type=click.Choice(METRICS_TLS_MODES),
+    help="How --metrics-port serves, so probes and scrapers without a client certificate can "
+    "reach it beside a mutual-TLS API: mtls (client certificates), tls (server certificate "
+    "only) or plain (beyond loopback only with --require-auth or --allow-insecure).",
 )
 @setting_option(
     "inference_log",

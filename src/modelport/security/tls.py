@@ -1,7 +1,9 @@
 """TLS material for REST and gRPC: checked once at start-up, then handed to each server.
 
 `--tls-cert` and `--tls-key` turn TLS on for every port; `--tls-client-ca` also requires each
-client to present a certificate signed by that CA (mutual TLS). Both transports keep their
+client to present a certificate signed by that CA (mutual TLS). A metrics port of its own may
+serve otherwise (`--metrics-tls`, see `metrics_port_tls`), so that probes and scrapers without a
+client certificate reach it. Both transports keep their
 libraries' defaults for protocol versions and ciphers, which are TLS 1.2 or newer and
 forward-secret AEAD suites (Python's `ssl` on REST, gRPC's own on gRPC).
 """
@@ -9,7 +11,7 @@ forward-secret AEAD suites (Python's `ssl` on REST, gRPC's own on gRPC).
 from __future__ import annotations
 
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +51,10 @@ class TlsFiles:
     def mutual(self) -> bool:
         """Whether clients must present a certificate signed by `client_ca`."""
         return self.client_ca is not None
+
+    def server_only(self) -> TlsFiles:
+        """The same server identity, asking clients for no certificate."""
+        return replace(self, client_ca=None)
 
     @classmethod
     def load(cls, cert: Path, key: Path, client_ca: Path | None = None) -> TlsFiles:
@@ -110,12 +116,30 @@ def load_tls(cert: Path | None, key: Path | None, client_ca: Path | None) -> Tls
     return TlsFiles.load(cert, key, client_ca)
 
 
+def metrics_port_tls(api: TlsFiles | None, mode: str) -> TlsFiles | None:
+    """The TLS of a metrics port of its own, given the API's and `--metrics-tls` `mode`.
+
+    "" (not set) and "mtls" serve as the API does, "tls" with the server certificate alone,
+    "plain" without TLS. InvalidInput when `mode` asks for more than the API's files give
+    (the settings refuse that first; this keeps the rule where the files are).
+    """
+    if mode == "plain":
+        return None
+    if mode in ("tls", "mtls") and api is None:
+        raise InvalidInput(f"--metrics-tls {mode} needs TLS: add {CERT_FLAG} and {KEY_FLAG}")
+    if mode == "mtls" and api is not None and not api.mutual:
+        raise InvalidInput(f"--metrics-tls mtls needs client certificates: add {CLIENT_CA_FLAG}")
+    if mode == "tls" and api is not None:
+        return api.server_only()
+    return api
+
+
 def uvicorn_options(files: TlsFiles) -> dict[str, Any]:
     """Keyword arguments for `uvicorn.Config` that serve TLS with `files`.
 
-    uvicorn builds one SSLContext in `Config.load` and wraps every listening socket with it,
-    sockets handed to `Server.run(sockets=...)` included (so a separate /metrics port gets
-    TLS too). The ciphers are set to None because uvicorn before 0.48 defaulted to the
+    uvicorn builds one SSLContext in `Config.load` and wraps every listening socket of that
+    server with it, so a metrics port that serves otherwise has a server (and options) of its
+    own. The ciphers are set to None because uvicorn before 0.48 defaulted to the
     "TLSv1" cipher string, which drops the TLS 1.2 AEAD suites; None keeps Python's defaults.
     """
     return {

@@ -58,6 +58,8 @@ STATUS: Final[dict[ErrorKind, int]] = {
 }
 
 _METRICS_TYPE: Final = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
+_PROBES: Final = ("/v2/health/live", "/v2/health/ready")
+"""The health checks the metrics port answers too, so probes can use it."""
 _CODES: Final = {status: str(status) for status in (200, *STATUS.values(), 405)}
 
 
@@ -117,7 +119,7 @@ class RestApp:
         call = request.call
         try:
             if self._metrics_port and scope["server"][1] == self._metrics_port:
-                status, headers, body = self._metrics_only(request)
+                status, headers, body = await self._metrics_only(request)
             else:
                 status, headers, body = await self._route(request)
         except ModelportError as exc:
@@ -161,11 +163,17 @@ class RestApp:
         self._admit(request, Action.METRICS)
         return self._metrics(request.scope)
 
-    def _metrics_only(self, request: Request) -> Response:
+    async def _metrics_only(self, request: Request) -> Response:
+        """The metrics port: /metrics, and the health checks for probes (open, as on the API)."""
         scope = request.scope
+        if scope["path"] in _PROBES:
+            return await self._route(request)
         request.call.endpoint = Endpoint.METRICS
         if scope["path"] != "/metrics":
-            raise NotFound(f"no such endpoint {scope['path']!r}; this port serves /metrics only")
+            raise NotFound(
+                f"no such endpoint {scope['path']!r}; this port serves /metrics and the health "
+                f"checks ({', '.join(_PROBES)}) only"
+            )
         self._admit(request, Action.METRICS)
         return self._metrics(scope)
 

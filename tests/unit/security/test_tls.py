@@ -15,7 +15,7 @@ import uvicorn
 from cryptography.hazmat.primitives import serialization
 
 from modelport.errors import InvalidInput
-from modelport.security.tls import TlsFiles, load_tls, uvicorn_options
+from modelport.security.tls import TlsFiles, load_tls, metrics_port_tls, uvicorn_options
 
 
 @dataclass(frozen=True)
@@ -233,3 +233,35 @@ def test_uvicorn_ciphers_are_forward_secret_and_strong(pki: Pki) -> None:
         assert cipher["kea"] in ("kx-ecdhe", "kx-dhe", "kx-any"), cipher["name"]
         assert cipher["symmetric"].startswith(("aes", "chacha20")), cipher["name"]
         assert cipher["digest"] in (None, "sha256", "sha384"), cipher["name"]
+
+
+def test_the_metrics_port_tls_follows_the_api_unless_asked(pki: Pki) -> None:
+    mutual = TlsFiles(pki.cert, pki.key, pki.client_ca)
+    server_only = TlsFiles(pki.cert, pki.key)
+    assert metrics_port_tls(mutual, "") == mutual
+    assert metrics_port_tls(mutual, "mtls") == mutual
+    assert metrics_port_tls(mutual, "tls") == server_only
+    assert not server_only.mutual
+    assert uvicorn_options(mutual.server_only())["ssl_cert_reqs"] == ssl.CERT_NONE
+    assert metrics_port_tls(mutual, "plain") is None
+    assert metrics_port_tls(server_only, "tls") == server_only
+    assert metrics_port_tls(server_only, "") == server_only
+    assert metrics_port_tls(None, "") is None
+    assert metrics_port_tls(None, "plain") is None
+
+
+@pytest.mark.parametrize(
+    ("with_tls", "mode", "fragment"),
+    [
+        (False, "tls", "--metrics-tls tls needs TLS: add --tls-cert and --tls-key"),
+        (False, "mtls", "--metrics-tls mtls needs TLS"),
+        (True, "mtls", "--metrics-tls mtls needs client certificates: add --tls-client-ca"),
+    ],
+)
+def test_the_metrics_port_tls_cannot_ask_more_than_the_files_give(
+    pki: Pki, with_tls: bool, mode: str, fragment: str
+) -> None:
+    files = TlsFiles(pki.cert, pki.key) if with_tls else None
+    with pytest.raises(InvalidInput) as caught:
+        metrics_port_tls(files, mode)
+    assert caught.value.message.startswith(fragment)

@@ -348,6 +348,23 @@ def test_the_metrics_page_asks_the_guard_before_the_method(
     assert guard.actions == [Action.METRICS]
 
 
+def test_the_metrics_port_answers_the_health_checks_without_the_guard(
+    make_dataplane: DataPlaneFactory,
+) -> None:
+    guard = KeyGuard()
+    app = RestApp(make_dataplane(), max_body_bytes=1 << 16, guard=guard, metrics_port=9)
+    port = "http://api:9"
+    assert ask(app, "GET", f"{port}/v2/health/live").json() == {"live": True}
+    assert ask(app, "GET", f"{port}/v2/health/ready").json() == {"ready": True}
+    error(ask(app, "POST", f"{port}/v2/health/ready"), 405, "invalid_input")
+    assert guard.actions == []
+    message = error(ask(app, "GET", f"{port}/v2/models/iris"), 404, "not_found")
+    assert "this port serves /metrics and the health checks" in message
+    assert guard.actions == []
+    error(ask(app, "GET", f"{port}/metrics"), 401, "unauthenticated")
+    assert guard.actions == [Action.METRICS]
+
+
 def test_lifespan_runs_the_hooks() -> None:
     ran: list[str] = []
 
