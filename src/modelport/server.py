@@ -33,6 +33,7 @@ from modelport.serving.executor import Executor
 from modelport.serving.guard import Guard, OpenGuard
 from modelport.serving.lifecycle import Lifecycle
 from modelport.supervisor import Supervisor, report_ready
+from modelport.transports.browser import BrowserPolicy
 from modelport.transports.grpc import GrpcServer
 from modelport.transports.rest import RestApp
 
@@ -153,10 +154,12 @@ def url(sock: socket.socket, tls: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Protection:
-    """What guards the server: TLS material (None: plain text) and who may do what."""
+    """What guards the server: TLS material (None: plain text), who may do what, and which
+    Host names and web pages REST answers."""
 
     tls: TlsFiles | None = None
     guard: Guard = field(default_factory=OpenGuard)
+    browser: BrowserPolicy = field(default_factory=BrowserPolicy)
 
 
 def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> int:
@@ -190,7 +193,8 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
             )
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
         keys = stack.enter_context(KeyStore.open(settings.registry))
-        protection = Protection(tls, build_policy(settings.auth, keys.verify))
+        browser = BrowserPolicy.from_settings(settings.browser, listen.host)
+        protection = Protection(tls, build_policy(settings.auth, keys.verify), browser)
         metrics_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelport-")))
         observer = Observer.from_settings(settings, Executor(), metrics_dir, sys.stderr)
         sockets = (sock, grpc_sock, metrics_sock)
@@ -311,6 +315,7 @@ def run_worker(
         telemetry=observer,
         metrics_port=sockets[1].getsockname()[1] if len(sockets) > 1 else 0,
         guard=protection.guard,
+        browser=protection.browser,
     )
     config = uvicorn.Config(
         app,

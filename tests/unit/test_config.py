@@ -8,6 +8,7 @@ import pytest
 
 from modelport.config import (
     AuthSettings,
+    BrowserSettings,
     InferenceLogSettings,
     LimitSettings,
     ListenSettings,
@@ -32,6 +33,7 @@ def test_serve_settings_are_composed_of_one_group_per_concern() -> None:
         "listen": ListenSettings,
         "limits": LimitSettings,
         "auth": AuthSettings,
+        "browser": BrowserSettings,
         "tls": TlsSettings,
         "logging": LoggingSettings,
         "metrics": MetricsSettings,

@@ -27,8 +27,10 @@ from modelport.model_policy import (
 FLAT_KEYS = [
     "access_log",
     "allow_insecure",
+    "allowed_hosts",
     "batching",
     "compiled",
+    "cors_origins",
     "grpc_port",
     "host",
     "http_port",
@@ -62,6 +64,8 @@ FLAT_KEYS = [
     "trace_exporter",
     "workers",
 ]
+
+REPEATABLE = ("models", "allowed_hosts", "cors_origins")
 
 
 @pytest.fixture(autouse=True)
@@ -217,7 +221,9 @@ def test_serve_help_shows_each_default_the_settings_state() -> None:
     helps = dict(re.findall(r"^\s+(--[\w-]+)(?:[ /][^\n]*?)?\s{2,}(.*)$", result.output, re.M))
     checked = 0
     for key in serve_keys():
-        flag = "--model" if key == "models" else "--" + key.replace("_", "-")
+        # A repeatable option is named in the singular: --model, --allowed-host, ...
+        flag = "--" + key.removesuffix("s").replace("_", "-") if key in REPEATABLE else ""
+        flag = flag or "--" + key.replace("_", "-")
         if flag not in helps:
             assert key == "max_body_bytes"  # a config-file setting without a flag
             continue
