@@ -178,7 +178,7 @@ class AuthSettings:
 
 _ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[^\s/:?#\[\]@]+)(:\d{1,5})?")
 """An origin as browsers send it: scheme, host and optional port, nothing after."""
-_HOST = re.compile(r"\[[0-9a-fA-F:.]+\]|[0-9a-fA-F:]*:[0-9a-fA-F:.]+|[^\s/:?#\[\]@]+")
+_HOST = re.compile(r"\[[0-9a-fA-F:.]+\]|[0-9a-fA-F]*:[0-9a-fA-F]*:[0-9a-fA-F:.]*|[^\s/:?#\[\]@]+")
 """A host name or address (IPv6 with or without brackets), without a port."""
 
 

@@ -97,3 +97,27 @@ def test_the_environment_gives_the_registry(monkeypatch: pytest.MonkeyPatch) -> 
     assert environment() == {}
     monkeypatch.setenv("MODELPORT_REGISTRY", "/srv/registry")
     assert environment() == {"registry": "/srv/registry"}
+
+
+def test_browser_settings_take_names_and_origins() -> None:
+    settings = BrowserSettings(
+        allowed_hosts=("*", "models.example", "10.0.0.1", "::1", "[::1]"),
+        cors_origins=("*", "https://app.example:8443", "http://localhost:3000/", "http://[::1]:1"),
+    )
+    assert settings.allowed_hosts[1] == "models.example"
+    assert BrowserSettings().allowed_hosts == ()
+    assert BrowserSettings().cors_origins == ()
+
+
+@pytest.mark.parametrize("host", ["models.example:8080", "http://models.example", "", "a b"])
+def test_allowed_hosts_are_names_without_a_port(host: str) -> None:
+    with pytest.raises(InvalidInput, match="allowed_hosts takes host names"):
+        BrowserSettings(allowed_hosts=(host,))
+
+
+@pytest.mark.parametrize(
+    "origin", ["app.example", "https://app.example/path", "ftp://app.example", "null", ""]
+)
+def test_cors_origins_are_scheme_host_and_port(origin: str) -> None:
+    with pytest.raises(InvalidInput, match="cors_origins takes origins like"):
+        BrowserSettings(cors_origins=(origin,))
