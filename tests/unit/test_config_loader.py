@@ -263,3 +263,18 @@ def test_the_configuration_page_states_the_settings_defaults() -> None:
     assert f"(default {DEFAULT_MAX_BATCH_SIZE};" in text
     assert f"(default {DEFAULT_MAX_BATCH_DELAY_MS:g}; 0 = never)" in text
     assert f"(default {DEFAULT_LOG_SAMPLE_RATE:g})" in text
+
+
+def test_browser_keys_land_in_their_group_and_flags_win(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        '[serve]\nallowed_hosts = ["models.example"]\ncors_origins = ["https://app.example"]\n',
+    )
+    settings = build_serve_settings({}, path)
+    assert settings.browser.allowed_hosts == ("models.example",)
+    assert settings.browser.cors_origins == ("https://app.example",)
+    flagged = build_serve_settings({"allowed_hosts": ("a.example", "b.example")}, path)
+    assert flagged.browser.allowed_hosts == ("a.example", "b.example")
+    assert "allowed_hosts takes host names" in refused(
+        tmp_path, '[serve]\nallowed_hosts = ["a.example:80"]\n'
+    )

@@ -2,8 +2,9 @@
 
 ErrorKind is mapped to an HTTP status here, once. Every error body is
 `{"error": "<what to fix>", "code": "<kind>"}` with the request id in `x-request-id`. Each
-route names its endpoint and the permission it needs; the app counts the request under that
-endpoint, checks the method and the permission, then hands the request to the route's
+route names its endpoint and the permission it needs; the app first refuses a Host or Origin
+that a web page should not send (`browser`), counts the request under the route's endpoint,
+checks the method and the permission, then hands the request to the route's
 handler (`rest_oip` for the protocol itself, this module for the metrics and docs pages).
 """
 
