@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -178,6 +179,37 @@ class AuthSettings:
             raise InvalidInput("rate_limit and rate_burst must not be negative")
 
 
+_ORIGIN = re.compile(r"https?://(\[[0-9a-fA-F:.]+\]|[^\s/:?#\[\]@]+)(:\d{1,5})?")
+"""An origin as browsers send it: scheme, host and optional port, nothing after."""
+_HOST = re.compile(r"\[[0-9a-fA-F:.]+\]|[0-9a-fA-F]*:[0-9a-fA-F]*:[0-9a-fA-F:.]*|[^\s/:?#\[\]@]+")
+"""A host name or address (IPv6 with or without brackets), without a port."""
+
+
+@dataclass(frozen=True, slots=True)
+class BrowserSettings:
+    """Which Host names the REST API answers to and which web pages (Origins) may call it."""
+
+    allowed_hosts: tuple[str, ...] = _setting((), shown="loopback names and the bound address")
+    """Further names the server answers to (a Host header elsewhere gets 403); "*": any, for
+    a proxy that checks names itself."""
+    cors_origins: tuple[str, ...] = _setting((), shown="none (only the server's own pages)")
+    """Origins (https://app.example:8443) whose web pages may call the API (CORS); "*": any."""
+
+    def __post_init__(self) -> None:
+        for host in self.allowed_hosts:
+            if host != "*" and not _HOST.fullmatch(host):
+                raise InvalidInput(
+                    f"allowed_hosts takes host names or addresses without a port (the port is "
+                    f"not checked) or *, got {host!r}"
+                )
+        for origin in self.cors_origins:
+            if origin != "*" and not _ORIGIN.fullmatch(origin.rstrip("/")):
+                raise InvalidInput(
+                    "cors_origins takes origins like https://app.example:8443 (scheme, host and "
+                    f"port, no path) or *, got {origin!r}"
+                )
+
+
 @dataclass(frozen=True, slots=True)
 class TlsSettings:
     """The TLS material REST, gRPC and the metrics port serve with; empty: plain text."""
@@ -323,6 +355,7 @@ class ServeSettings:
     listen: ListenSettings = field(default_factory=ListenSettings)
     limits: LimitSettings = field(default_factory=LimitSettings)
     auth: AuthSettings = field(default_factory=AuthSettings)
+    browser: BrowserSettings = field(default_factory=BrowserSettings)
     tls: TlsSettings = field(default_factory=TlsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)

@@ -41,6 +41,7 @@ from modelport.serving.executor import Executor
 from modelport.serving.guard import Guard, OpenGuard
 from modelport.serving.lifecycle import Lifecycle
 from modelport.supervisor import Supervisor, report_ready
+from modelport.transports.browser import BrowserPolicy
 from modelport.transports.grpc import GrpcServer
 from modelport.transports.rest import RestApp
 
@@ -181,12 +182,14 @@ def url(sock: socket.socket, tls: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Protection:
-    """What guards the server: TLS material (None: plain text) and who may do what."""
+    """What guards the server: TLS material (None: plain text), who may do what, and which
+    Host names and web pages REST answers."""
 
     tls: TlsFiles | None = None
     guard: Guard = field(default_factory=OpenGuard)
     metrics_tls: TlsFiles | None = None
     """The TLS of a metrics port of its own (`--metrics-tls`; None: plain text)."""
+    browser: BrowserPolicy = field(default_factory=BrowserPolicy)
 
 
 def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> int:
@@ -223,7 +226,8 @@ def serve(settings: ServeSettings, announce: Callable[[str], None] = print) -> i
             )
         registry = stack.enter_context(Registry.open(settings.registry, create=False))
         keys = stack.enter_context(KeyStore.open(settings.registry))
-        protection = Protection(tls, build_policy(settings.auth, keys.verify), metrics_tls)
+        browser = BrowserPolicy.from_settings(settings.browser, listen.host)
+        protection = Protection(tls, build_policy(settings.auth, keys.verify), metrics_tls, browser)
         metrics_dir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="modelport-")))
         observer = Observer.from_settings(settings, Executor(), metrics_dir, sys.stderr)
         sockets = (sock, grpc_sock, metrics_sock)
@@ -361,6 +365,7 @@ def run_worker(
         telemetry=observer,
         metrics_port=sockets[1].getsockname()[1] if len(sockets) > 1 else 0,
         guard=protection.guard,
+        browser=protection.browser,
     )
     if len(sockets) > 1:
         config = _uvicorn_config(app, protection.metrics_tls, lifespan="off")

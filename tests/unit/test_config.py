@@ -8,6 +8,7 @@ import pytest
 
 from modelport.config import (
     AuthSettings,
+    BrowserSettings,
     InferenceLogSettings,
     LimitSettings,
     ListenSettings,
@@ -32,6 +33,7 @@ def test_serve_settings_are_composed_of_one_group_per_concern() -> None:
         "listen": ListenSettings,
         "limits": LimitSettings,
         "auth": AuthSettings,
+        "browser": BrowserSettings,
         "tls": TlsSettings,
         "logging": LoggingSettings,
         "metrics": MetricsSettings,
@@ -136,3 +138,27 @@ def test_the_metrics_port_tls_may_ask_less_than_the_api(tls: TlsSettings, mode: 
     settings = ServeSettings(tls=tls, metrics=MetricsSettings(port=9100, tls=mode))
     assert settings.metrics.tls == mode
     assert MetricsSettings().tls == ""  # not set: as the REST port
+
+
+def test_browser_settings_take_names_and_origins() -> None:
+    settings = BrowserSettings(
+        allowed_hosts=("*", "models.example", "10.0.0.1", "::1", "[::1]"),
+        cors_origins=("*", "https://app.example:8443", "http://localhost:3000/", "http://[::1]:1"),
+    )
+    assert settings.allowed_hosts[1] == "models.example"
+    assert BrowserSettings().allowed_hosts == ()
+    assert BrowserSettings().cors_origins == ()
+
+
+@pytest.mark.parametrize("host", ["models.example:8080", "http://models.example", "", "a b"])
+def test_allowed_hosts_are_names_without_a_port(host: str) -> None:
+    with pytest.raises(InvalidInput, match="allowed_hosts takes host names"):
+        BrowserSettings(allowed_hosts=(host,))
+
+
+@pytest.mark.parametrize(
+    "origin", ["app.example", "https://app.example/path", "ftp://app.example", "null", ""]
+)
+def test_cors_origins_are_scheme_host_and_port(origin: str) -> None:
+    with pytest.raises(InvalidInput, match="cors_origins takes origins like"):
+        BrowserSettings(cors_origins=(origin,))

@@ -27,8 +27,10 @@ from modelport.model_policy import (
 FLAT_KEYS = [
     "access_log",
     "allow_insecure",
+    "allowed_hosts",
     "batching",
     "compiled",
+    "cors_origins",
     "grpc_port",
     "host",
     "http_port",
@@ -63,6 +65,8 @@ FLAT_KEYS = [
     "trace_exporter",
     "workers",
 ]
+
+REPEATABLE = ("models", "allowed_hosts", "cors_origins")
 
 
 @pytest.fixture(autouse=True)
@@ -218,7 +222,9 @@ def test_serve_help_shows_each_default_the_settings_state() -> None:
     helps = dict(re.findall(r"^\s+(--[\w-]+)(?:[ /][^\n]*?)?\s{2,}(.*)$", result.output, re.M))
     checked = 0
     for key in serve_keys():
-        flag = "--model" if key == "models" else "--" + key.replace("_", "-")
+        # A repeatable option is named in the singular: --model, --allowed-host, ...
+        flag = "--" + key.removesuffix("s").replace("_", "-") if key in REPEATABLE else ""
+        flag = flag or "--" + key.replace("_", "-")
         if flag not in helps:
             assert key == "max_body_bytes"  # a config-file setting without a flag
             continue
@@ -270,4 +276,19 @@ def test_metrics_tls_from_a_flag_or_the_file(tmp_path: Path) -> None:
     assert build_serve_settings({"metrics_tls": "tls"}, path).metrics.tls == "tls"
     assert "metrics_tls = mtls needs client certificates" in refused(
         tmp_path, '[serve]\ntls_cert = "c"\ntls_key = "k"\nmetrics_port = 1\nmetrics_tls = "mtls"\n'
+    )
+
+
+def test_browser_keys_land_in_their_group_and_flags_win(tmp_path: Path) -> None:
+    path = config(
+        tmp_path,
+        '[serve]\nallowed_hosts = ["models.example"]\ncors_origins = ["https://app.example"]\n',
+    )
+    settings = build_serve_settings({}, path)
+    assert settings.browser.allowed_hosts == ("models.example",)
+    assert settings.browser.cors_origins == ("https://app.example",)
+    flagged = build_serve_settings({"allowed_hosts": ("a.example", "b.example")}, path)
+    assert flagged.browser.allowed_hosts == ("a.example", "b.example")
+    assert "allowed_hosts takes host names" in refused(
+        tmp_path, '[serve]\nallowed_hosts = ["a.example:80"]\n'
     )

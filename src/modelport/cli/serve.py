@@ -142,6 +142,22 @@ from modelport.config_loader import build_serve_settings
     "server authenticates every request.",
 )
 @setting_option(
+    "allowed_hosts",
+    "--allowed-host",
+    multiple=True,
+    metavar="NAME",
+    help="Also answer requests whose Host is NAME (repeatable; * = any, behind a proxy that "
+    "checks names); other names get 403, against DNS rebinding.",
+)
+@setting_option(
+    "cors_origins",
+    "--cors-origin",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Let web pages from ORIGIN (e.g. https://app.example:8443) call the API, with CORS "
+    "(repeatable; * = any); requests from other pages' origins get 403.",
+)
+@setting_option(
     "tls_cert", "--tls-cert", metavar="PEM", help="Certificate (chain) for TLS on REST and gRPC."
 )
 @setting_option("tls_key", "--tls-key", metavar="PEM", help="Private key of --tls-cert.")
@@ -228,7 +244,8 @@ def serve(config_file: Path | None, workers: str | None, **flags: Any) -> None:
 
     with reported():
         # Every other option is named as its setting; None means "not given".
-        flags["models"] = flags["models"] or None
+        for repeatable in ("models", "allowed_hosts", "cors_origins"):
+            flags[repeatable] = flags[repeatable] or None
         flags["workers"] = None if workers is None else parse_workers(workers)
         settings = build_serve_settings(flags, config_file)
         configure_logging(settings.logging.level, settings.logging.format, sys.stderr)

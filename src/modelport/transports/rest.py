@@ -2,8 +2,9 @@
 
 ErrorKind is mapped to an HTTP status here, once. Every error body is
 `{"error": "<what to fix>", "code": "<kind>"}` with the request id in `x-request-id`. Each
-route names its endpoint and the permission it needs; the app counts the request under that
-endpoint, checks the method and the permission, then hands the request to the route's
+route names its endpoint and the permission it needs; the app first refuses a Host or Origin
+that a web page should not send (`browser`), counts the request under the route's endpoint,
+checks the method and the permission, then hands the request to the route's
 handler (`rest_oip` for the protocol itself, this module for the metrics and docs pages).
 """
 
@@ -21,6 +22,7 @@ from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action, Guard, OpenGuard
 from modelport.serving.requests import admit, internal_error, retry_after
 from modelport.serving.telemetry import NoTelemetry, Telemetry
+from modelport.transports.browser import BrowserPolicy, cors_headers, preflight_headers
 from modelport.transports.openapi import OPENAPI
 from modelport.transports.rest_oip import OipEndpoints
 from modelport.transports.rest_request import (
@@ -60,7 +62,8 @@ STATUS: Final[dict[ErrorKind, int]] = {
 _METRICS_TYPE: Final = (b"content-type", b"text/plain; version=0.0.4; charset=utf-8")
 _PROBES: Final = ("/v2/health/live", "/v2/health/ready")
 """The health checks the metrics port answers too, so probes can use it."""
-_CODES: Final = {status: str(status) for status in (200, *STATUS.values(), 405)}
+_CODES: Final = {status: str(status) for status in (200, 204, *STATUS.values(), 405)}
+_PREFLIGHT_METHOD: Final = b"access-control-request-method"
 
 
 class RestApp:
@@ -76,8 +79,11 @@ class RestApp:
         telemetry: Telemetry | None = None,
         metrics_port: int = 0,
         guard: Guard | None = None,
+        browser: BrowserPolicy | None = None,
     ) -> None:
         self._dp = dataplane
+        self._browser = browser if browser is not None else BrowserPolicy()
+        """Which Host names and Origins are answered; by default loopback names only."""
         self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
         self._guard: Guard = guard if guard is not None else OpenGuard()
         self._metrics_port = metrics_port
@@ -117,8 +123,18 @@ class RestApp:
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         request = Request(scope, receive, self._max_body)
         call = request.call
+        cross_origin: bytes | None = None
         try:
-            if self._metrics_port and scope["server"][1] == self._metrics_port:
+            # Before routing, the guard and the body: a web page gets nothing from a request
+            # that it should not have been able to send.
+            server = scope.get("server")
+            cross_origin = self._browser.check(
+                request.host, request.origin, server[0] if server else ""
+            )
+            metrics_only = bool(self._metrics_port and server and server[1] == self._metrics_port)
+            if cross_origin is not None and _is_preflight(scope):
+                status, headers, body = self._preflight(request, cross_origin, metrics_only)
+            elif metrics_only:
                 status, headers, body = await self._metrics_only(request)
             else:
                 status, headers, body = await self._route(request)
@@ -132,6 +148,10 @@ class RestApp:
             call.kind = error.kind.value
             call.error = error.message
             status, headers, body = _error(error)
+        if cross_origin is not None and status != 204:
+            headers.extend(cors_headers(cross_origin))
+        elif request.origin is not None:
+            headers.append((b"vary", b"origin"))
         headers.append((REQUEST_ID, request.request_id.encode("ascii")))
         headers.append((b"content-length", str(len(body)).encode("ascii")))
         try:
@@ -152,6 +172,18 @@ class RestApp:
         if route.action is not None and not route.checks_itself:
             self._admit(request, route.action)
         return await route.handler(request)
+
+    def _preflight(self, request: Request, origin: bytes, metrics_only: bool) -> Response:
+        """The answer to a CORS preflight from the allowed `origin`: which methods the path
+        takes and which headers a request may carry."""
+        scope = request.scope
+        if metrics_only:
+            methods = "GET" if scope["path"] == "/metrics" else None
+        else:
+            methods = self.router.methods(segments(scope))
+        if methods is None:
+            raise NotFound(f"no such endpoint {scope['path']!r}")
+        return 204, preflight_headers(origin, methods), b""
 
     def _admit(self, request: Request, action: Action) -> None:
         """Let the request do `action` (credentials from its headers) or raise."""
@@ -207,6 +239,14 @@ async def _openapi(request: Request) -> Response:
 
 async def _swagger_ui(request: Request) -> Response:
     return 200, [HTML], SWAGGER_UI
+
+
+def _is_preflight(scope: Scope) -> bool:
+    """Whether the request is a CORS preflight (an OPTIONS that is not one is routed as any
+    request is)."""
+    if scope["method"] != "OPTIONS":
+        return False
+    return any(key == _PREFLIGHT_METHOD for key, _ in scope["headers"])
 
 
 def _error(exc: ModelportError) -> Response:

@@ -47,7 +47,9 @@ class Request:
         "content_encoding",
         "content_length",
         "header_length",
+        "host",
         "max_body",
+        "origin",
         "params",
         "receive",
         "request_id",
@@ -64,11 +66,17 @@ class Request:
         self.content_encoding: bytes | None = None
         self.authorization: str | None = None
         self.api_key: str | None = None
+        self.host: bytes | None = None
+        self.origin: bytes | None = None
         request_id: str | None = None
         for key, value in scope["headers"]:
             # A repeated header means its values joined by commas (RFC 9110, 5.3), which the
-            # checks on these two then refuse instead of silently taking the last one.
-            if key == HEADER_LENGTH:
+            # checks on these four then refuse instead of silently taking the last one.
+            if key == b"host":
+                self.host = _joined(self.host, value)
+            elif key == b"origin":
+                self.origin = _joined(self.origin, value)
+            elif key == HEADER_LENGTH:
                 self.header_length = _joined(self.header_length, value)
             elif key == b"content-length":
                 self.content_length = value

@@ -100,17 +100,7 @@ class Router:
         Binds the path parameters in `request.params` and names the endpoint on `request.call`
         (also when the method is wrong: MethodNotAllowed names the methods the path takes).
         """
-        node = self._root
-        params = request.params
-        for part in parts:
-            child = node.literals.get(part)
-            if child is None:
-                child = node.parameter
-                if child is None:
-                    return None
-                params[child.name] = part
-            node = child
-        methods = node.methods
+        methods = self._walk(parts, request.params)
         if methods is None:
             return None
         request.call.endpoint = methods.endpoint
@@ -121,6 +111,24 @@ class Router:
         if route is None:
             raise MethodNotAllowed(method, methods.allowed)
         return route
+
+    def methods(self, parts: list[str]) -> str | None:
+        """The methods the path `parts` takes ("GET, POST"); None when no route has it."""
+        methods = self._walk(parts, {})
+        return None if methods is None else methods.allowed
+
+    def _walk(self, parts: list[str], params: dict[str, str]) -> _Methods | None:
+        """The routes of the path `parts`, binding its parameters in `params`."""
+        node = self._root
+        for part in parts:
+            child = node.literals.get(part)
+            if child is None:
+                child = node.parameter
+                if child is None:
+                    return None
+                params[child.name] = part
+            node = child
+        return node.methods
 
 
 def _child(node: _Node, part: str, path: str) -> _Node:
