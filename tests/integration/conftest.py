@@ -11,6 +11,7 @@ import queue
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -365,3 +366,18 @@ def extra_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def extra_server(start_server: ServerFactory, extra_registry: Path) -> ServerProcess:
     """A server for the extra registry (newest versions loaded: iris 2 and echo 1)."""
     return start_server("--registry", str(extra_registry))
+
+
+DROPPED = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
+"""How httpx reports a server that closed the connection during or right after the handshake
+(both uvloop and asyncio drop it without sending a TLS alert)."""
+
+
+def assert_dropped(url: str, verify: ssl.SSLContext | bool = True) -> None:
+    """The server at `url` accepted the TCP connection, then closed it without answering."""
+    with pytest.raises(DROPPED) as caught:
+        httpx.get(url, verify=verify, timeout=30.0)
+    seen: BaseException | None = caught.value
+    while seen is not None:
+        assert not isinstance(seen, ConnectionRefusedError), "no server listens"
+        seen = seen.__cause__ or seen.__context__

@@ -17,15 +17,13 @@ import trustme
 
 from modelport.registry.keys import KeyStore
 
-from .conftest import ServerFactory, ServerProcess, free_port
+from .conftest import ServerFactory, ServerProcess, assert_dropped, free_port
 
 pytestmark = pytest.mark.integration
 
 READY = "/v2/health/ready"
 LIVE = "/v2/health/live"
 TIMEOUT = 30.0
-DROPPED = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
-"""How httpx reports a connection the server closed during or right after the handshake."""
 
 
 @dataclass(frozen=True)
@@ -73,16 +71,6 @@ def serve(
 
 def get(url: str, verify: ssl.SSLContext | bool = True, **headers: str) -> httpx.Response:
     return httpx.get(url, verify=verify, headers=headers, timeout=TIMEOUT)
-
-
-def assert_dropped(url: str, verify: ssl.SSLContext | bool = True) -> None:
-    """The server took the connection and closed it without an answer."""
-    with pytest.raises(DROPPED) as caught:
-        get(url, verify)
-    seen: BaseException | None = caught.value
-    while seen is not None:
-        assert not isinstance(seen, ConnectionRefusedError), "no server listens"
-        seen = seen.__cause__ or seen.__context__
 
 
 def assert_api_needs_the_certificate(server: ServerProcess, pki: Pki) -> None:

@@ -33,6 +33,8 @@ from modelport.serving.executor import Executor
 from modelport.serving.lifecycle import Lifecycle
 from modelport.transports.rest import RestApp
 
+from .conftest import assert_dropped
+
 pytestmark = pytest.mark.integration
 
 START_TIMEOUT = 30.0
@@ -183,21 +185,6 @@ def ssl_reasons(exc: BaseException) -> list[str]:
             reasons.append(seen.reason)
         seen = seen.__cause__ or seen.__context__
     return reasons
-
-
-DROPPED = (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
-"""How httpx reports a server that closed the connection during or right after the handshake
-(both uvloop and asyncio drop it without sending a TLS alert)."""
-
-
-def assert_dropped(url: str, verify: ssl.SSLContext | bool = True) -> None:
-    """The server at `url` accepted the TCP connection, then closed it without answering."""
-    with pytest.raises(DROPPED) as caught:
-        get(url, verify)
-    seen: BaseException | None = caught.value
-    while seen is not None:
-        assert not isinstance(seen, ConnectionRefusedError), "no server listens"
-        seen = seen.__cause__ or seen.__context__
 
 
 def hung_up(exc: ssl.SSLError) -> bool:
