@@ -68,6 +68,10 @@ class Lifecycle:
         """Versions being loaded right now, at start-up, by a load request or by `sync`."""
         self._unloaded: set[tuple[str, int]] = set()
         """Versions an operator unloaded: `sync` leaves them out until a load asks for them."""
+        self._requested: set[tuple[str, int]] = set()
+        """Versions an operator loaded by name: `sync` keeps them, planned or not, until an
+        unload asks for them (the load's own history event changes the registry, so the
+        next sync would otherwise retire what was just asked for)."""
         self._retiring: set[asyncio.Future[None]] = set()
 
     @property
@@ -173,6 +177,8 @@ class Lifecycle:
             if serving is not None and serving is not before:
                 log.info("%s: requests now go to version %d", name, serving.number)
             for number in sorted(loaded - versions):
+                if (name, number) in self._requested:
+                    continue
                 # Kept while it serves the default route (its replacement failed to load).
                 if serving is not None and number != serving.number:
                     retired = self._catalog.remove(name, number)
@@ -269,6 +275,7 @@ class Lifecycle:
             # Asked for by name: the follower may load it again, whatever came before.
             self._unloaded.discard(key)
             self._given_up.discard(key)
+            self._requested.add(key)
             self._catalog.add(model)
             await self._executor.run(self._event, mv.name, "load", mv.version, actor)
         return model
@@ -278,6 +285,7 @@ class Lifecycle:
         for model in models:
             self._catalog.remove(model.name, model.number)
             self._unloaded.add((model.name, model.number))
+            self._requested.discard((model.name, model.number))
             await self._executor.run(model.runtime.close)
             await self._executor.run(self._event, model.name, "unload", model.number, actor)
 

@@ -179,6 +179,24 @@ def test_an_unloaded_version_stays_unloaded_while_following_until_loaded(
     assert served(catalog) == [1, 2]
 
 
+def test_a_version_loaded_by_name_keeps_serving_while_following_until_unloaded(
+    registry: Registry, catalog: Catalog, lifecycle: Lifecycle, tmp_path: Path
+) -> None:
+    old = push(registry, tmp_path, 1.0)
+    push(registry, tmp_path, 2.0)
+    lifecycle.preload()
+    assert served(catalog) == [2]
+    asyncio.run(lifecycle.load(old, "dave"))
+    asyncio.run(lifecycle.sync())  # the load changed the registry's counter
+    assert served(catalog) == [1, 2]  # the follower does not undo what an operator asked
+    push(registry, tmp_path, 3.0)
+    asyncio.run(lifecycle.sync())
+    assert served(catalog) == [1, 3]  # the newest moves on; the asked-for version stays
+    asyncio.run(lifecycle.unload(catalog.versions("m")[:1], "carol"))
+    asyncio.run(lifecycle.sync())
+    assert served(catalog) == [3]
+
+
 def test_what_is_loading_and_what_failed(
     registry: Registry, catalog: Catalog, lifecycle: Lifecycle, tmp_path: Path
 ) -> None:
