@@ -14,6 +14,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -48,12 +49,34 @@ from modelport.transports.rest import RestApp
 log = logging.getLogger("modelport.server")
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, except that a stop on SIGINT or SIGTERM ends the process with status 0.
+DRAIN_SECONDS = 1.0
+"""How long a stopping server waits for keep-alive connections to end after their next answer."""
 
-    uvicorn re-raises the signal once it has shut down gracefully, so the process dies of it
-    (status -15 for SIGTERM); a stop that was asked for and went cleanly is a success.
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, except for how it stops: draining first, then with status 0.
+
+    uvicorn closes idle keep-alive connections at once, so a client that was sending its next
+    request on one (under load, most of them) sees the connection drop. This one stops
+    listening, then has every answer close its connection (`on_drain`) and gives idle
+    connections DRAIN_SECONDS to come back for one, before uvicorn's own shutdown. uvicorn
+    also re-raises the stop signal once it has shut down, so the process dies of it (status
+    -15 for SIGTERM); a stop that was asked for and went cleanly is a success.
     """
+
+    def __init__(self, config: uvicorn.Config, on_drain: Callable[[], None]) -> None:
+        super().__init__(config)
+        self._on_drain = on_drain
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        self._on_drain()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + DRAIN_SECONDS
+        while self.server_state.connections and loop.time() < deadline and not self.force_exit:
+            await asyncio.sleep(0.02)
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -282,10 +305,36 @@ def _serve(
             lambda: report_ready(ready_fd),
             grpc_address,
             protection,
+            follow=False,
         )
 
     on_exit = None if observer.metrics is None else observer.metrics.process_gone
-    return Supervisor(count, worker, on_exit).run(lambda: announce(ready))
+    supervisor = Supervisor(count, worker, on_exit, follow=partial(follow_in_parent, lifecycle))
+    return supervisor.run(lambda: announce(ready))
+
+
+def follow_in_parent(lifecycle: Lifecycle) -> bool:
+    """Bring the parent's models in line with the registry; True when what is served changed.
+
+    With several workers the parent follows the registry, not each worker: a new version
+    loads once, here, and the supervisor then replaces the workers with forks that share it
+    (a worker loading it on its own would cost N copies).
+    """
+    before = lifecycle.catalog.state()
+    if not asyncio.run(_check(lifecycle)):
+        return False
+    # What was retired goes now (the collector may not look at frozen objects), and what was
+    # loaded is kept out of the collector's way in the forks, as at start.
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return lifecycle.catalog.state() != before
+
+
+async def _check(lifecycle: Lifecycle) -> bool:
+    changed = await lifecycle.check()
+    await lifecycle.retired()
+    return changed
 
 
 def _metrics_where(sock: socket.socket, protection: Protection) -> str:
@@ -307,10 +356,13 @@ def run_worker(
     on_ready: Callable[[], None],
     grpc_address: str | None = None,
     protection: Protection | None = None,
+    *,
+    follow: bool = True,
 ) -> None:
     """Serve REST on `sockets` (the API, then /metrics and health if it has its own port), and
     gRPC on `grpc_address` if given, until SIGINT or SIGTERM; with TLS and the guard of
-    `protection`, and messages as large as `limits` allow.
+    `protection`, and messages as large as `limits` allow. `follow`: this process follows
+    the registry itself (False in the workers of a supervisor, whose parent follows it).
 
     All run on one event loop, so they share the dataplane and its batchers.
     """
@@ -338,7 +390,8 @@ def run_worker(
                 failure = InvalidInput(f"cannot serve gRPC on {grpc_address}: {exc}")
                 raise failure from None
         observer.start()
-        background.append(asyncio.ensure_future(dataplane.lifecycle.follow()))
+        if follow:
+            background.append(asyncio.ensure_future(dataplane.lifecycle.follow()))
         background.append(asyncio.ensure_future(observer.run()))
         if metrics_server is not None:
             await metrics_server.start()
@@ -370,7 +423,7 @@ def run_worker(
     if len(sockets) > 1:
         config = _uvicorn_config(app, protection.metrics_tls, lifespan="off")
         metrics_server = MetricsListener(config, sockets[1])
-    _Server(_uvicorn_config(app, tls, lifespan="on")).run(sockets=sockets[:1])
+    _Server(_uvicorn_config(app, tls, lifespan="on"), app.drain).run(sockets=sockets[:1])
     if failure is not None:
         # uvicorn only logs a failed start-up and returns; the caller must see it.
         raise failure

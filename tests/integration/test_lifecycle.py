@@ -45,6 +45,13 @@ def switched(server: ServerProcess, version: int) -> None:
     server.wait_for(f"iris: requests now go to version {version}")
 
 
+def replaced(server: ServerProcess, workers: int) -> None:
+    """Wait for the lines saying each of the `workers` workers was replaced by a new one."""
+    server.wait_for(f"replacing {workers} worker(s)")
+    for _ in range(workers):
+        server.wait_for("replaced by worker")
+
+
 def serve(start_server: ServerFactory, registry_dir: Path, *args: str) -> ServerProcess:
     return start_server("--registry", str(registry_dir), *args)
 
@@ -116,12 +123,13 @@ def test_rollback_under_load_fails_no_request(
     try:
         with Registry.open(registry_dir) as registry:
             registry.set_alias("iris", PRODUCTION, 2, actor="bob")
-            for _ in range(2):  # each worker follows the registry and says so
-                switched(server, 2)
+            # The parent follows the registry, then replaces each worker by a fork of itself.
+            switched(server, 2)
+            replaced(server, 2)
             answers_until(lambda: bool(answers) and answers[-1][1] == "2", "from version 2")
             registry.rollback("iris", PRODUCTION, actor="carol", reason="drill")
-            for _ in range(2):
-                switched(server, 1)
+            switched(server, 1)
+            replaced(server, 2)
             answers_until(lambda: answers[-1][1] == "1", "from version 1 after the rollback")
             mark = len(answers)
             answers_until(lambda: len(answers) > mark + 50, "50 more after the rollback")

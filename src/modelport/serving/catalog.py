@@ -217,6 +217,14 @@ class Catalog:
                 current = versions[max(versions)]
             self._default[name] = current
 
+    def state(self) -> tuple[object, ...]:
+        """What is served, as a value: equal states serve the same versions by the same routes."""
+        return (
+            sorted((m.name, m.number) for m in self),
+            sorted((name, sorted(aliases.items())) for name, aliases in self._aliases.items()),
+            sorted((name, model.number) for name, model in self._default.items()),
+        )
+
     def versions(self, name: str) -> list[LoadedModel]:
         """Loaded versions of `name`, oldest first."""
         return [m for _, m in sorted(self._models.get(name, {}).items())]

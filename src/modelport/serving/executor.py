@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import weakref
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import ParamSpec, TypeVar
@@ -12,10 +14,20 @@ T = TypeVar("T")
 
 
 class Executor:
-    """Runs blocking calls (predict, artifact loads) in a bounded thread pool."""
+    """Runs blocking calls (predict, artifact loads) in a bounded thread pool.
+
+    A process forked from one that used the pool gets a fresh pool of its own: threads do not
+    survive a fork, and the inherited pool would take work that no thread ever runs.
+    """
 
     def __init__(self, threads: int = 4) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="modelport")
+        self._threads = threads
+        self._pool = self._new_pool()
+        own = weakref.ref(self)
+        os.register_at_fork(after_in_child=lambda: _renew(own))
+
+    def _new_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="modelport")
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """Await `fn(*args, **kwargs)` run on a pool thread."""
@@ -27,3 +39,9 @@ class Executor:
     def shutdown(self) -> None:
         """Stop accepting work and wait for running calls to finish."""
         self._pool.shutdown(wait=True)
+
+
+def _renew(own: weakref.ref[Executor]) -> None:
+    executor = own()
+    if executor is not None:
+        executor._pool = executor._new_pool()

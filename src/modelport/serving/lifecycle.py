@@ -139,19 +139,29 @@ class Lifecycle:
     async def follow(self, interval: float = FOLLOW_SECONDS) -> None:
         """Follow the registry until cancelled: new versions load, alias moves switch traffic.
 
-        Polls the registry's change counter every `interval` seconds; on a change, `sync`.
-        A registry that cannot be reached is logged and retried; loaded models keep serving.
+        Calls `check` every `interval` seconds.
         """
         while True:
             await asyncio.sleep(interval)
-            try:
-                counter = await self._executor.run(self._registry.change_counter)
-                if counter != self._counter:
-                    await self.sync()
-                    # Only once synced: a sync that failed is tried again next time.
-                    self._counter = counter
-            except Exception:
-                log.warning("cannot read the registry; serving what is loaded", exc_info=True)
+            await self.check()
+
+    async def check(self) -> bool:
+        """`sync` if the registry changed since the last sync; True when it did.
+
+        Reads the registry's change counter. A registry that cannot be reached is logged and
+        tried again next time; loaded models keep serving.
+        """
+        try:
+            counter = await self._executor.run(self._registry.change_counter)
+            if counter == self._counter:
+                return False
+            await self.sync()
+            # Only once synced: a sync that failed is tried again next time.
+            self._counter = counter
+        except Exception:
+            log.warning("cannot read the registry; serving what is loaded", exc_info=True)
+            return False
+        return True
 
     async def sync(self) -> None:
         """Bring what is served in line with the registry, one model at a time.

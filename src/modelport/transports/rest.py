@@ -93,6 +93,15 @@ class RestApp:
         self._on_shutdown = on_shutdown
         self.router = Router([*self._pages(), *OipEndpoints(dataplane).routes()])
         """Every route of the API, matched in one walk of the path."""
+        self._draining = False
+
+    def drain(self) -> None:
+        """From now on every answer closes its connection (the server is about to stop).
+
+        A client then sends its next request on a new connection, to a server that stays,
+        instead of on one that is about to be closed under it.
+        """
+        self._draining = True
 
     def _pages(self) -> list[Route]:
         """The routes this module answers: the docs pages and the metrics page.
@@ -154,6 +163,8 @@ class RestApp:
             headers.append((b"vary", b"origin"))
         headers.append((REQUEST_ID, request.request_id.encode("ascii")))
         headers.append((b"content-length", str(len(body)).encode("ascii")))
+        if self._draining:
+            headers.append((b"connection", b"close"))
         try:
             await send({"type": "http.response.start", "status": status, "headers": headers})
             await send({"type": "http.response.body", "body": body})
