@@ -57,6 +57,7 @@ def supervise(
     on_exit: Callable[[Workers, int], None] | None = None,
     drive: Callable[[Workers], None] | None = None,
     start: bool = True,
+    follow: Callable[[], bool] | None = None,
 ) -> dict[str, Any]:
     """Run a Supervisor of `count` workers in a forked child and return what it saw.
 
@@ -65,6 +66,7 @@ def supervise(
     error message), the pids `started` and `exited` (in on_exit's order), `ready` (whether
     on_ready was called), `alive` (started pids that still exist once run has returned) and
     the scenario's `notes`. `start=False` makes every worker fail before it reports ready.
+    `follow` is the supervisor's, called every 50 ms.
     """
     result_r, result_w = os.pipe()
     child = os.fork()
@@ -73,7 +75,7 @@ def supervise(
         try:
             os.close(result_r)
             os.setpgid(0, 0)
-            outcome = _run_here(count, on_ready, on_exit, drive, start, result_w)
+            outcome = _run_here(count, on_ready, on_exit, drive, start, follow, result_w)
             os.write(result_w, json.dumps(outcome).encode())
             code = 0
         except BaseException:
@@ -99,6 +101,7 @@ def _run_here(
     on_exit: Callable[[Workers, int], None] | None,
     drive: Callable[[Workers], None] | None,
     start: bool,
+    follow: Callable[[], bool] | None,
     result_fd: int,
 ) -> dict[str, Any]:
     pids_r, pids_w = os.pipe()
@@ -131,7 +134,7 @@ def _run_here(
         driver.start()
     outcome: dict[str, Any] = {}
     try:
-        outcome["status"] = Supervisor(count, worker, gone).run(ready)
+        outcome["status"] = Supervisor(count, worker, gone, follow, follow_every=0.05).run(ready)
     except InternalError as e:
         outcome["raised"] = str(e)
     if driver is not None:
@@ -214,4 +217,36 @@ def test_a_worker_that_fails_to_start_is_an_error() -> None:
     started = f"worker {pid} exited while starting (exited with status 1)"
     assert outcome["raised"].startswith(started)
     assert outcome["ready"] is False
+    assert outcome["alive"] == []
+
+
+def test_a_change_followed_replaces_every_worker_new_before_old() -> None:
+    calls: list[bool] = []
+
+    def follow() -> bool:
+        calls.append(not calls)  # what is served changes once, at the first call
+        return calls[-1]
+
+    def on_ready(workers: Workers) -> None:
+        workers.notes["first"] = [workers.next_started(), workers.next_started()]
+
+    def on_exit(workers: Workers, pid: int) -> None:
+        if pid not in workers.notes["first"]:
+            return  # a replacement, stopped with the supervisor
+        # Each old worker is told to stop only once its replacement serves.
+        replacement = workers.next_started()
+        serving = [p for p in workers.started if p != pid and _exists(p)]
+        workers.notes.setdefault("serving_at_exit", []).append(len(serving))
+        workers.notes.setdefault("replacements", []).append(replacement)
+        if len(workers.notes["replacements"]) == 2:
+            workers.notes["follows"] = len(calls)
+            workers.stop()
+
+    outcome = supervise(2, on_ready=on_ready, on_exit=on_exit, follow=follow)
+    assert outcome["status"] == 0
+    first, replacements = outcome["notes"]["first"], outcome["notes"]["replacements"]
+    assert outcome["exited"][:2] == sorted(first)
+    assert len(set(first + replacements)) == 4
+    assert outcome["notes"]["serving_at_exit"] == [2, 2]
+    assert outcome["notes"]["follows"] >= 1
     assert outcome["alive"] == []
