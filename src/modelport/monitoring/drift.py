@@ -1,30 +1,30 @@
 """Data drift: how far live inputs have moved from a model's reference profile.
 
-A server keeps the most recent rows of every profiled feature in a ring buffer
-(`DriftMonitor.observe`, on the request path) and compares them with the reference profile
-on demand (`DriftMonitor.report`): the population stability index (PSI) over the reference's
-bins or categories, and for numeric features the two-sample Kolmogorov-Smirnov statistic.
-Pure numpy: no I/O, no metrics library.
+A server keeps the most recent rows of every profiled feature in a ring buffer that all its
+processes share (`DriftMonitor.observe`, on the request path; `window.Window`) and compares
+them with the reference profile on demand (`DriftMonitor.report`): the population stability
+index (PSI) over the reference's bins or categories, and for numeric features the two-sample
+Kolmogorov-Smirnov statistic. Pure numpy over shared memory: no I/O, no metrics library.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Final
 
 import numpy as np
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, Overloaded
 from modelport.monitoring.reference_profile import (
     Array,
     FeatureProfile,
     Kind,
     ReferenceProfile,
-    as_text,
     build_profile,
 )
+from modelport.monitoring.window import Window, decode
+from modelport.serving.shared_memory import ProcessLock
 
 __all__ = ["DriftMonitor", "ReferenceProfile", "build_profile", "ks_statistic", "psi"]
 
@@ -67,59 +67,22 @@ def ks_statistic(reference_sorted: Sequence[float] | Array, live: Sequence[float
 
 # -- monitoring ------------------------------------------------------------------------------
 
-
-class _Window:
-    """The last `size` rows of the profiled columns of one input tensor (one kind)."""
-
-    __slots__ = ("buffer", "columns", "filled", "identity", "name", "observed", "position")
-
-    def __init__(self, name: str, columns: list[int | None], size: int, kind: Kind) -> None:
-        self.name = name
-        dtype = np.float64 if kind == "numeric" else np.object_
-        one_d = columns == [None]
-        self.columns: list[int] | None = None if one_d else [c or 0 for c in columns]
-        self.identity = self.columns == list(range(len(columns)))
-        self.buffer: Array = np.empty(size if one_d else (size, len(columns)), dtype=dtype)
-        self.position = self.filled = self.observed = 0
-
-    def rows(self, data: Array) -> Array | None:
-        """The profiled columns of `data`, or None when its shape does not fit."""
-        if self.columns is None:
-            return data if data.ndim == 1 else None
-        if data.ndim != 2:
-            return None
-        if self.identity and data.shape[1] == len(self.columns):
-            return data
-        if data.shape[1] <= max(self.columns):
-            return None
-        return data[:, self.columns]
-
-    def write(self, rows: Array) -> None:
-        """Append `rows`, overwriting the oldest; ValueError/TypeError if they do not convert."""
-        size = len(self.buffer)
-        n = len(rows)
-        if n >= size:
-            self.buffer[:] = rows[n - size :]
-            self.position, self.filled = 0, size
-        else:
-            end = self.position + n
-            if end <= size:
-                self.buffer[self.position : end] = rows
-            else:
-                split = size - self.position
-                self.buffer[self.position :] = rows[:split]
-                self.buffer[: end - size] = rows[split:]
-            self.position = end % size
-            self.filled = min(self.filled + n, size)
-        self.observed += n
+OBSERVE_TIMEOUT: Final = 0.02
+"""Seconds `observe` waits for the window's lock before it skips the request's rows."""
+REPORT_TIMEOUT: Final = 1.0
+"""Seconds a report waits for the window's lock before it answers Overloaded."""
 
 
 class DriftMonitor:
     """Keeps the last `window` rows of live inputs and reports their drift from a profile.
 
-    `observe` costs a dictionary lookup and one array copy per input tensor, under a lock
-    (threads may share a monitor); `report` does the arithmetic. PSI and KS stay null until
-    a feature has `min_rows` live rows.
+    The window is the server's: its rows and counters live in shared memory made here, so
+    every process forked after the monitor was made (the server's workers) writes into the
+    same window, and any process's report covers the rows all of them observed. One
+    `ProcessLock` orders writes and reads across processes and threads. `observe` costs a
+    dictionary lookup per input tensor (and per categorical value, for its bin) and one array
+    copy per tensor under that lock; `report` does the arithmetic on a snapshot taken under
+    it. PSI and KS stay null until a feature has `min_rows` rows.
     """
 
     __slots__ = ("_features", "_lock", "_min_rows", "_profile", "_size", "_windows")
@@ -130,15 +93,15 @@ class DriftMonitor:
         self._profile = profile
         self._size = window
         self._min_rows = min_rows
-        self._lock = threading.Lock()
+        self._lock = ProcessLock()
         grouped: dict[tuple[str, Kind], list[FeatureProfile]] = {}
         for feature in profile.features:
             grouped.setdefault((feature.input, feature.kind), []).append(feature)
-        self._windows: tuple[_Window, ...] = ()
+        self._windows: tuple[Window, ...] = ()
         # Each feature's window and its position among the window's columns.
-        self._features: list[tuple[FeatureProfile, _Window, int]] = []
+        self._features: list[tuple[FeatureProfile, Window, int]] = []
         for (tensor, kind), features in grouped.items():
-            ring = _Window(tensor, [f.column for f in features], window, kind)
+            ring = Window(tensor, features, window, kind)
             self._windows += (ring,)
             self._features += [(f, ring, i) for i, f in enumerate(features)]
 
@@ -148,42 +111,51 @@ class DriftMonitor:
         return self._profile
 
     def observe(self, inputs: Mapping[str, Array]) -> None:
-        """Remember the rows of one request's inputs; never raises.
+        """Remember the rows of one request's inputs; never raises, never waits long.
 
         Inputs of an unexpected shape, or whose values do not convert to the feature's kind,
-        are skipped: monitoring must never fail the request it watches.
+        are skipped: monitoring must never fail the request it watches. So are all of the
+        request's rows when the window's lock is not had within OBSERVE_TIMEOUT (a process
+        stalled while holding it): monitoring must never stall the request either.
         """
+        prepared = []
         for ring in self._windows:
             data = inputs.get(ring.name)
-            if data is None:
-                continue
-            rows = ring.rows(data)
-            if rows is None:
-                continue
-            with self._lock:
-                try:
+            if data is not None:
+                rows = ring.prepare(data)
+                if rows is not None:
+                    prepared.append((ring, rows))
+        if not prepared:
+            return
+        with self._lock.hold(OBSERVE_TIMEOUT) as held:
+            if held:
+                for ring, rows in prepared:
                     ring.write(rows)
-                except (TypeError, ValueError):
-                    # A partial write leaves valid rows of an older request in place.
-                    continue
 
     def live(self, name: str) -> Array:
-        """The live window of feature `name`, oldest row first (a copy)."""
+        """The live window of feature `name`, oldest row first (a copy).
+
+        A numeric feature's values as float64; a categorical feature's as its category's text
+        in the profile, None for a value outside the profile's categories (the "other" bin):
+        the window keeps which bin a row fell in, not the value the request sent.
+        """
         for feature, ring, index in self._features:
             if feature.name == name:
-                with self._lock:
-                    ordered = np.roll(ring.buffer, -ring.position, axis=0)
-                    data = ordered[len(ordered) - ring.filled :]
-                return data if data.ndim == 1 else data[:, index]
+                with self._locked():
+                    data = ring.ordered()
+                values = data if data.ndim == 1 else data[:, index]
+                if feature.kind == "categorical":
+                    return decode(values, feature.categories)
+                return values
         raise InvalidInput(f"the reference profile has no feature {name!r}")
 
     def report(self) -> dict[str, Any]:
-        """The drift of the live window from the reference, per feature, as JSON values."""
-        with self._lock:
-            snapshot = {
-                id(ring): (ring.buffer[: ring.filled].copy(), ring.observed)
-                for ring in self._windows
-            }
+        """The drift of the server's live window from the reference, per feature, as JSON.
+
+        Overloaded when the window's lock is not had within REPORT_TIMEOUT.
+        """
+        with self._locked():
+            snapshot = {id(ring): ring.snapshot() for ring in self._windows}
         features = []
         for feature, ring, index in self._features:
             data, _ = snapshot[id(ring)]
@@ -199,6 +171,13 @@ class DriftMonitor:
             "reference_rows": self._profile.rows,
             "features": features,
         }
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._lock.hold(REPORT_TIMEOUT) as held:
+            if not held:
+                raise Overloaded("the drift window is busy; retry the drift report")
+            yield
 
     def _compare(self, feature: FeatureProfile, values: Array) -> dict[str, Any]:
         found: dict[str, Any] = {
@@ -218,9 +197,9 @@ class DriftMonitor:
                 found["psi"] = psi(feature.proportions, counts / len(values))
                 found["ks"] = ks_statistic(feature.sample, values)
         elif len(values) >= self._min_rows:
-            seen = Counter(as_text(v) for v in values.tolist())
-            shares = [seen.pop(category, 0) / len(values) for category in feature.categories]
-            other = sum(seen.values()) / len(values)
-            found["psi"] = psi([*feature.shares, feature.other], [*shares, other])
+            # Codes are category indices, the last one "other" (window.py).
+            counts = np.bincount(values, minlength=len(feature.categories) + 1)
+            shares = counts / len(values)
+            found["psi"] = psi([*feature.shares, feature.other], shares)
         found["status"] = "ok" if found["psi"] is not None else "collecting"
         return found

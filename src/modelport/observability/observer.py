@@ -203,7 +203,7 @@ class Observer:
         return self._metrics.render()
 
     def drift(self, version: ModelVersion) -> dict[str, Any]:
-        """This process's drift report for a loaded version."""
+        """The server's drift report for a loaded version (its window is every worker's)."""
         monitor = self._drift.get((version.name, version.version))
         if monitor is None:
             raise NotFound(
@@ -291,8 +291,14 @@ class Observer:
                 metrics.log_dropped.inc(dropped - self._dropped)
                 self._dropped = dropped
         if drift:
+            # The window is shared: every worker computes the same values, and the gauges'
+            # "recent" mode shows the newest of them, never their sum.
             for (name, number), monitor in self._drift.items():
-                for feature in monitor.report()["features"]:
+                try:
+                    report = monitor.report()
+                except Overloaded:
+                    continue  # the window is busy: the gauges keep their last values
+                for feature in report["features"]:
                     keys = (name, str(number), feature["name"])
                     if feature["psi"] is not None:
                         metrics.drift_psi.labels(*keys).set(feature["psi"])

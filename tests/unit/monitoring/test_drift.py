@@ -3,20 +3,27 @@
 from __future__ import annotations
 
 import json
+import os
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import pytest
 
 from modelport.errors import InvalidInput, Unsupported
+from modelport.monitoring import drift
 from modelport.monitoring.drift import DriftMonitor, ReferenceProfile, ks_statistic, psi
 from modelport.monitoring.reference_profile import (
     SAMPLE_SIZE,
     TOP_CATEGORIES,
+    as_text,
     build_profile,
     map_features,
 )
 from modelport.protocol.signature import TensorSpec
+from modelport.serving.shared_memory import shared_array
 
 MATRIX = TensorSpec("input-0", "FP32", (-1, 3))
 NAMES = ("a", "b", "c")
@@ -325,4 +332,124 @@ def test_categorical_drift_over_category_shares() -> None:
     drifted = _by_name(moved.report())
     assert drifted["city"]["psi"] > 1.0  # most rows fall in "other", rare in the reference
     assert drifted["age"]["psi"] < 0.05
-    assert moved.live("city")[-1] in (b"paris", b"berlin")
+    # The window keeps a categorical row's bin: its category as the profile spells it, None
+    # for a value outside the profile's categories (berlin).
+    assert moved.live("city")[-1] in ("paris", None)
+    assert set(moved.live("city").tolist()) == {"paris", None}
+
+
+def _old_categorical_psi(feature: dict[str, Any], values: list[Any]) -> float:
+    """PSI as the monitor computed it when its window held the values themselves."""
+    seen = Counter(as_text(v) for v in values)
+    shares = [seen.pop(category, 0) / len(values) for category in feature["categories"]]
+    other = sum(seen.values()) / len(values)
+    return psi([*feature["shares"], feature["other"]], [*shares, other])
+
+
+def test_categorical_psi_over_stored_bins_is_what_it_was_over_the_values() -> None:
+    rng = np.random.default_rng(11)
+    names = np.array([f"cat{k}" for k in range(25)] + ["café"], dtype=object)
+    weights = np.r_[np.arange(30, 5, -1.0), 12.0]
+    weights /= weights.sum()
+    reference = {"first": rng.choice(names, 3000, p=weights), "second": rng.choice(names[:5], 3000)}
+    profile = build_profile(reference, [TensorSpec("pair", "BYTES", (-1, 2))])
+    # Known categories as bytes and as text, one beyond the top 20 ("other" in the reference),
+    # unknown bytes, bytes that are not UTF-8, a number.
+    live_names = [n.encode() for n in names[::2]] + [b"unseen", "caf\xe9".encode(), b"\xff\xfe"]
+    live = rng.choice(np.array([*live_names, "cat1", 7], dtype=object), (400, 2))
+    monitor = _monitor(profile, window=300)
+    for chunk in np.array_split(live, 37):
+        monitor.observe({"pair": chunk})
+
+    report = monitor.report()
+    assert report["observed"] == 400
+    found = [f["psi"] for f in report["features"]]
+    # The same integer counts through the same arithmetic: equal, not merely close.
+    kept = live[-300:]
+    assert found == [
+        _old_categorical_psi(f, kept[:, j].tolist()) for j, f in enumerate(profile["features"])
+    ]
+    # What the object-array implementation answered on this example (np.log may differ by
+    # an ulp between CPUs).
+    assert found == pytest.approx([2.756310522702117, 9.688532257148477], rel=1e-12)
+    assert monitor.live("first").tolist() == [
+        None if as_text(v) not in profile["features"][0]["categories"] else as_text(v)
+        for v in kept[:, 0].tolist()
+    ]
+
+
+# -- one window for every process -------------------------------------------------------------
+
+
+def _in_child(work: Callable[[], None]) -> int:
+    """Run `work()` in a forked child; its exit status (0 when it returned)."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            work()
+            status = 0
+        finally:
+            os._exit(status)
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def test_rows_a_forked_child_observes_are_in_the_parents_report() -> None:
+    monitor = _monitor(_matrix_profile(rows=500), window=100, min_rows=1)
+    rows = np.arange(60, dtype=np.float32).reshape(20, 3)
+    monitor.observe({"input-0": rows[:5]})
+
+    def observe() -> None:
+        for row in rows[5:15]:
+            monitor.observe({"input-0": row[None, :]})
+
+    assert _in_child(observe) == 0
+    assert _in_child(lambda: monitor.observe({"input-0": rows[15:]})) == 0
+    report = monitor.report()
+    assert (report["observed"], report["window"]) == (20, 20)
+    np.testing.assert_array_equal(monitor.live("b"), rows[:, 1])
+    # And a child's report covers the parent's rows.
+    seen = shared_array(1, np.int64)
+
+    def report_in_child() -> None:
+        seen[0] = monitor.report()["observed"]
+
+    assert _in_child(report_in_child) == 0
+    assert seen[0] == 20
+
+
+def test_an_observation_is_skipped_when_the_lock_cannot_be_had() -> None:
+    monitor = _monitor(_matrix_profile(rows=500), min_rows=1)
+    with monitor._lock.hold() as held:  # as a stalled worker would
+        assert held
+        assert _in_child(lambda: monitor.observe({"input-0": np.ones((2, 3))})) == 0
+    assert monitor.report()["observed"] == 0
+    monitor.observe({"input-0": np.ones((2, 3))})
+    assert monitor.report()["observed"] == 2
+
+
+def test_threads_and_processes_observing_at_once_lose_no_row(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Generous: this checks that the lock excludes, not how fast it is had.
+    monkeypatch.setattr(drift, "OBSERVE_TIMEOUT", 60.0)
+    monitor = _monitor(_matrix_profile(rows=500), window=50, min_rows=1)
+    row = {"input-0": np.ones((1, 3))}
+
+    def observe() -> None:
+        with ThreadPoolExecutor(4) as pool:
+            for _ in pool.map(lambda _: [monitor.observe(row) for _ in range(250)], range(4)):
+                pass
+
+    pid = os.fork()  # observes beside this process's threads
+    if pid == 0:
+        status = 1
+        try:
+            observe()
+            status = 0
+        finally:
+            os._exit(status)
+    observe()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    report = monitor.report()
+    assert (report["observed"], report["window"]) == (2000, 50)
