@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -240,6 +241,77 @@ def test_jwt_bearer_tokens_and_rate_limits(
         assert "app-7" in codes[-1].json()["error"]
         # The limit is per caller: the health check and others are not held back.
         assert http.get("/v2/health/live").status_code == 200
+
+
+def test_a_rate_limit_holds_across_workers(start_server: ServerFactory, registry_dir: Path) -> None:
+    """With 2 workers a caller still gets its burst once: both spend from one bucket."""
+    server = start_server(
+        "--registry", str(registry_dir), "--workers", "2",
+        "--rate-limit", "0.01", "--rate-burst", "3",  # refill: one request in 100 s
+    )  # fmt: skip
+    workers = _children(server.pid)
+    assert len(workers) == 2
+    answers: list[tuple[int, str | None]] = []
+    by_worker = dict.fromkeys(workers, 0)
+    # Fresh connections until each worker has answered more than the burst, which per-worker
+    # buckets would each admit in full (6 in all). The kernel spreads new connections over the
+    # workers (SO_REUSEPORT), so this takes a few dozen; the bound only stops a broken spread.
+    while min(by_worker.values()) <= 3:
+        assert len(answers) < 400, f"connections never reached both workers: {by_worker}"
+        status, retry_after, worker = _infer_on_a_new_connection(server.url, workers)
+        answers.append((status, retry_after))
+        by_worker[worker] += 1
+    statuses = [status for status, _ in answers]
+    assert statuses.count(200) == 3, f"{statuses} (answers per worker: {by_worker})"
+    assert statuses.count(429) == len(answers) - 3, statuses
+    assert all(after and int(after) >= 1 for status, after in answers if status == 429), answers
+
+
+def _children(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/task/{pid}/children") as fh:
+        return {int(child) for child in fh.read().split()}
+
+
+def _infer_on_a_new_connection(url: str, workers: set[int]) -> tuple[int, str | None, int]:
+    """One inference on a connection of its own: (status, Retry-After, pid of the worker)."""
+    import http.client
+
+    address = httpx.URL(url)
+    connection = http.client.HTTPConnection(address.host, address.port, timeout=30)
+    try:
+        body = json.dumps({"inputs": [ROW]})
+        connection.request(
+            "POST", "/v2/models/iris/infer", body, {"Content-Type": "application/json"}
+        )
+        response = connection.getresponse()
+        response.read()
+        # Still open (keep-alive): the worker that answered holds the other end.
+        assert connection.sock is not None
+        return response.status, response.getheader("retry-after"), _holder(connection, workers)
+    finally:
+        connection.close()
+
+
+def _holder(connection: Any, workers: set[int]) -> int:
+    """Which of `workers` holds the server's end of `connection` (from /proc: no guessing)."""
+    mine = connection.sock.getsockname()[1]
+    theirs = connection.sock.getpeername()[1]
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
+            if int(local, 16) == theirs and int(remote, 16) == mine:
+                inodes.add(f"socket:[{fields[9]}]")
+    for pid in workers:
+        fds = Path(f"/proc/{pid}/fd")
+        for fd in fds.iterdir():
+            try:
+                if os.readlink(fd) in inodes:
+                    return pid
+            except FileNotFoundError:  # closed while we looked
+                continue
+    raise AssertionError(f"no worker of {sorted(workers)} holds the connection from port {mine}")
 
 
 # -- faults: a model that raises or hangs harms only its own requests ---------------------------

@@ -229,7 +229,8 @@ def _scopes_for(action: Action) -> str:
 def build_policy(settings: AuthSettings, keys: KeyLookup | None) -> Policy:
     """The policy `serve` enforces: API keys through `keys`, JWTs when a key is configured
     (each accepted token remembered until its exp), credentials required with `require_auth`,
-    and the rate limit if one is set."""
+    and the rate limit if one is set. Call it before the workers fork: the rate limit's
+    buckets are in memory every process forked afterwards shares."""
     verifier = None
     if settings.jwt_public_key or settings.jwks_file:
         full = JwtVerifier.from_files(
