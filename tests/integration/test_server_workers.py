@@ -163,3 +163,46 @@ def test_a_second_multi_worker_server_cannot_share_the_port(
     assert second.wait() == 1
     assert "cannot listen" in second.log()
     assert first.stop() == 0
+
+
+def test_a_version_pushed_while_serving_loads_once_and_is_shared(
+    start_server: Callable[..., Any], registry_dir: Path, tmp_path: Path
+) -> None:
+    from modelport.intake.push import push_artifact
+    from modelport.registry.store import Registry
+
+    from .conftest import CREATED_BY, write_iris_c001
+
+    server = start_server("--registry", str(registry_dir), "--workers", "2")
+    before = children(server.pid)
+    with Registry.open(registry_dir) as registry:
+        push_artifact(registry, write_iris_c001(tmp_path), name="iris", created_by=CREATED_BY)
+    server.wait_for("iris: requests now go to version 2")
+    server.wait_for("replacing 2 worker(s)")
+    for _ in range(2):
+        server.wait_for("replaced by worker")
+    after = children(server.pid)
+    # Old workers may still be draining; the two serving ones are new forks of the parent.
+    assert len(after - before) == 2
+    with Registry.open(registry_dir) as registry:
+        loads = [e for e in registry.history("iris") if e.kind == "load" and e.to_version == 2]
+    # Loaded once, by the parent: every worker shares that copy instead of loading its own.
+    assert [e.detail["pid"] if e.detail else None for e in loads] == [server.pid]
+    for _ in range(20):  # fresh connections, so both workers answer
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            response = http.post(
+                "/v2/models/iris/infer",
+                json={
+                    "inputs": [
+                        {
+                            "name": "input-0",
+                            "datatype": "FP32",
+                            "shape": [1, 4],
+                            "data": [5.1, 3.5, 1.4, 0.2],
+                        }
+                    ]
+                },
+            )
+            assert response.status_code == 200, response.text
+            assert response.json()["model_version"] == "2"
+    assert server.stop() == 0
