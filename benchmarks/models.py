@@ -28,6 +28,8 @@ SPECS: dict[str, dict[str, Any]] = {
         "seed": 7,
     },
     "big": {"kind": "MLPRegressor", "inputs": 4, "hidden": 8000, "layers": 2, "seed": 7},
+    # The next version of "big": same size, other weights (another digest).
+    "big_next": {"kind": "MLPRegressor", "inputs": 4, "hidden": 8000, "layers": 2, "seed": 8},
 }
 
 
@@ -82,7 +84,7 @@ def _big(spec: dict[str, Any]) -> Any:
     return model
 
 
-_BUILDERS = {"iris": _iris, "heavy": _heavy, "big": _big}
+_BUILDERS = {"iris": _iris, "heavy": _heavy, "big": _big, "big_next": _big}
 
 
 def build(out_dir: Path, names: list[str]) -> dict[str, Path]:

@@ -160,6 +160,22 @@ def targets(results: Results) -> list[dict[str, str]]:
         ratio = four["pss_mb"] / one["pss_mb"]
         detail = f"{four['pss_mb']:,.0f} / {one['pss_mb']:,.0f} MB = {ratio:.2f}x"
         out.append(_verdict(name, ratio < 1.5, detail))
+    name = (
+        "PSS with --workers 4 after an alias move to a new version < 1.5x PSS with --workers 1, "
+        "no failed request during the move"
+    )
+    moved = mem.get("modelport --workers 4, after an alias move")
+    if one is None or moved is None:
+        out.append(_verdict(name, None, "not measured in this run (see notes)"))
+    elif one["failed"] or moved["failed"]:
+        out.append(_verdict(name, False, moved["failed"] or one["failed"]))
+    else:
+        ratio = moved["pss_mb"] / one["pss_mb"]
+        detail = (
+            f"{moved['pss_mb']:,.0f} / {one['pss_mb']:,.0f} MB = {ratio:.2f}x; "
+            f"{moved['requests_during_move']} requests during the move, none failed"
+        )
+        out.append(_verdict(name, ratio < 1.5, detail))
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import platform
@@ -23,8 +24,9 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -202,7 +204,9 @@ class Bench:
 
     def prepare(self) -> dict[str, Any]:
         """Train (or reuse) the model files; fill a fresh registry and the MLServer folders."""
-        if self.only is not None:
+        if self.only == "memory":
+            wanted = ["iris", "big"]
+        elif self.only is not None:
             # One group: only its model (the memory scenario and its big model do not run).
             wanted = ["heavy" if self.only == "heavy" else "iris"]
         else:
@@ -602,7 +606,138 @@ class Bench:
                 row["failed"] = str(exc)
             print(f"{label}: {row.get('pss_mb', 0):,.0f} MB PSS {row['failed']}", flush=True)
             rows.append(row)
+        rows.append(self.memory_after_move(4))
         return rows
+
+    def memory_after_move(self, workers: int) -> dict[str, Any]:
+        """Total PSS of `serve --workers N` once the production alias has moved, under load,
+        to a new version of the ~500 MB model pushed while serving; failed requests counted."""
+        label = f"modelport --workers {workers}, after an alias move"
+        row: dict[str, Any] = {"server": label, "what": "~500 MB MLP", "failed": ""}
+        with warnings_quiet():
+            files = models.build(WORK / "models", ["big", "big_next"])
+        registry = WORK / "registry-move"
+        shutil.rmtree(registry, ignore_errors=True)
+        payload = self.body_file("big", 1).read_bytes()
+        try:
+            self.push_into(registry, files["big"], "--alias", "production")
+            variant = Variant(label, "modelport", "big", ("--workers", str(workers)))
+            with (
+                self.serve(variant, "big", registry) as server,
+                Traffic(server.port, payload) as traffic,
+            ):
+                # Pushed while serving: loaded (as the newest) beside production's version 1.
+                self.push_into(registry, files["big_next"])
+                wait_for_workers(server, workers, lambda: loaded(server.port, "big", 2))
+                started = time.perf_counter()
+                self.registry_command(registry, "models", "alias", "big", "production", "2")
+                wait_for_workers(server, workers, lambda: served(server.port, "big") == "2")
+                row["move_s"] = time.perf_counter() - started
+                codes = [
+                    status(server.port, "/v2/models/big/infer", "POST", payload)
+                    for _ in range(8 * workers)
+                ]
+                traffic.stop()
+                row["pss_mb"] = server.pss_mb()
+                row["processes"] = len(server.pids())
+                row["requests_during_move"] = traffic.answered
+                failed = traffic.failed + sum(code != 200 for code in codes)
+                if failed:
+                    row["failed"] = f"{failed} of {traffic.answered + len(codes)} requests failed"
+        except (ServerFailed, RuntimeError) as exc:
+            row["failed"] = str(exc)
+        print(f"{label}: {row.get('pss_mb', 0):,.0f} MB PSS {row['failed']}", flush=True)
+        return row
+
+    def push_into(self, registry: Path, file: Path, *extra: str) -> None:
+        """Push `file` as model "big" into `registry`; RuntimeError if that fails."""
+        self.registry_command(registry, "models", "push", str(file), "--name", "big", *extra)
+
+    def registry_command(self, registry: Path, *argv: str) -> None:
+        """Run `modelport ARGV --registry REGISTRY` (a push gets --trust-pickle)."""
+        extra = ["--trust-pickle"] if argv[:2] == ("models", "push") else []
+        command = [str(MODELPORT_BIN), *argv, *extra, "--registry", str(registry)]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            why = (done.stderr.strip().splitlines() or ["no message"])[-1]
+            raise RuntimeError(f"`modelport {' '.join(argv[:2])}` failed: {why}")
+
+
+class Traffic:
+    """Requests to the big model from two threads, each on a keep-alive connection, until
+    stopped: how many were answered and how many failed (any status but 200, or an error)."""
+
+    def __init__(self, port: int, payload: bytes) -> None:
+        self.port = port
+        self.payload = payload
+        self.answered = self.failed = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(2)]
+
+    def __enter__(self) -> Traffic:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _run(self) -> None:
+        headers = {"Content-Type": "application/json"}
+        conn = http.client.HTTPConnection(HOST, self.port, timeout=60)
+        while not self._stop.is_set():
+            try:
+                conn.request("POST", "/v2/models/big/infer", body=self.payload, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+            with self._lock:
+                self.answered += 1
+                self.failed += not ok
+
+
+def served(port: int, model: str) -> str:
+    """The version the server's default route for `model` serves ("" if it does not answer)."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=30)
+    try:
+        conn.request("GET", f"/v2/models/{model}")
+        response = conn.getresponse()
+        meta = json.loads(response.read()) if response.status == 200 else {}
+    except (OSError, ValueError):
+        return ""
+    finally:
+        conn.close()
+    return str(meta.get("parameters", {}).get("modelport.version", ""))
+
+
+def loaded(port: int, model: str, version: int) -> bool:
+    """Whether the server answers for `model` version `version` by number."""
+    return status(port, f"/v2/models/{model}/versions/{version}/ready") == 200
+
+
+def wait_for_workers(server: Server, workers: int, check: Callable[[], bool]) -> None:
+    """Wait until `check` holds and every worker alive when it first held has been replaced
+    and has exited (the parent plus `workers` processes remain); RuntimeError after 10 min."""
+    deadline = time.monotonic() + 600
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError("the server did not follow the registry within 10 minutes")
+        time.sleep(0.2)
+    # A worker answering `check` may be one of the new ones while old ones still serve.
+    old = set(server.pids()) - {server.proc.pid}
+    while (set(server.pids()) & old) or len(server.pids()) != workers + 1:
+        if time.monotonic() > deadline:
+            raise RuntimeError("the workers were not all replaced within 10 minutes")
+        time.sleep(0.2)
 
 
 @contextlib.contextmanager
@@ -754,8 +889,8 @@ def main() -> None:
     results["soak"] = bench.soak() if soak else None
     if args.only is None and not soak:
         bench.note("soak not run (about 10 minutes): `make bench ONLY=soak`, or SOAK=1")
-    if args.only is None:
-        results["start_to_ready"] = bench.start_to_ready()
+    if args.only in (None, "memory"):
+        results["start_to_ready"] = bench.start_to_ready() if args.only is None else []
         results["memory"] = bench.memory()
     else:
         results["start_to_ready"], results["memory"] = [], []
