@@ -620,7 +620,8 @@ class Bench:
         shutil.rmtree(registry, ignore_errors=True)
         payload = self.body_file("big", 1).read_bytes()
         try:
-            self.push_into(registry, files["big"], "--alias", "production")
+            self.push_into(registry, files["big"])
+            self.registry_command(registry, "models", "alias", "big", "production", "1")
             variant = Variant(label, "modelport", "big", ("--workers", str(workers)))
             with (
                 self.serve(variant, "big", registry) as server,
@@ -649,9 +650,9 @@ class Bench:
         print(f"{label}: {row.get('pss_mb', 0):,.0f} MB PSS {row['failed']}", flush=True)
         return row
 
-    def push_into(self, registry: Path, file: Path, *extra: str) -> None:
+    def push_into(self, registry: Path, file: Path) -> None:
         """Push `file` as model "big" into `registry`; RuntimeError if that fails."""
-        self.registry_command(registry, "models", "push", str(file), "--name", "big", *extra)
+        self.registry_command(registry, "models", "push", str(file), "--name", "big")
 
     def registry_command(self, registry: Path, *argv: str) -> None:
         """Run `modelport ARGV --registry REGISTRY` (a push gets --trust-pickle)."""

@@ -314,13 +314,13 @@ def _serve(
 
 
 def follow_in_parent(lifecycle: Lifecycle) -> bool:
-    """Bring the parent's models in line with the registry; True when what is served changed.
+    """Follow the registry in the parent; True when the workers must be replaced by new forks.
 
-    With several workers the parent follows the registry, not each worker: a new version
+    That is when what is served, or why a load failed, changed. With several workers the parent follows the registry, not each worker: a new version
     loads once, here, and the supervisor then replaces the workers with forks that share it
     (a worker loading it on its own would cost N copies).
     """
-    before = lifecycle.catalog.state()
+    before = lifecycle.catalog.state(), dict(lifecycle.failures)
     if not asyncio.run(_check(lifecycle)):
         return False
     # What was retired goes now (the collector may not look at frozen objects), and what was
@@ -328,7 +328,8 @@ def follow_in_parent(lifecycle: Lifecycle) -> bool:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-    return lifecycle.catalog.state() != before
+    # A failed load changes no route, but the model metadata of new workers reports it.
+    return (lifecycle.catalog.state(), dict(lifecycle.failures)) != before
 
 
 async def _check(lifecycle: Lifecycle) -> bool:
