@@ -622,17 +622,20 @@ class Bench:
         try:
             self.push_into(registry, files["big"])
             self.registry_command(registry, "models", "alias", "big", "production", "1")
-            variant = Variant(label, "modelport", "big", ("--workers", str(workers)))
+            # The log says when each worker was replaced.
+            flags = ("--workers", str(workers), "--log-level", "info", "--no-access-log")
+            variant = Variant(label, "modelport", "big", flags)
             with (
                 self.serve(variant, "big", registry) as server,
                 Traffic(server.port, payload) as traffic,
             ):
                 # Pushed while serving: loaded (as the newest) beside production's version 1.
+                old = workers_of(server)
                 self.push_into(registry, files["big_next"])
-                wait_for_workers(server, workers, lambda: loaded(server.port, "big", 2))
-                started = time.perf_counter()
+                wait_for_workers(server, old, lambda: loaded(server.port, "big", 2))
+                started, old = time.perf_counter(), workers_of(server)
                 self.registry_command(registry, "models", "alias", "big", "production", "2")
-                wait_for_workers(server, workers, lambda: served(server.port, "big") == "2")
+                wait_for_workers(server, old, lambda: served(server.port, "big") == "2")
                 row["move_s"] = time.perf_counter() - started
                 codes = [
                     status(server.port, "/v2/models/big/infer", "POST", payload)
@@ -725,19 +728,18 @@ def loaded(port: int, model: str, version: int) -> bool:
     return status(port, f"/v2/models/{model}/versions/{version}/ready") == 200
 
 
-def wait_for_workers(server: Server, workers: int, check: Callable[[], bool]) -> None:
-    """Wait until `check` holds and every worker alive when it first held has been replaced
-    and has exited (the parent plus `workers` processes remain); RuntimeError after 10 min."""
+def workers_of(server: Server) -> set[int]:
+    """The pids of the server's workers (its processes but the parent)."""
+    return set(server.pids()) - {server.proc.pid}
+
+
+def wait_for_workers(server: Server, old: set[int], check: Callable[[], bool]) -> None:
+    """Wait until `check` holds and the workers `old` have all been replaced and have exited
+    (as many workers remain); RuntimeError after 10 minutes."""
     deadline = time.monotonic() + 600
-    while not check():
+    while not check() or (workers_of(server) & old) or len(workers_of(server)) != len(old):
         if time.monotonic() > deadline:
-            raise RuntimeError("the server did not follow the registry within 10 minutes")
-        time.sleep(0.2)
-    # A worker answering `check` may be one of the new ones while old ones still serve.
-    old = set(server.pids()) - {server.proc.pid}
-    while (set(server.pids()) & old) or len(server.pids()) != workers + 1:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the workers were not all replaced within 10 minutes")
+            raise RuntimeError("the workers did not follow the registry within 10 minutes")
         time.sleep(0.2)
 
 
