@@ -39,6 +39,7 @@ from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
 from modelport.serving.guard import Guard, OpenGuard
+from modelport.serving.in_flight import InFlightTable
 from modelport.serving.lifecycle import Lifecycle
 from modelport.supervisor import Supervisor, report_ready
 from modelport.transports.browser import BrowserPolicy
@@ -255,7 +256,9 @@ def _serve(
         f"(registry: {display_location(settings.registry)}; {workers}{metrics})"
     )
     catalog = Catalog()
-    lifecycle = Lifecycle(registry, catalog, Executor(), settings.models, observer)
+    # Shared by every worker (made before the fork): max_queue bounds the whole server.
+    in_flight = InFlightTable.for_workers(count)
+    lifecycle = Lifecycle(registry, catalog, Executor(), settings.models, observer, in_flight)
     dataplane = DataPlane(lifecycle, settings.limits, workers=count, reports=observer)
     dataplane.lifecycle.preload(settings.models.selection)
     # Everything loaded so far lives as long as the server: keep the collector from scanning
