@@ -23,9 +23,11 @@ from modelport.registry.store import PRODUCTION
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher, BatchPolicy
 from modelport.serving.executor import Executor
-from modelport.serving.in_flight import InFlightCounter, InFlightTable
+from modelport.serving.in_flight import InFlightTable
 
 _MAX_MODEL_MESSAGE = 400
+_NO_COLUMN = memoryview(b"")
+"""The column of a model counted by this process alone (never written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,8 +79,10 @@ class LoadedModel:
     in_flight: int = field(init=False, default=0)
     """Requests inside this process's dataplane for this version right now (it retires at
     zero)."""
-    _shared: InFlightCounter | None = field(init=False, default=None)
-    """The version's count across the server's processes; None: `in_flight` is the count."""
+    _counts: InFlightTable | None = field(init=False, default=None)
+    """Where the server's processes count together; None: `in_flight` is the count."""
+    _column: memoryview = field(init=False, default=_NO_COLUMN)
+    """This version's column of `_counts`: one cell per process, this one's at its `row`."""
     _idle: asyncio.Event | None = field(init=False, default=None)
     """Made by the first `idle` call; set when the last request in flight leaves."""
 
@@ -104,33 +108,44 @@ class LoadedModel:
             )
             self.max_queue = dispatch.max_queue
             if dispatch.counts is not None:
-                self._shared = dispatch.counts.counter(self.name, self.number)
+                self._counts = dispatch.counts
+                self._column = dispatch.counts.column(self.name, self.number)
         else:
             # No executor: were it awaited, the batcher would call the model in place.
             self.batcher = Batcher(self.predict, self.output_names, None, BatchPolicy(1))
             self.max_queue = DEFAULT_MAX_QUEUE
 
+    # enter, leave and waiting run on every inference: the column is written in place here,
+    # by the table's contract, rather than through a further call.
+
     def enter(self) -> None:
         """Count one more request in flight."""
         self.in_flight += 1
-        if self._shared is not None:
-            self._shared.add(1)
+        counts = self._counts
+        if counts is not None:
+            try:
+                self._column[counts.row] += 1
+            except IndexError:  # this process has no row yet
+                self._column[counts.claim()] += 1
 
     def leave(self) -> None:
         """Count one request out; the last one out wakes whoever waits in `idle`."""
         self.in_flight -= 1
-        if self._shared is not None:
-            self._shared.add(-1)
+        counts = self._counts
+        if counts is not None:
+            self._column[counts.row] -= 1
         if not self.in_flight and self._idle is not None:
             self._idle.set()
 
     def waiting(self) -> int:
         """Requests in flight for this version in the whole server (all its workers)."""
-        return self.in_flight if self._shared is None else self._shared.total()
+        return self.in_flight if self._counts is None else sum(self._column)
 
     def recount(self) -> int:
         """`waiting`, after forgetting the requests of server processes that died."""
-        return self.in_flight if self._shared is None else self._shared.recount()
+        if self._counts is not None:
+            self._counts.sweep()
+        return self.waiting()
 
     async def idle(self) -> None:
         """Return once no request is in flight (at once if none is)."""

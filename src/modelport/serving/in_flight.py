@@ -49,9 +49,10 @@ _FREE = 0
 class InFlightTable:
     """The server's table of requests in flight: rows of processes, columns of model versions.
 
-    Made once per server before the workers fork; shared by them all. `counter(name, version)`
-    gives a version its counter (its column); each process calls `claim` once when it starts
-    serving (a process that counts before claiming claims then).
+    Made once per server before the workers fork; shared by them all. `column(name, version)`
+    gives a version its column; each process calls `claim` once when it starts serving (a
+    process that counts before claiming claims then), adds to its own cell of a column, and
+    reads a version's total as the column's sum. `LoadedModel` does both on every inference.
     """
 
     __slots__ = ("__weakref__", "_cells", "_keys", "_lock", "_owners", "_swept", "row", "rows")
@@ -109,11 +110,13 @@ class InFlightTable:
                 )
             time.sleep(0.05)
 
-    def counter(self, name: str, version: int) -> InFlightCounter:
-        """The counter of `name:version`, in the slot every process finds for it.
+    def column(self, name: str, version: int) -> memoryview:
+        """The column of `name:version`, in the slot every process finds for it.
 
-        When every slot is taken (or the table cannot be locked), the version is counted by
-        each process on its own, as if the server had one worker, and the log says so.
+        One cell per row: a process adds to `column[row]` alone (its own row; `row` is out of
+        range, an IndexError, until it claims one), and the column's sum is the server's
+        total. When every slot is taken (or the table cannot be locked), the version gets a
+        column of its own in this process (counted per worker), and the log says so.
         """
         key = _key(name, version)
         with self._lock.hold() as held:
@@ -124,14 +127,14 @@ class InFlightTable:
                     if slots.size:
                         self._keys[slots[0]] = key
                 if slots.size:
-                    return InFlightCounter(self, memoryview(self._cells[int(slots[0])]))
+                    return memoryview(self._cells[int(slots[0])])
         log.warning(
             "%s version %d: its max_queue is counted per worker (the in-flight table has no "
             "free slot; a restart of the server frees them)",
             name,
             version,
         )
-        return InFlightCounter(self, memoryview(bytearray(8 * self.rows)).cast("q"))
+        return memoryview(bytearray(8 * self.rows)).cast("q")
 
     def sweep(self) -> None:
         """Zero the rows of processes that died, at most once per SWEEP_SECONDS.
@@ -153,35 +156,6 @@ class InFlightTable:
             if _started(pid) != started:
                 self._cells[:, row] = 0
                 self._owners[row] = (_FREE, 0)
-
-
-class InFlightCounter:
-    """One model version's requests in flight: this process's cell, and the server's total."""
-
-    __slots__ = ("_cells", "_table")
-
-    def __init__(self, table: InFlightTable, cells: memoryview) -> None:
-        self._table = table
-        self._cells = cells
-        """The version's column: one cell per row."""
-
-    def add(self, delta: int) -> None:
-        """Count `delta` more (or fewer) requests of this process in flight."""
-        # Read-modify-write of this process's own cell: no other process writes it, and two
-        # instances of one version in this process (reloaded while the old one drains) add up.
-        try:
-            self._cells[self._table.row] += delta
-        except IndexError:
-            self._cells[self._table.claim()] += delta
-
-    def total(self) -> int:
-        """Requests in flight for the version in every process of the server."""
-        return sum(self._cells)
-
-    def recount(self) -> int:
-        """`total` after sweeping the rows of dead processes (see InFlightTable.sweep)."""
-        self._table.sweep()
-        return sum(self._cells)
 
 
 def _key(name: str, version: int) -> int:
