@@ -335,8 +335,9 @@ class ModelsSettings:
     max_queue: int = _setting(
         DEFAULT_MAX_QUEUE, shown=f"{DEFAULT_MAX_QUEUE} (per model: max_queue in [models.NAME])"
     )
-    """Most requests waiting for or inside one model at once in a server process; past it,
-    requests are shed with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) instead of queueing."""
+    """Most requests waiting for or inside one model at once in the server, all its workers
+    together; past it, requests are shed with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED)
+    instead of queueing."""
     overrides: Mapping[str, ModelSettings] = field(
         default_factory=dict, metadata={"table": "[models.NAME]"}
     )

@@ -31,7 +31,8 @@ class ModelPolicy:
     compiled: bool
     """Serve a version's compiled artifact when it has one."""
     max_queue: int
-    """Most requests waiting for or inside the model at once, per server process."""
+    """Most requests waiting for or inside the model at once, all of the server's workers
+    together."""
     batching: bool | None = None
     """False: never batch; True: batch whenever the signature has a batch dimension; None:
     only when the runtime is row-independent too."""

@@ -40,6 +40,7 @@ from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
 from modelport.serving.guard import Guard, OpenGuard
+from modelport.serving.in_flight import InFlightTable
 from modelport.serving.lifecycle import Lifecycle
 from modelport.supervisor import Supervisor, report_ready
 from modelport.transports.browser import BrowserPolicy
@@ -278,7 +279,9 @@ def _serve(
         f"(registry: {display_location(settings.registry)}; {workers}{metrics})"
     )
     catalog = Catalog()
-    lifecycle = Lifecycle(registry, catalog, Executor(), settings.models, observer)
+    # Shared by every worker (made before the fork): max_queue bounds the whole server.
+    in_flight = InFlightTable.for_workers(count)
+    lifecycle = Lifecycle(registry, catalog, Executor(), settings.models, observer, in_flight)
     dataplane = DataPlane(lifecycle, settings.limits, workers=count, reports=observer)
     dataplane.lifecycle.preload(settings.models.selection)
     # Everything loaded so far lives as long as the server: keep the collector from scanning
@@ -316,9 +319,10 @@ def _serve(
 def follow_in_parent(lifecycle: Lifecycle) -> bool:
     """Follow the registry in the parent; True when the workers must be replaced by new forks.
 
-    That is when what is served, or why a load failed, changed. With several workers the parent follows the registry, not each worker: a new version
-    loads once, here, and the supervisor then replaces the workers with forks that share it
-    (a worker loading it on its own would cost N copies).
+    That is when what is served, or why a load failed, changed. With several workers the
+    parent follows the registry, not each worker: a new version loads once, here, and the
+    supervisor then replaces the workers with forks that share it (a worker loading it on its
+    own would cost N copies).
     """
     before = lifecycle.catalog.state(), dict(lifecycle.failures)
     if not asyncio.run(_check(lifecycle)):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -206,3 +207,94 @@ def test_a_version_pushed_while_serving_loads_once_and_is_shared(
             assert response.status_code == 200, response.text
             assert response.json()["model_version"] == "2"
     assert server.stop() == 0
+
+
+def write_blocking_model(path: Path, started: Path, release: Path) -> Path:
+    """A python model that says it started on the FIFO `started`, then waits on `release`."""
+    import cloudpickle
+
+    class Blocking:
+        def __init__(self, started: str, release: str) -> None:
+            self.started = started
+            self.release = release
+
+        def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            with open(self.started, "wb") as fh:
+                fh.write(b"1")
+            with open(self.release, "rb") as fh:  # until the test writes to it
+                fh.read(1)
+            return {"y": inputs["x"] * 2}
+
+    path.write_bytes(cloudpickle.dumps(Blocking(str(started), str(release))))
+    return path
+
+
+def test_a_model_queue_bound_holds_across_workers(
+    start_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    from modelport.intake.push import push_artifact
+    from modelport.protocol.signature import Signature, TensorSpec
+    from modelport.registry.store import Registry
+
+    started, release = tmp_path / "started", tmp_path / "release"
+    os.mkfifo(started)
+    os.mkfifo(release)
+    signature = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
+    with Registry.open(tmp_path / "registry") as store:
+        push_artifact(
+            store,
+            write_blocking_model(tmp_path / "blocking.cloudpickle", started, release),
+            name="blocking",
+            format="python",
+            signature=signature,
+            trust_pickle=True,
+            created_by="tests",
+        )
+    config = tmp_path / "modelport.toml"
+    config.write_text("[models.blocking]\nmax_queue = 1\n")
+    server = start_server(
+        "--registry", str(tmp_path / "registry"), "--workers", "2",
+        "--inference-log", "off", "--config", str(config),
+    )  # fmt: skip
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+
+    def infer() -> httpx.Response:
+        # A fresh connection each time: the kernel spreads them over both workers.
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            return http.post("/v2/models/blocking/infer", json=body)
+
+    def hold() -> Any:
+        """Send one request and return once the model is running it (its answer pending)."""
+        pending = pool.submit(infer)
+        with started.open("rb") as fifo:  # blocks until the model runs the request
+            assert fifo.read(1) == b"1"
+        return pending
+
+    def unblock() -> None:
+        with release.open("wb") as fifo:  # blocks until the model waits on it
+            fifo.write(b"1")
+
+    with ThreadPoolExecutor(1) as pool:
+        try:
+            held = hold()
+            # One request in flight in one worker fills the queue of the whole server: with a
+            # bound per worker, about half of these would reach the other worker and run.
+            shed = [infer() for _ in range(16)]
+            assert [r.status_code for r in shed] == [503] * 16, [r.text for r in shed]
+            for response in shed:
+                assert response.json()["code"] == "overloaded"
+                assert response.headers["retry-after"] == "1"
+                assert "across all of the server's workers" in response.json()["error"]
+            unblock()
+            assert held.result(timeout=30).status_code == 200
+            # The request left: the next one, on whichever worker, is admitted.
+            again = hold()
+            unblock()
+            assert again.result(timeout=30).status_code == 200
+        finally:
+            # Should a request have been admitted after all, leave nothing hanging: opening
+            # the other end of each FIFO without blocking lets a model waiting on it run on.
+            for fifo, mode in ((started, os.O_RDONLY), (release, os.O_WRONLY)):
+                with contextlib.suppress(OSError):  # ENXIO: nobody waits on it
+                    os.close(os.open(fifo, mode | os.O_NONBLOCK))
+    assert server.stop(signal.SIGTERM) == 0

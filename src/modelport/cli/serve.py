@@ -205,8 +205,8 @@ from modelport.config_loader import build_serve_settings
     "--max-queue",
     type=int,
     metavar="N",
-    help="Most requests waiting for one model at once, per worker; past it, requests are shed "
-    "with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) so latency stays bounded.",
+    help="Most requests waiting for one model at once, all workers together; past it, requests "
+    "are shed with 503 + Retry-After (gRPC RESOURCE_EXHAUSTED) so latency stays bounded.",
 )
 @setting_option(
     "request_timeout",

@@ -23,8 +23,11 @@ from modelport.registry.store import PRODUCTION
 from modelport.runtimes.base import Runtime
 from modelport.serving.batching import Batcher, BatchPolicy
 from modelport.serving.executor import Executor
+from modelport.serving.in_flight import InFlightTable
 
 _MAX_MODEL_MESSAGE = 400
+_NO_COLUMN = memoryview(b"")
+"""The column of a model counted by this process alone (never written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,9 @@ class Batched:
     max_queue: int = DEFAULT_MAX_QUEUE
     on_call: Callable[[int, int], None] | None = None
     """Told each model call's rows and how many requests still wait (for metrics)."""
+    counts: InFlightTable | None = None
+    """Where the server's processes count requests in flight together, so that `max_queue`
+    bounds the server; None: this process counts alone."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,9 +75,14 @@ class LoadedModel:
     batcher: Batcher = field(init=False)
     """Runs this model's predictions, batching concurrent ones."""
     max_queue: int = field(init=False)
-    """Past this many requests in flight, new ones are shed."""
+    """Past this many requests in flight in the whole server, new ones are shed."""
     in_flight: int = field(init=False, default=0)
-    """Requests inside the dataplane for this version right now (it retires at zero)."""
+    """Requests inside this process's dataplane for this version right now (it retires at
+    zero)."""
+    _counts: InFlightTable | None = field(init=False, default=None)
+    """Where the server's processes count together; None: `in_flight` is the count."""
+    _column: memoryview = field(init=False, default=_NO_COLUMN)
+    """This version's column of `_counts`: one cell per process, this one's at its `row`."""
     _idle: asyncio.Event | None = field(init=False, default=None)
     """Made by the first `idle` call; set when the last request in flight leaves."""
 
@@ -96,20 +107,45 @@ class LoadedModel:
                 inline=self.runtime.steady,
             )
             self.max_queue = dispatch.max_queue
+            if dispatch.counts is not None:
+                self._counts = dispatch.counts
+                self._column = dispatch.counts.column(self.name, self.number)
         else:
             # No executor: were it awaited, the batcher would call the model in place.
             self.batcher = Batcher(self.predict, self.output_names, None, BatchPolicy(1))
             self.max_queue = DEFAULT_MAX_QUEUE
 
+    # enter, leave and waiting run on every inference: the column is written in place here,
+    # by the table's contract, rather than through a further call.
+
     def enter(self) -> None:
         """Count one more request in flight."""
         self.in_flight += 1
+        counts = self._counts
+        if counts is not None:
+            try:
+                self._column[counts.row] += 1
+            except IndexError:  # this process has no row yet
+                self._column[counts.claim()] += 1
 
     def leave(self) -> None:
         """Count one request out; the last one out wakes whoever waits in `idle`."""
         self.in_flight -= 1
+        counts = self._counts
+        if counts is not None:
+            self._column[counts.row] -= 1
         if not self.in_flight and self._idle is not None:
             self._idle.set()
+
+    def waiting(self) -> int:
+        """Requests in flight for this version in the whole server (all its workers)."""
+        return self.in_flight if self._counts is None else sum(self._column)
+
+    def recount(self) -> int:
+        """`waiting`, after forgetting the requests of server processes that died."""
+        if self._counts is not None:
+            self._counts.sweep()
+        return self.waiting()
 
     async def idle(self) -> None:
         """Return once no request is in flight (at once if none is)."""

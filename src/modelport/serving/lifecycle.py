@@ -26,6 +26,7 @@ from modelport.serving.artifacts import load_artifact
 from modelport.serving.batching import policy_for
 from modelport.serving.catalog import Batched, Catalog, LoadedModel
 from modelport.serving.executor import Executor
+from modelport.serving.in_flight import InFlightTable
 from modelport.serving.telemetry import NoTelemetry, Telemetry
 
 # The server has always logged loads and unloads under this name; log filters select on it.
@@ -48,8 +49,11 @@ class Lifecycle:
         executor: Executor,
         models: ModelsSettings | None = None,
         telemetry: Telemetry | None = None,
+        in_flight: InFlightTable | None = None,
     ) -> None:
         self._registry = registry
+        self._in_flight = in_flight
+        """Where the server's processes count each version's requests in flight together."""
         self._catalog = catalog
         self._executor = executor
         self._models = models if models is not None else ModelsSettings()
@@ -328,6 +332,7 @@ class Lifecycle:
             policy,
             max_queue=chosen.max_queue,
             on_call=partial(self._telemetry.batch, name, mv.version),
+            counts=self._in_flight,
         )
         model = LoadedModel(mv, runtime, mv.compiled if loaded.compiled else None, dispatch)
         try:

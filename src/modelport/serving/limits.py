@@ -49,9 +49,15 @@ def time_limit(request: InferRequest, call: Call | None, limits: LimitSettings) 
 
 
 def check_queue(model: LoadedModel) -> None:
-    """Overloaded when `model` already has its limit of requests in flight (max_queue)."""
-    if model.in_flight >= model.max_queue:
-        raise Overloaded(
-            f"model {model.name!r} has {model.in_flight} requests waiting, its limit "
-            "(max_queue); retry in a moment"
-        )
+    """Overloaded when `model` already has its limit of requests in flight (max_queue).
+
+    The limit holds across all of the server's workers together.
+    """
+    if model.waiting() >= model.max_queue:
+        # Rare: worth making sure no dead worker's requests are still counted.
+        waiting = model.recount()
+        if waiting >= model.max_queue:
+            raise Overloaded(
+                f"model {model.name!r} has {waiting} requests waiting, its limit (max_queue, "
+                "counted across all of the server's workers); retry in a moment"
+            )
