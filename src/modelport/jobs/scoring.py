@@ -311,7 +311,7 @@ def score_partition(
         return PartResult(
             task.index, scorer.rows_in, 0, scorer.error_rows, None, None, seconds, compiled
         )
-    error_record = Written(errors_file, errors.size, errors.sha256)
+    error_record: Written | None = Written(errors_file, errors.size, errors.sha256)
     if not scorer.error_rows:
         out.remove(errors_file)
         error_record = None

@@ -115,8 +115,8 @@ def partitions(files: Sequence[InputFile]) -> list[Partition]:
                 out.append(Partition(f.path, f.format, f.columns, group, first, rows))
                 first += rows
         else:
-            rows = sum(f.row_groups) if f.format == "parquet" else None
-            out.append(Partition(f.path, f.format, f.columns, None, 0, rows))
+            total = sum(f.row_groups) if f.format == "parquet" else None
+            out.append(Partition(f.path, f.format, f.columns, None, 0, total))
     return out
 
 
