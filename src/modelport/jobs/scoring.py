@@ -67,7 +67,8 @@ class PartitionTask:
     """The part's number: part-{index:05d}."""
     partition: Partition
     error_budget: int | None = None
-    """Stop, writing nothing, once the partition has more error rows than this (None: never)."""
+    """Stop once the partition has more error rows than this (None: never): no part file is
+    written, only the error file so far (which the driver does not commit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,10 +133,10 @@ class _Scorer:
             return None
         before = self.error_rows
         self.seen = piece.batch.schema
-        segments = list(self._bisect(piece.batch, piece.first_row))
-        tables = [self._rows(batch, first, outputs) for batch, first, outputs in segments]
         n = piece.batch.num_rows
         self.rows_in += n
+        segments = list(self._bisect(piece.batch, piece.first_row))
+        tables = [self._rows(batch, first, outputs) for batch, first, outputs in segments]
         self._progress(n, self.error_rows - before)
         if not tables:
             return None
@@ -281,7 +282,8 @@ def score_partition(
     """Score one partition into its part file and error file; the counts and digests.
 
     `on_batch(rows, errors)` is told each batch's rows read and error rows, for progress.
-    Over its error budget the partition stops and leaves nothing behind (`part` is None).
+    Over its error budget the partition stops: no part file (`part` is None), and the error
+    file of the rows refused so far, for the user to look at (it is not committed).
     InvalidInput when the input cannot be read or mapped at all.
     """
     started = time.perf_counter()
@@ -291,28 +293,26 @@ def score_partition(
     out = OutputDir(spec.output)
     columns = read_columns(spec, mapping, partition)
     errors_file = errors_name(task.index)
-    try:
-        with (
-            out.atomic(errors_file) as errors,
-            out.atomic(part_name(task.index, spec.output_format)) as sink,
-        ):
-            scorer = _Scorer(task, model, mapping, errors, on_batch)
-            writer = PartWriter(sink, spec.output_format)
-            for piece in read_pieces(partition, columns, spec.batch_size):
-                table = scorer.score(piece)
-                if table is not None and table.num_rows:
-                    writer.write(table)
-            writer.close(scorer.empty_schema())
-        part = Written(part_name(task.index, spec.output_format), sink.size, sink.sha256)
-    except _OverBudget:
-        out.remove(errors_file)
-        seconds = time.perf_counter() - started
-        compiled = model.compiled is not None
-        return PartResult(
-            task.index, scorer.rows_in, 0, scorer.error_rows, None, None, seconds, compiled
-        )
+    name = part_name(task.index, spec.output_format)
+    part: Written | None = None
+    with out.atomic(errors_file) as errors:
+        scorer = _Scorer(task, model, mapping, errors, on_batch)
+        try:
+            with out.atomic(name) as sink:
+                writer = PartWriter(sink, spec.output_format)
+                for piece in read_pieces(partition, columns, spec.batch_size):
+                    table = scorer.score(piece)
+                    if table is not None and table.num_rows:
+                        writer.write(table)
+                writer.close(scorer.empty_schema())
+            part = Written(name, sink.size, sink.sha256)
+        except _OverBudget:
+            # No part file; the error file stays, for the user to see which rows failed.
+            pass
     error_record: Written | None = Written(errors_file, errors.size, errors.sha256)
-    if not scorer.error_rows:
+    if part is None:
+        scorer.rows_out = 0
+    elif not scorer.error_rows:
         out.remove(errors_file)
         error_record = None
     return PartResult(
