@@ -102,7 +102,8 @@ def test_missing_columns_are_named_with_the_columns_found() -> None:
     with pytest.raises(InvalidInput) as refused:
         TableMapping.for_model(IRIS, ["sepal_length", "petal_width", "id"])
     message = refused.value.message
-    assert "'sepal_width'" in message and "'petal_length'" in message
+    assert "'sepal_width'" in message
+    assert "'petal_length'" in message
     assert "3 column(s): 'sepal_length', 'petal_width', 'id'" in message
 
 
@@ -113,7 +114,8 @@ def test_named_inputs_take_their_columns() -> None:
     )
     batch = pa.RecordBatch.from_pydict({"score": [0.5, 1.5], "age": [30, 40], "other": [1, 2]})
     arrays = TableMapping.for_model(mv, batch.schema.names).inputs(batch)
-    assert arrays["age"].dtype == np.int64 and arrays["age"].shape == (2,)
+    assert arrays["age"].dtype == np.int64
+    assert arrays["age"].shape == (2,)
     assert arrays["score"].shape == (2, 1)
 
 
@@ -178,7 +180,8 @@ def test_outputs_as_columns_and_as_lists() -> None:
         "predict_proba_1",
         "predict_proba_2",
     ]
-    assert columns[0][1].type == pa.int64() and columns[1][1].type == pa.float32()
+    assert columns[0][1].type == pa.int64()
+    assert columns[1][1].type == pa.float32()
     assert columns[3][1].to_pylist() == pytest.approx([0.0, 0.7])
     lists = TableMapping.for_model(IRIS, FEATURES, outputs_as="lists").output_columns(outputs)
     assert [name for name, _ in lists] == ["predict", "predict_proba"]
