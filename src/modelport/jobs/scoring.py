@@ -165,8 +165,9 @@ class _Scorer:
             found = None if seen is None else seen.field(name) if name in seen.names else None
             return found if found is not None else pa.field(name, pa.string())
 
+        text = pa.dictionary(pa.int32(), pa.string())
         fields = (
-            [pa.field("_file", pa.string()), pa.field("_row", pa.int64())]
+            [pa.field("_file", text), pa.field("_row", pa.int64())]
             if spec.id_column is None
             else [typed(spec.id_column)]
         )
@@ -180,7 +181,7 @@ class _Scorer:
                 fields.append(pa.field(out.name, pa.list_(kind, width)))
             elif width >= 0:
                 fields += [pa.field(f"{out.name}_{k}", kind) for k in range(width)]
-        fields += [pa.field(n, pa.int64() if n == "_version" else pa.string()) for n in PROVENANCE]
+        fields += [pa.field(n, pa.int64() if n == "_version" else text) for n in PROVENANCE]
         return pa.schema(fields)
 
     def _predict(self, batch: pa.RecordBatch) -> dict[str, Any]:
@@ -200,7 +201,7 @@ class _Scorer:
         spec, n = self.task.spec, batch.num_rows
         columns: dict[str, Any] = {}
         if spec.id_column is None:
-            columns["_file"] = pa.repeat(pa.scalar(self.task.partition.path), n)
+            columns["_file"] = _constant(self.task.partition.path, n)
             columns["_row"] = pa.array(np.arange(first, first + n, dtype=np.int64))
         else:
             columns[spec.id_column] = batch.column(spec.id_column)
@@ -209,10 +210,10 @@ class _Scorer:
         for name, values in self.mapping.output_columns(outputs):
             columns[name] = values
         mv = self.model.version
-        columns["_model"] = pa.repeat(pa.scalar(mv.name), n)
+        columns["_model"] = _constant(mv.name, n)
         columns["_version"] = pa.repeat(pa.scalar(mv.version, pa.int64()), n)
-        columns["_sha256"] = pa.repeat(pa.scalar(mv.digest), n)
-        columns["_job_id"] = pa.repeat(pa.scalar(spec.job_id), n)
+        columns["_sha256"] = _constant(mv.digest, n)
+        columns["_job_id"] = _constant(spec.job_id, n)
         self.rows_out += n
         return pa.table(columns)
 
@@ -236,6 +237,12 @@ class _Scorer:
     def _progress(self, rows: int, errors: int) -> None:
         if self.on_batch is not None:
             self.on_batch(rows, errors)
+
+
+def _constant(value: str, n: int) -> pa.DictionaryArray:
+    """`n` copies of `value`, dictionary-encoded: the same text column, without the cost of
+    hashing every row's copy when the part file is written."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), [value])
 
 
 class _Refused(Exception):
