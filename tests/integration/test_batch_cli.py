@@ -124,7 +124,7 @@ def test_crossing_max_errors_exits_1_with_a_summary(
     assert "crosses --max-errors 1" in failed.stderr
     passed = modelport(registry, "batch", "iris", source, "-o", tmp_path / "b", "--max-errors", "2")
     assert passed.returncode == 0, passed.stderr
-    rows = (tmp_path / "b" / "errors" / "part-00000.jsonl").read_text().splitlines()
+    rows = (tmp_path / "b" / "_errors" / "part-00000.jsonl").read_text().splitlines()
     assert [json.loads(r)["_row"] for r in rows] == [4, 9]
 
 

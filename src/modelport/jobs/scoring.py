@@ -38,7 +38,9 @@ PROVENANCE: Final = ("_model", "_version", "_sha256", "_job_id")
 """Columns every output row ends with: model name, version, artifact sha256, job id."""
 ROW_KEY: Final = ("_file", "_row")
 """The key columns without --id-column: the input path as given and the row number in it."""
-ERRORS_DIR: Final = "errors"
+ERRORS_DIR: Final = "_errors"
+"""Where error files go: a leading `_` keeps dataset readers (pyarrow, Spark, Dask) that read
+the output directory as one table from reading them as parts."""
 _MAX_MESSAGE: Final = 500
 
 
@@ -97,7 +99,7 @@ def part_name(index: int, fmt: OutputFormat) -> str:
 
 
 def errors_name(index: int) -> str:
-    """The part's error file, in the output directory's `errors/`."""
+    """The part's error file, in the output directory's `_errors/`."""
     return f"{ERRORS_DIR}/part-{index:05d}.jsonl"
 
 

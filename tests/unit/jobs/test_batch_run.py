@@ -58,7 +58,7 @@ def parts(out: Path) -> pa.Table:
 def errors(out: Path) -> list[dict[str, Any]]:
     return [
         json.loads(line)
-        for f in sorted((out / "errors").glob("*.jsonl"))
+        for f in sorted((out / "_errors").glob("*.jsonl"))
         for line in f.read_text().splitlines()
     ]
 
@@ -166,6 +166,8 @@ def test_bad_rows_go_to_the_error_file_and_the_good_rows_stay_in_order(
     assert "NaN" in found[1]["error"]
     assert (summary.data["rows_in"], summary.data["rows_out"]) == (150, 147)
     assert summary.data["error_rows"] == 3
+    # The directory reads as one table: dataset readers skip _errors/ and the _*.json files.
+    assert pq.read_table(tmp_path / "out").equals(table)
 
 
 def test_a_json_line_that_does_not_parse_is_a_read_error(
