@@ -310,3 +310,22 @@ def test_the_original_artifact_with_no_compiled(
     table = parts(tmp_path / "out")
     assert table.column("predict").to_pylist() == expected.column("predict").to_pylist()
     assert not any(math.isnan(v) for v in table.column("predict_proba_0").to_pylist())
+
+
+def test_predict_table_gives_the_columns_the_command_writes(
+    registry: str, iris: pa.Table, tmp_path: Path
+) -> None:
+    source = write(iris, tmp_path / "iris.parquet")
+    run(registry, [source], tmp_path / "out")
+    written = parts(tmp_path / "out")
+    model = modelport.load("iris", registry=registry)
+    try:
+        from_frame = model.predict_table(iris.to_pandas())
+        with pytest.raises(InvalidInput, match="missing column"):
+            model.predict_table(iris.drop_columns(["petal_width"]).to_pandas())
+        with pytest.raises(InvalidInput, match="pyarrow Table or a pandas DataFrame"):
+            model.predict_table([[5.1, 3.5, 1.4, 0.2]])
+    finally:
+        model.close()
+    assert from_frame.column_names == OUTPUTS
+    assert from_frame.equals(written.select(OUTPUTS))
