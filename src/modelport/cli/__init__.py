@@ -8,6 +8,7 @@ from modelport import __version__
 from modelport.cli import lifecycle as _lifecycle  # noqa: F401  (adds its commands to `models`)
 from modelport.cli import mlflow as _mlflow  # noqa: F401  (adds `models import-mlflow`)
 from modelport.cli import push as _push  # noqa: F401  (adds `models push`)
+from modelport.cli.batch import batch
 from modelport.cli.keys import keys
 from modelport.cli.logs import logs
 from modelport.cli.models import models
@@ -24,6 +25,7 @@ def main() -> None:
       modelport demo                 # train and register the demo models
       modelport serve                # serve them on http://127.0.0.1:8080
       curl localhost:8080/v2/models/iris
+      modelport batch iris rows.parquet --output scores/   # score a file
     """
 
 
@@ -32,3 +34,4 @@ main.add_command(demo)
 main.add_command(models)
 main.add_command(logs)
 main.add_command(keys)
+main.add_command(batch)

@@ -75,7 +75,7 @@ def rollback(name: str, alias: str, reason: str | None, registry: str | None) ->
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 @registry_option
 def history(name: str, as_json: bool, registry: str | None) -> None:
-    """Every push, alias move, rollback, load and unload of NAME: when, who, from, to, why."""
+    """Every push, alias move, rollback, load, unload and batch job of NAME: when, who, why."""
     from modelport.registry.store import Registry
 
     with reported(), Registry.open(registry_location(registry), create=False) as store:
@@ -95,7 +95,7 @@ def history(name: str, as_json: bool, registry: str | None) -> None:
             "" if e.to_version is None else str(e.to_version),
             e.actor,
             e.host,
-            e.reason or ((e.detail or {}).get("error") or ""),
+            e.reason or _detail_line(e),
         )
     console().print(table)
 
@@ -130,6 +130,18 @@ def verify(name: str | None, registry: str | None) -> None:
     if failures:
         click.secho(f"{failures} artifact(s) failed verification", fg="red", err=True)
         sys.exit(1)
+
+
+def _detail_line(event: Event) -> str:
+    """What the reason column shows for an event without a reason."""
+    detail = event.detail or {}
+    if event.kind == "batch":
+        return (
+            f"job {detail.get('job_id', '?')}: {detail.get('rows_out', 0):,} of "
+            f"{detail.get('rows_in', 0):,} rows -> {detail.get('output', '?')} "
+            f"({detail.get('error_rows', 0):,} errors)"
+        )
+    return str(detail.get("error") or "")
 
 
 def _moved(event: Event) -> str:

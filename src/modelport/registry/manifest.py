@@ -132,12 +132,12 @@ class ModelVersion:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One entry of a model's history: a push, an alias move, a load or an unload."""
+    """One entry of a model's history: a push, an alias move, a load, an unload, a batch job."""
 
     id: int
     name: str
     kind: str
-    """push, alias, rollback, unalias, load, load_failed or unload."""
+    """push, alias, rollback, unalias, load, load_failed, unload or batch (a batch job)."""
     at: datetime
     actor: str
     """Who did it: the user for CLI actions, `server` for what a server did."""

@@ -310,8 +310,8 @@ class Registry:
         reason: str | None = None,
         detail: Mapping[str, Any] | None = None,
     ) -> Event:
-        """Append a load, load_failed or unload of `version` to the model's history."""
-        if kind not in ("load", "load_failed", "unload"):
+        """Append a load, load_failed, unload or batch (job) of `version` to the model's history."""
+        if kind not in ("load", "load_failed", "unload", "batch"):
             raise InvalidInput(f"unknown event kind {kind!r}")
         clean = None if detail is None else json_metadata(detail)
         with self._db.writing() as conn:

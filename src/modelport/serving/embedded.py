@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,11 @@ from modelport.registry.manifest import MAX_VERSION, ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.artifacts import load_artifact
 from modelport.serving.catalog import DIRECT, LoadedModel
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from modelport.serving.table_mapping import OutputsAs
 
 
 class Model:
@@ -65,6 +70,50 @@ class Model:
         checked = loaded.validator.inputs(request)
         wanted = loaded.validator.outputs(request) or loaded.output_names
         return loaded.predict(checked, wanted)
+
+    def predict_table(
+        self,
+        table: Any,
+        *,
+        features: Sequence[str] | None = None,
+        outputs_as: OutputsAs = "columns",
+    ) -> pa.Table:
+        """Predict every row of a pyarrow Table or pandas DataFrame; a Table of the outputs.
+
+        Columns map to the inputs as `modelport batch` maps them (serving.table_mapping):
+        inputs by column name, or a single [-1, F] input from the `features` columns (default:
+        the order the version's reference data recorded). The result has one row per input
+        row, in order, and exactly the output columns `modelport batch` writes (a 2-D output
+        as NAME_0..NAME_{K-1}, or one list column with `outputs_as="lists"`), without its
+        key and provenance columns: the caller holds the table, and `version` says which
+        model answered. A row the model or validation refuses raises InvalidInput for the
+        whole table (`modelport batch` isolates such rows instead).
+        """
+        # Deferred: pyarrow costs an embedder that never predicts on tables its import time.
+        import pyarrow as pa
+
+        from modelport.serving.table_mapping import TableMapping
+
+        if not isinstance(table, pa.Table | pa.RecordBatch):
+            try:
+                table = pa.Table.from_pandas(table, preserve_index=False)
+            except (TypeError, AttributeError, pa.ArrowException) as exc:
+                raise InvalidInput(
+                    f"predict_table takes a pyarrow Table or a pandas DataFrame, not "
+                    f"{type(table).__name__} ({exc})"
+                ) from None
+        mapping = TableMapping.for_model(
+            self.version, table.column_names, features, outputs_as=outputs_as
+        )
+        loaded = self._loaded
+        datatypes = {s.name: s.datatype for s in self.signature.inputs}
+        tensors = [
+            Tensor(name, datatypes[name], array.shape, array)
+            for name, array in mapping.inputs(table).items()
+        ]
+        checked = loaded.validator.inputs(InferRequest(tensors))
+        columns = mapping.output_columns(loaded.predict(checked, loaded.output_names))
+        return pa.table(dict(columns))
 
     def close(self) -> None:
         """Release the model."""
