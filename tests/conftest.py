@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -130,3 +132,106 @@ def demo_registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lines = list(build_demo(str(location), created_by=CREATED_BY))
     assert len(lines) == 5, lines
     return location
+
+
+# -- S3 on moto's server ---------------------------------------------------------------------
+# A real S3 endpoint on 127.0.0.1 (moto's server in a thread of the test process), so that
+# s3:// URLs go through the very code paths they take against AWS: s3fs (fsspec), pyarrow's
+# own S3 filesystem, and any subprocess given S3.env(). Nothing ever leaves the loopback.
+
+S3_KEY: Final = "testing"
+"""The access key id and secret the tests use; moto accepts any."""
+S3_REGION: Final = "us-east-1"
+_S3_ENV_PREFIXES: Final = ("AWS_", "FSSPEC_S3")
+"""Variables dropped from a subprocess's environment: a developer's real profile, session
+token or endpoint must never reach, or redirect, a test."""
+
+
+@dataclass(frozen=True)
+class S3:
+    """moto's S3 server on 127.0.0.1 and one empty bucket on it, made for the calling test."""
+
+    endpoint_url: str
+    """`http://127.0.0.1:PORT`."""
+    bucket: str
+
+    def url(self, key: str = "") -> str:
+        """`s3://BUCKET/KEY`."""
+        return f"s3://{self.bucket}/{key}"
+
+    @property
+    def storage_options(self) -> dict[str, Any]:
+        """What fsspec needs to reach the server in this process, as `storage_options=` or
+        `fsspec.filesystem("s3", **options)` (no environment needed)."""
+        # No region: botocore's default for S3 is us-east-1, where creating a bucket takes no
+        # location constraint (s3fs would send the configured region as one, which moto, like
+        # AWS, refuses for us-east-1).
+        return {"key": S3_KEY, "secret": S3_KEY, "endpoint_url": self.endpoint_url}
+
+    def env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """`base` (default os.environ) without AWS_* / FSSPEC_S3*, plus the server's settings.
+
+        For a subprocess (`modelport batch s3://...`): botocore (so s3fs) and pyarrow's
+        S3FileSystem both take the endpoint from AWS_ENDPOINT_URL and the keys from
+        AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY. fsspec's own FSSPEC_S3_ENDPOINT_URL is not
+        set: pyarrow ignores it, so a test passing with it would prove less.
+        """
+        source = os.environ if base is None else base
+        env = {k: v for k, v in source.items() if not k.startswith(_S3_ENV_PREFIXES)}
+        env.update(
+            AWS_ACCESS_KEY_ID=S3_KEY,
+            AWS_SECRET_ACCESS_KEY=S3_KEY,
+            AWS_DEFAULT_REGION=S3_REGION,
+            AWS_ENDPOINT_URL=self.endpoint_url,
+            # Keys are given, but never let a lookup wander off to an instance-metadata address.
+            AWS_EC2_METADATA_DISABLED="true",
+        )
+        return env
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """The URL of moto's S3 server on 127.0.0.1 and a free port, up for the whole session."""
+    # Imported here: moto costs a second of start-up that tests without S3 should not pay.
+    from moto.server import ThreadedMotoServer
+
+    # werkzeug prints a line per request on stderr unless its logger has a level.
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str) -> S3:
+    """A new, empty bucket on moto's S3 server (a fresh one per test: no test sees another's)."""
+    import s3fs
+
+    bucket = f"modelport-test-{secrets.token_hex(6)}"
+    store = S3(s3_endpoint, bucket)
+    s3fs.S3FileSystem(skip_instance_cache=True, **store.storage_options).mkdir(bucket)
+    return store
+
+
+@pytest.fixture
+def s3_env(s3: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
+    """`s3`, with S3.env() in this process's environment for code that takes plain s3:// URLs.
+
+    fsspec keeps one S3FileSystem per set of arguments, made with the environment of its
+    time: the cache is cleared on the way in and out so none outlives the environment.
+    """
+    import s3fs
+
+    for name in [k for k in os.environ if k.startswith(_S3_ENV_PREFIXES)]:
+        monkeypatch.delenv(name)
+    for name, value in s3.env({}).items():
+        monkeypatch.setenv(name, value)
+    s3fs.S3FileSystem.clear_instance_cache()
+    try:
+        yield s3
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()
