@@ -1,4 +1,5 @@
-"""`modelport batch` as a user runs it: a real subprocess on the demo iris model.
+"""`modelport batch` as a user runs it: a real subprocess on the demo iris model, on local
+files and on S3 (moto's server on 127.0.0.1).
 
 The resume test kills the job with SIGKILL once its manifest shows a committed part (a real
 sign of progress, polled with a generous deadline), resumes it, and compares the output with
@@ -17,10 +18,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from ..conftest import S3
 from .conftest import EVENTUALLY_SECONDS
 
 pytestmark = pytest.mark.integration
@@ -201,3 +204,85 @@ def _parts(out: Path) -> int:
         return len(json.loads((out / "_manifest.json").read_text())["parts"])
     except (FileNotFoundError, json.JSONDecodeError):
         return 0
+
+
+# -- on S3 (moto's server on 127.0.0.1) --------------------------------------------------
+
+PROVENANCE_FREE = ("_file", "_job_id")
+"""Columns that differ between a job on S3 and the same job on local files, by design."""
+
+
+def run_s3(registry: Path, s3: S3, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "modelport", *map(str, args), "--registry", str(registry)]
+    return subprocess.run(argv, capture_output=True, text=True, env=s3.env(env()), timeout=300)
+
+
+def committed_s3(s3: S3, out: str) -> pa.Table:
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options)
+    manifest = json.loads(fs.cat_file(f"{out}/_manifest.json"))
+    parts = []
+    for part in manifest["parts"]:
+        with fs.open(f"{out}/{part['part']['file']}", "rb") as src:
+            parts.append(pq.read_table(src))
+    return pa.concat_tables(parts)
+
+
+def test_inputs_and_output_on_s3_match_a_local_run(
+    registry: Path,
+    iris: pa.Table,
+    s3: S3,
+    tmp_path: Path,
+) -> None:
+    halves = [iris.slice(0, 70), iris.slice(70)]
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options)
+    for i, half in enumerate(halves):
+        with fs.open(f"{s3.bucket}/in/iris-{i}.parquet", "wb") as out:
+            pq.write_table(half, out)
+        pq.write_table(half, tmp_path / f"iris-{i}.parquet")
+
+    remote = run_s3(
+        registry, s3, "batch", "iris", s3.url("in/*.parquet"), "--output", s3.url("out")
+    )
+    assert remote.returncode == 0, remote.stderr
+    local = run_s3(
+        registry,
+        s3,
+        "batch",
+        "iris",
+        str(tmp_path / "iris-*.parquet"),
+        "--output",
+        tmp_path / "out",
+    )
+    assert local.returncode == 0, local.stderr
+
+    on_s3 = committed_s3(s3, s3.url("out"))
+    on_disk = committed(tmp_path / "out")
+    assert on_s3.num_rows == iris.num_rows
+    assert on_s3.column("_file").to_pylist()[:1] == [s3.url("in/iris-0.parquet")]
+    keep = [c for c in on_disk.column_names if c not in PROVENANCE_FREE]
+    assert on_s3.select(keep).equals(on_disk.select(keep))
+    summary = json.loads(fs.cat_file(f"{s3.bucket}/out/_summary.json"))
+    assert summary["rows_out"] == iris.num_rows
+
+    # An existing output on S3 is refused without --resume, and --resume has nothing to redo.
+    again = run_s3(registry, s3, "batch", "iris", s3.url("in/*.parquet"), "--output", s3.url("out"))
+    assert again.returncode != 0
+    assert "--resume" in again.stderr
+    resumed = run_s3(
+        registry, s3, "batch", "iris", s3.url("in/*.parquet"), "--output", s3.url("out"), "--resume"
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    assert committed_s3(s3, s3.url("out")).equals(on_s3)
+
+
+def test_an_s3_input_that_does_not_exist_is_refused_before_any_work(
+    registry: Path,
+    s3: S3,
+) -> None:
+    done = run_s3(
+        registry, s3, "batch", "iris", s3.url("nothing/*.parquet"), "--output", s3.url("o")
+    )
+    assert done.returncode != 0
+    assert "nothing" in done.stderr
+    fs = fsspec.filesystem("s3", skip_instance_cache=True, **s3.storage_options)
+    assert not fs.exists(f"{s3.bucket}/o")
