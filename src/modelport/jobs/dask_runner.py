@@ -19,7 +19,7 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -63,10 +63,11 @@ class DaskMapper:
         if self.address is not None:
             _check_reachable(tasks)
         distributed = _import_distributed()
-        with ExitStack() as stack:
-            client = stack.enter_context(self._client(distributed))
+        with self._client(distributed) as client:
             token = secrets.token_hex(4)
-            futures: dict[Any, PartitionTask] = {}
+            # A result stays on its worker (and is computed again if that worker is lost)
+            # while its future is held: each is dropped once its result is in hand.
+            pending: dict[Any, PartitionTask] = {}
             for task in tasks:
                 future = client.submit(
                     self.score,
@@ -75,22 +76,20 @@ class DaskMapper:
                     priority=-task.index,  # higher runs first: partitions in order
                     pure=False,
                 )
-                futures[future] = task
-            handed: set[int] = set()
+                pending[future] = task
             try:
-                for future in distributed.as_completed(futures):
+                for future in distributed.as_completed(list(pending)):
+                    task = pending.pop(future)
                     if future.status != "finished":
-                        for done in list(futures):  # commit what finished before the failure
-                            if done.status == "finished" and futures[done].index not in handed:
-                                handed.add(futures[done].index)
-                                yield self._arrived(done, on_batch)
-                        raise _failure(future, futures[future], self.address, distributed)
-                    if futures[future].index in handed:
-                        continue
-                    handed.add(futures[future].index)
+                        # Commit what finished before the failure, then stop the job.
+                        for done in [f for f in pending if f.status == "finished"]:
+                            del pending[done]
+                            yield self._arrived(done, on_batch)
+                        raise _failure(future, task, self.address, distributed)
                     yield self._arrived(future, on_batch)
             finally:
-                client.cancel(list(futures), force=True)
+                with suppress(OSError, TimeoutError):  # a scheduler gone away cancels nothing
+                    client.cancel(list(pending), force=True)
             if self.address is not None:
                 # A shared cluster outlives the job: release the model its workers loaded.
                 client.run(_forget, tasks[0].spec.model)
@@ -124,7 +123,9 @@ class _LocalClient:
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            # Its HTTP endpoints on a free loopback port, not 8787 (another job may hold it).
+            dashboard_address="127.0.0.1:0",
+            scheduler_kwargs={"dashboard": False},
         )
         try:
             self._client = distributed.Client(self._cluster)
