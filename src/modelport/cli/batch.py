@@ -29,7 +29,7 @@ Examples:
 Output: DIR/part-NNNNN.parquet (one per input file, or per Parquet row group), in
 input order; each row has its key (--id-column, else _file and _row), the
 --passthrough columns, the model's outputs (a [-1, K] output as NAME_0..NAME_{K-1}),
-and _model, _version, _sha256, _job_id. Refused rows go to DIR/errors/part-NNNNN.jsonl
+and _model, _version, _sha256, _job_id. Refused rows go to DIR/_errors/part-NNNNN.jsonl
 with their key, stage and message. DIR/_manifest.json lists the committed parts,
 DIR/_summary.json the counts. Exit status 1 past --max-errors. See docs/batch.md.""",
 )

@@ -262,7 +262,7 @@ def run_job(
 
 
 def _discard(out: OutputDir, result: PartResult) -> None:
-    """Remove the files of a result that is not committed."""
-    for written in (result.part, result.errors):
-        if written is not None:
-            out.remove(written.name)
+    """Remove the part file of a result that is not committed (its error file stays, to be
+    read; a resumed run removes it and scores the partition again)."""
+    if result.part is not None:
+        out.remove(result.part.name)

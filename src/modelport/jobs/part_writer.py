@@ -59,7 +59,17 @@ class PartWriter:
         if self._format == "parquet":
             import pyarrow.parquet as pq
 
-            self._writer = pq.ParquetWriter(self._sink, schema)
+            # Dictionary pages only where values repeat (text: keys, provenance, labels): for
+            # numbers, such as row numbers and probabilities, building a dictionary costs
+            # more than it saves.
+            text = [
+                f.name
+                for f in schema
+                if pa.types.is_dictionary(f.type)
+                or pa.types.is_string(f.type)
+                or pa.types.is_large_string(f.type)
+            ]
+            self._writer = pq.ParquetWriter(self._sink, schema, use_dictionary=text)
         elif self._format == "csv":
             import pyarrow.csv as pcsv
 

@@ -38,7 +38,9 @@ PROVENANCE: Final = ("_model", "_version", "_sha256", "_job_id")
 """Columns every output row ends with: model name, version, artifact sha256, job id."""
 ROW_KEY: Final = ("_file", "_row")
 """The key columns without --id-column: the input path as given and the row number in it."""
-ERRORS_DIR: Final = "errors"
+ERRORS_DIR: Final = "_errors"
+"""Where error files go: a leading `_` keeps dataset readers (pyarrow, Spark, Dask) that read
+the output directory as one table from reading them as parts."""
 _MAX_MESSAGE: Final = 500
 
 
@@ -67,7 +69,8 @@ class PartitionTask:
     """The part's number: part-{index:05d}."""
     partition: Partition
     error_budget: int | None = None
-    """Stop, writing nothing, once the partition has more error rows than this (None: never)."""
+    """Stop once the partition has more error rows than this (None: never): no part file is
+    written, only the error file so far (which the driver does not commit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +99,7 @@ def part_name(index: int, fmt: OutputFormat) -> str:
 
 
 def errors_name(index: int) -> str:
-    """The part's error file, in the output directory's `errors/`."""
+    """The part's error file, in the output directory's `_errors/`."""
     return f"{ERRORS_DIR}/part-{index:05d}.jsonl"
 
 
@@ -132,10 +135,10 @@ class _Scorer:
             return None
         before = self.error_rows
         self.seen = piece.batch.schema
-        segments = list(self._bisect(piece.batch, piece.first_row))
-        tables = [self._rows(batch, first, outputs) for batch, first, outputs in segments]
         n = piece.batch.num_rows
         self.rows_in += n
+        segments = list(self._bisect(piece.batch, piece.first_row))
+        tables = [self._rows(batch, first, outputs) for batch, first, outputs in segments]
         self._progress(n, self.error_rows - before)
         if not tables:
             return None
@@ -164,8 +167,9 @@ class _Scorer:
             found = None if seen is None else seen.field(name) if name in seen.names else None
             return found if found is not None else pa.field(name, pa.string())
 
+        text = pa.dictionary(pa.int32(), pa.string())
         fields = (
-            [pa.field("_file", pa.string()), pa.field("_row", pa.int64())]
+            [pa.field("_file", text), pa.field("_row", pa.int64())]
             if spec.id_column is None
             else [typed(spec.id_column)]
         )
@@ -179,7 +183,7 @@ class _Scorer:
                 fields.append(pa.field(out.name, pa.list_(kind, width)))
             elif width >= 0:
                 fields += [pa.field(f"{out.name}_{k}", kind) for k in range(width)]
-        fields += [pa.field(n, pa.int64() if n == "_version" else pa.string()) for n in PROVENANCE]
+        fields += [pa.field(n, pa.int64() if n == "_version" else text) for n in PROVENANCE]
         return pa.schema(fields)
 
     def _predict(self, batch: pa.RecordBatch) -> dict[str, Any]:
@@ -199,7 +203,7 @@ class _Scorer:
         spec, n = self.task.spec, batch.num_rows
         columns: dict[str, Any] = {}
         if spec.id_column is None:
-            columns["_file"] = pa.repeat(pa.scalar(self.task.partition.path), n)
+            columns["_file"] = _constant(self.task.partition.path, n)
             columns["_row"] = pa.array(np.arange(first, first + n, dtype=np.int64))
         else:
             columns[spec.id_column] = batch.column(spec.id_column)
@@ -208,10 +212,10 @@ class _Scorer:
         for name, values in self.mapping.output_columns(outputs):
             columns[name] = values
         mv = self.model.version
-        columns["_model"] = pa.repeat(pa.scalar(mv.name), n)
+        columns["_model"] = _constant(mv.name, n)
         columns["_version"] = pa.repeat(pa.scalar(mv.version, pa.int64()), n)
-        columns["_sha256"] = pa.repeat(pa.scalar(mv.digest), n)
-        columns["_job_id"] = pa.repeat(pa.scalar(spec.job_id), n)
+        columns["_sha256"] = _constant(mv.digest, n)
+        columns["_job_id"] = _constant(spec.job_id, n)
         self.rows_out += n
         return pa.table(columns)
 
@@ -235,6 +239,12 @@ class _Scorer:
     def _progress(self, rows: int, errors: int) -> None:
         if self.on_batch is not None:
             self.on_batch(rows, errors)
+
+
+def _constant(value: str, n: int) -> pa.DictionaryArray:
+    """`n` copies of `value`, dictionary-encoded: the same text column, without the cost of
+    hashing every row's copy when the part file is written."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), [value])
 
 
 class _Refused(Exception):
@@ -281,7 +291,8 @@ def score_partition(
     """Score one partition into its part file and error file; the counts and digests.
 
     `on_batch(rows, errors)` is told each batch's rows read and error rows, for progress.
-    Over its error budget the partition stops and leaves nothing behind (`part` is None).
+    Over its error budget the partition stops: no part file (`part` is None), and the error
+    file of the rows refused so far, for the user to look at (it is not committed).
     InvalidInput when the input cannot be read or mapped at all.
     """
     started = time.perf_counter()
@@ -291,28 +302,26 @@ def score_partition(
     out = OutputDir(spec.output)
     columns = read_columns(spec, mapping, partition)
     errors_file = errors_name(task.index)
-    try:
-        with (
-            out.atomic(errors_file) as errors,
-            out.atomic(part_name(task.index, spec.output_format)) as sink,
-        ):
-            scorer = _Scorer(task, model, mapping, errors, on_batch)
-            writer = PartWriter(sink, spec.output_format)
-            for piece in read_pieces(partition, columns, spec.batch_size):
-                table = scorer.score(piece)
-                if table is not None and table.num_rows:
-                    writer.write(table)
-            writer.close(scorer.empty_schema())
-        part = Written(part_name(task.index, spec.output_format), sink.size, sink.sha256)
-    except _OverBudget:
-        out.remove(errors_file)
-        seconds = time.perf_counter() - started
-        compiled = model.compiled is not None
-        return PartResult(
-            task.index, scorer.rows_in, 0, scorer.error_rows, None, None, seconds, compiled
-        )
+    name = part_name(task.index, spec.output_format)
+    part: Written | None = None
+    with out.atomic(errors_file) as errors:
+        scorer = _Scorer(task, model, mapping, errors, on_batch)
+        try:
+            with out.atomic(name) as sink:
+                writer = PartWriter(sink, spec.output_format)
+                for piece in read_pieces(partition, columns, spec.batch_size):
+                    table = scorer.score(piece)
+                    if table is not None and table.num_rows:
+                        writer.write(table)
+                writer.close(scorer.empty_schema())
+            part = Written(name, sink.size, sink.sha256)
+        except _OverBudget:
+            # No part file; the error file stays, for the user to see which rows failed.
+            pass
     error_record: Written | None = Written(errors_file, errors.size, errors.sha256)
-    if not scorer.error_rows:
+    if part is None:
+        scorer.rows_out = 0
+    elif not scorer.error_rows:
         out.remove(errors_file)
         error_record = None
     return PartResult(
