@@ -118,15 +118,20 @@ class _LocalClient:
     """A LocalCluster of single-threaded worker processes on loopback, and its client."""
 
     def __init__(self, distributed: Any, workers: int) -> None:
-        self._cluster = distributed.LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            # Its HTTP endpoints on a free loopback port, not 8787 (another job may hold it).
-            dashboard_address="127.0.0.1:0",
-            scheduler_kwargs={"dashboard": False},
-        )
+        import dask
+
+        # Off: the workers' sampling profiler walks every thread's stack every 10 ms for a
+        # dashboard this cluster does not serve (the nannies hand this setting to the workers).
+        with dask.config.set({"distributed.worker.profile.enabled": False}):
+            self._cluster = distributed.LocalCluster(
+                n_workers=workers,
+                threads_per_worker=1,
+                processes=True,
+                host="127.0.0.1",
+                # Its HTTP endpoints on a free loopback port, not 8787 (another job may hold it).
+                dashboard_address="127.0.0.1:0",
+                scheduler_kwargs={"dashboard": False},
+            )
         try:
             self._client = distributed.Client(self._cluster)
         except BaseException:
