@@ -228,3 +228,19 @@ def test_a_worker_that_dies_is_a_clear_error_and_keeps_what_was_committed(
         cluster.scheduler.allowed_failures = 3
     assert 0 in _committed(out)
     assert 1 not in _committed(out)
+
+
+def test_the_command_refuses_a_bad_dask_address_before_any_work(job: dict[str, Any]) -> None:
+    from click.testing import CliRunner
+
+    from modelport.cli import main
+
+    out = Path(job["root"]) / "bad-address"
+    args = ["batch", "iris", job["inputs"], "-o", str(out), "--registry", job["registry"]]
+    result = CliRunner().invoke(
+        main, [*args, "--features", ",".join(FEATURES), "--dask", "lokal:2"]
+    )
+
+    assert result.exit_code == 1, result.output
+    assert "error: --dask takes local:N" in result.stderr
+    assert not out.exists()
