@@ -8,7 +8,8 @@ loads the model once, from the registry, with its digest verified (`jobs.model_c
 
 `local:N` starts a cluster of N single-threaded worker processes on loopback for the job and
 stops it afterwards. `tcp://HOST:PORT` uses a running scheduler; its workers must reach the
-registry, the inputs and the output at the same names the driver uses (see docs/batch.md).
+registry, the inputs and the output at the same names the driver uses (see docs/batch.md), and
+keep the models they loaded until they restart (another job may be using the same one).
 
 Dask is an optional extra (`modelport[dask]`), imported only when a mapper runs.
 """
@@ -90,9 +91,6 @@ class DaskMapper:
             finally:
                 with suppress(OSError, TimeoutError):  # a scheduler gone away cancels nothing
                     client.cancel(list(pending), force=True)
-            if self.address is not None:
-                # A shared cluster outlives the job: release the model its workers loaded.
-                client.run(_forget, tasks[0].spec.model)
 
     @staticmethod
     def _arrived(future: Any, on_batch: Callable[[int, int], None]) -> PartResult:
@@ -206,7 +204,7 @@ def _failure(
     """The error that stops the job when `task` failed on the cluster."""
     where = f"part {task.index} ({task.partition.path!r})"
     resume = "the parts already committed stay committed: fix the cause and run again with --resume"
-    if future.status == "cancelled":
+    if future.status != "error":  # cancelled or lost: the scheduler no longer has it
         return InternalError(
             f"the Dask cluster dropped {where} (its scheduler went away?); {resume}"
         )
@@ -227,9 +225,3 @@ def _failure(
     failed = InternalError(f"scoring {where} failed on a Dask worker: {exc!r}; {resume}")
     failed.__cause__ = exc
     return failed
-
-
-def _forget(ref: Any) -> None:
-    from modelport.jobs.model_cache import forget
-
-    forget(ref)
