@@ -12,6 +12,7 @@ Parquet row group) at a time into `DIR/part-NNNNN.parquet`, commits each in
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -30,7 +31,7 @@ from modelport.jobs.model_cache import ModelRef, cached_model
 from modelport.jobs.part_writer import OUTPUT_FORMATS, OutputFormat
 from modelport.jobs.progress import ProgressMode, make_progress
 from modelport.jobs.scoring import PROVENANCE, ROW_KEY, JobSpec, mapping_for, passthrough_columns
-from modelport.jobs.sources import partitions, resolve_inputs
+from modelport.jobs.sources import is_remote, partitions, resolve_inputs
 from modelport.registry.manifest import ModelVersion
 from modelport.registry.store import Registry
 from modelport.serving.table_mapping import OutputsAs, TableMapping
@@ -142,15 +143,20 @@ def _check_names(spec: JobSpec, mapping: TableMapping, columns: Sequence[str], p
         )
 
 
+def _where(path: str) -> str:
+    """A path as the history records it: absolute when local (the history outlives the cwd)."""
+    return path if is_remote(path) else os.path.abspath(path.removeprefix("file://"))
+
+
 def _record(location: str, mv: ModelVersion, summary: JobSummary, actor: str) -> None:
     data = summary.data
-    inputs = data["inputs"]
+    inputs = [_where(p) for p in data["inputs"]]
     detail = {
         "job_id": data["job_id"],
         "status": data["status"],
         "inputs": inputs[:_MAX_RECORDED_INPUTS],
         "input_count": len(inputs),
-        "output": data["output"],
+        "output": _where(data["output"]),
         "rows_in": data["rows_in"],
         "rows_out": data["rows_out"],
         "error_rows": data["error_rows"],

@@ -3,8 +3,10 @@
 Parquet is read with `iter_batches` (only the columns asked for), CSV with pyarrow's streaming
 reader (every cell as text: the table mapping converts it to the input's datatype, so a bad
 cell is that row's error, not the file's), JSON lines in chunks of lines, each chunk parsed
-on its own (pyarrow has no streaming JSON reader). A JSON line that does not parse is a
-`BadRow` at the `read` stage, found by splitting its chunk; the rows around it still score.
+on its own (pyarrow has no streaming JSON reader). A JSON line that does not parse, or a CSV
+row with the wrong number of fields, is a `BadRow` at the `read` stage; the rows around it
+still score. (A CSV row's number is taken from its line number, which is exact unless a
+quoted value before it spans several lines.)
 """
 
 from __future__ import annotations
@@ -82,8 +84,22 @@ def _parquet(
         parquet.close()
 
 
-def _csv(partition: Partition, columns: Sequence[str] | None, batch_size: int) -> Iterator[Piece]:
+def _csv(
+    partition: Partition, columns: Sequence[str] | None, batch_size: int
+) -> Iterator[Piece | BadRow]:
     import pyarrow.csv as pcsv
+
+    bad: list[BadRow] = []
+
+    def invalid(row: Any) -> str:
+        # Line numbers count from 1 with the header first; rows count from 0 after it.
+        number = (row.number or 0) - 2 + partition.first_row
+        bad.append(
+            BadRow(
+                number, f"has {row.actual_columns} fields; the header names {row.expected_columns}"
+            )
+        )
+        return "skip"
 
     convert = pcsv.ConvertOptions(
         column_types={c: pa.string() for c in partition.columns},
@@ -91,15 +107,30 @@ def _csv(partition: Partition, columns: Sequence[str] | None, batch_size: int) -
         # Every cell is text: an empty one stays "" and the mapping refuses it for that row.
         strings_can_be_null=False,
     )
+    # One thread, so that a malformed row's line number is known (its row key).
     read = pcsv.ReadOptions(block_size=CSV_BLOCK_BYTES, use_threads=False)
-    row = partition.first_row
+    parse = pcsv.ParseOptions(invalid_row_handler=invalid)
+    row, skipped = partition.first_row, 0
     with open_binary(partition.path) as handle:
-        reader = pcsv.open_csv(handle, read_options=read, convert_options=convert)
+        reader = pcsv.open_csv(
+            handle, read_options=read, parse_options=parse, convert_options=convert
+        )
         for batch in reader:
-            for start in range(0, batch.num_rows, batch_size):
-                piece = batch.slice(start, batch_size)
-                yield Piece(row, piece)
-                row += piece.num_rows
+            offset = 0
+            while offset < batch.num_rows:
+                # The rows skipped as malformed fall between the rows of the batches.
+                while skipped < len(bad) and bad[skipped].row <= row:
+                    # Behind `row` only when multi-line values threw the line count off:
+                    # reported as numbered, never looping.
+                    if bad[skipped].row == row:
+                        row += 1
+                    yield bad[skipped]
+                    skipped += 1
+                until = bad[skipped].row if skipped < len(bad) else row + batch.num_rows
+                size = min(batch.num_rows - offset, until - row, batch_size)
+                yield Piece(row, batch.slice(offset, size))
+                offset, row = offset + size, row + size
+    yield from bad[skipped:]
 
 
 def _jsonl(

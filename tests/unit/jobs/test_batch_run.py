@@ -310,3 +310,39 @@ def test_the_original_artifact_with_no_compiled(
     table = parts(tmp_path / "out")
     assert table.column("predict").to_pylist() == expected.column("predict").to_pylist()
     assert not any(math.isnan(v) for v in table.column("predict_proba_0").to_pylist())
+
+
+def test_predict_table_gives_the_columns_the_command_writes(
+    registry: str, iris: pa.Table, tmp_path: Path
+) -> None:
+    source = write(iris, tmp_path / "iris.parquet")
+    run(registry, [source], tmp_path / "out")
+    written = parts(tmp_path / "out")
+    model = modelport.load("iris", registry=registry)
+    try:
+        from_frame = model.predict_table(iris.to_pandas())
+        with pytest.raises(InvalidInput, match="missing column"):
+            model.predict_table(iris.drop_columns(["petal_width"]).to_pandas())
+        with pytest.raises(InvalidInput, match="pyarrow Table or a pandas DataFrame"):
+            model.predict_table([[5.1, 3.5, 1.4, 0.2]])
+    finally:
+        model.close()
+    assert from_frame.column_names == OUTPUTS
+    assert from_frame.equals(written.select(OUTPUTS))
+
+
+def test_a_csv_row_with_the_wrong_number_of_fields_is_a_read_error(
+    registry: str, iris: pa.Table, tmp_path: Path
+) -> None:
+    header = ",".join(FEATURES)
+    rows = ["5.1,3.5,1.4,0.2", "5.1,3.5", "6.3,3.3,6.0,2.5", "1,2,3,4,5", "5.9,3.0,5.1,1.8", "1"]
+    source = tmp_path / "ragged.csv"
+    source.write_text("\n".join([header, *rows]) + "\n")
+    summary = run(registry, [source], tmp_path / "out", max_errors=3, batch_size=2)
+    assert summary.ok
+    assert parts(tmp_path / "out").column("_row").to_pylist() == [0, 2, 4]
+    assert [(e["_row"], e["stage"]) for e in errors(tmp_path / "out")] == [
+        (1, "read"),
+        (3, "read"),
+        (5, "read"),
+    ]
