@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from modelport.config import current_user, registry_location
 from modelport.errors import InvalidInput
+from modelport.jobs.dask_runner import dask_mapper
 from modelport.jobs.driver import (
     JobPlan,
     JobSummary,
@@ -59,6 +60,7 @@ def run(
     batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressMode = "none",
     mapper: PartitionMapper = in_process,
+    dask: str | None = None,
     actor: str | None = None,
 ) -> JobSummary:
     """Score `inputs` (files, directories, globs; paths or fsspec URLs) with `model` into `output`.
@@ -70,7 +72,11 @@ def run(
     summary's `ok` is False; what was committed stays committed, and `resume=True` with the
     same arguments (the error limit may change) continues it. The job is recorded in the
     model's history (`models history`) as a `batch` event by `actor` (default: this user).
+    `dask` ("local:N" or "tcp://HOST:PORT") scores the partitions on a Dask cluster instead
+    of in this process (same output; needs `modelport[dask]`).
     """
+    if dask is not None:
+        mapper = dask_mapper(dask)
     if batch_size < 1:
         raise InvalidInput("--batch-size must be at least 1")
     if output_format not in OUTPUT_FORMATS:

@@ -88,6 +88,13 @@ DIR/_summary.json the counts. Exit status 1 past --max-errors. See docs/batch.md
     show_default=True,
     help="Rows per record batch and model call.",
 )
+@click.option(
+    "--dask",
+    metavar="local:N|tcp://HOST:PORT",
+    help="Score the partitions on Dask: a cluster of N worker processes started for the job, "
+    "or a running scheduler whose workers reach the registry, inputs and output. Needs "
+    "modelport[dask].",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress and no summary line.")
 @registry_option
 def batch(
@@ -103,6 +110,7 @@ def batch(
     output_format: Any,
     outputs_as: Any,
     batch_size: int,
+    dask: str | None,
     quiet: bool,
     registry: str | None,
 ) -> None:
@@ -133,6 +141,7 @@ def batch(
             output_format=output_format,
             outputs_as=outputs_as,
             batch_size=batch_size,
+            dask=dask,
             progress="none" if quiet else "auto",
         )
     data = summary.data
