@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -235,3 +235,26 @@ def s3_env(s3: S3, monkeypatch: pytest.MonkeyPatch) -> Iterator[S3]:
         yield s3
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
+
+
+def fork_child(work: Callable[[], object]) -> int:
+    """Run `work()` in a forked child that exits 0 when it returns, 1 when it raises; its pid."""
+    pid = os.fork()
+    if pid == 0:
+        status = 1
+        try:
+            work()
+            status = 0
+        finally:
+            os._exit(status)
+    return pid
+
+
+def exit_code(pid: int) -> int:
+    """Wait for the child `pid` and return its exit status."""
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def in_child(work: Callable[[], object]) -> int:
+    """Run `work()` in a forked child and wait for it: its exit status (0 when it returned)."""
+    return exit_code(fork_child(work))

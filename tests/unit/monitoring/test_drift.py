@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -24,6 +23,8 @@ from modelport.monitoring.reference_profile import (
 )
 from modelport.protocol.signature import TensorSpec
 from modelport.serving.shared_memory import shared_array
+
+from ...conftest import in_child
 
 MATRIX = TensorSpec("input-0", "FP32", (-1, 3))
 NAMES = ("a", "b", "c")
@@ -381,19 +382,6 @@ def test_categorical_psi_over_stored_bins_is_what_it_was_over_the_values() -> No
 # -- one window for every process -------------------------------------------------------------
 
 
-def _in_child(work: Callable[[], None]) -> int:
-    """Run `work()` in a forked child; its exit status (0 when it returned)."""
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            work()
-            status = 0
-        finally:
-            os._exit(status)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
 def test_rows_a_forked_child_observes_are_in_the_parents_report() -> None:
     monitor = _monitor(_matrix_profile(rows=500), window=100, min_rows=1)
     rows = np.arange(60, dtype=np.float32).reshape(20, 3)
@@ -403,8 +391,8 @@ def test_rows_a_forked_child_observes_are_in_the_parents_report() -> None:
         for row in rows[5:15]:
             monitor.observe({"input-0": row[None, :]})
 
-    assert _in_child(observe) == 0
-    assert _in_child(lambda: monitor.observe({"input-0": rows[15:]})) == 0
+    assert in_child(observe) == 0
+    assert in_child(lambda: monitor.observe({"input-0": rows[15:]})) == 0
     report = monitor.report()
     assert (report["observed"], report["window"]) == (20, 20)
     np.testing.assert_array_equal(monitor.live("b"), rows[:, 1])
@@ -414,7 +402,7 @@ def test_rows_a_forked_child_observes_are_in_the_parents_report() -> None:
     def report_in_child() -> None:
         seen[0] = monitor.report()["observed"]
 
-    assert _in_child(report_in_child) == 0
+    assert in_child(report_in_child) == 0
     assert seen[0] == 20
 
 
@@ -422,7 +410,7 @@ def test_an_observation_is_skipped_when_the_lock_cannot_be_had() -> None:
     monitor = _monitor(_matrix_profile(rows=500), min_rows=1)
     with monitor._lock.hold() as held:  # as a stalled worker would
         assert held
-        assert _in_child(lambda: monitor.observe({"input-0": np.ones((2, 3))})) == 0
+        assert in_child(lambda: monitor.observe({"input-0": np.ones((2, 3))})) == 0
     assert monitor.report()["observed"] == 0
     monitor.observe({"input-0": np.ones((2, 3))})
     assert monitor.report()["observed"] == 2

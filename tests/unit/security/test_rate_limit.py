@@ -3,13 +3,12 @@ bound, and one bucket for every process forked after the limiter was made."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
-
 import pytest
 
 from modelport.errors import InvalidInput, RateLimited
 from modelport.security.rate_limit import RateLimiter
+
+from ...conftest import in_child
 
 
 class Clock:
@@ -101,19 +100,6 @@ def test_a_full_table_forgets_the_bucket_nearest_to_full() -> None:
     assert not admitted(limiter, "empty")
 
 
-def _in_child(work: Callable[[], object]) -> int:
-    """Run `work()` in a forked child; its exit status (0 when it returned)."""
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            work()
-            status = 0
-        finally:
-            os._exit(status)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-
-
 def test_a_forked_child_spends_from_the_parents_bucket() -> None:
     limiter = RateLimiter(rate=0.001, burst=3)
     limiter.take("key-a")
@@ -122,13 +108,13 @@ def test_a_forked_child_spends_from_the_parents_bucket() -> None:
         limiter.take("key-a")
         limiter.take("key-a")
 
-    assert _in_child(twice) == 0
+    assert in_child(twice) == 0
     with pytest.raises(RateLimited) as refused:
         limiter.take("key-a")
     assert refused.value.retry_after > 100
     # And the other way round: what the parent spent, the child sees.
-    assert _in_child(lambda: limiter.take("key-a")) == 1
-    assert _in_child(lambda: limiter.take("key-b")) == 0
+    assert in_child(lambda: limiter.take("key-a")) == 1
+    assert in_child(lambda: limiter.take("key-b")) == 0
 
 
 def test_a_request_is_admitted_when_the_table_is_locked() -> None:
@@ -136,7 +122,7 @@ def test_a_request_is_admitted_when_the_table_is_locked() -> None:
     limiter.take("key-a")
     with limiter._lock.hold() as held:  # a worker stuck inside an update
         assert held
-        assert _in_child(lambda: limiter.take("key-a")) == 0
+        assert in_child(lambda: limiter.take("key-a")) == 0
     assert not admitted(limiter, "key-a")
 
 

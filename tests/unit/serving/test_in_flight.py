@@ -20,24 +20,8 @@ from modelport.serving.in_flight import InFlightTable
 from modelport.serving.limits import check_queue
 from modelport.serving.shared_memory import shared_array
 
+from ...conftest import exit_code, fork_child
 from .test_catalog import loaded
-
-
-def _fork(work: Callable[[], None]) -> int:
-    """Run `work()` in a forked child that exits 0 when it returns, 1 when it raises."""
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            work()
-            status = 0
-        finally:
-            os._exit(status)
-    return pid
-
-
-def _exit_code(pid: int) -> int:
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
 def _served(
@@ -66,7 +50,7 @@ def _holding(
         os.write(ready_w, b"1")
         os.read(done_r, 1)  # until the parent is done looking
 
-    pid = _fork(hold)
+    pid = fork_child(hold)
     # Only the child writes `ready`: should it fail, the read below ends instead of hanging.
     os.close(ready_w)
     os.close(done_r)
@@ -117,12 +101,12 @@ def test_each_process_writes_its_own_row() -> None:
         return work
 
     assert table.claim() == 0
-    first = _fork(claim(0))
-    assert _exit_code(first) == 0
+    first = fork_child(claim(0))
+    assert exit_code(first) == 0
     # A child forked after the parent claimed takes a row of its own, not the parent's.
     assert rows[0] == 2
-    second = _fork(claim(1))
-    assert _exit_code(second) == 0
+    second = fork_child(claim(1))
+    assert exit_code(second) == 0
     assert rows[1] == 2  # the first child's row was freed: it exited
 
 
@@ -139,7 +123,7 @@ def test_a_killed_process_is_swept_at_the_next_claim() -> None:
             table.claim()
             seen[0] = model.waiting() + 1
 
-        assert _exit_code(_fork(claim_and_look)) == 0
+        assert exit_code(fork_child(claim_and_look)) == 0
         assert seen[0] == 1
         assert model.waiting() == 0
 
@@ -207,7 +191,7 @@ def test_a_process_with_no_free_row_fails_to_claim(monkeypatch: pytest.MonkeyPat
         with pytest.raises(InternalError, match="rows of the in-flight table are taken"):
             table.claim()
 
-    assert _exit_code(_fork(claim)) == 0
+    assert exit_code(fork_child(claim)) == 0
 
 
 def test_a_process_that_counts_before_claiming_claims_then() -> None:

@@ -10,18 +10,7 @@ import pytest
 
 from modelport.serving.shared_memory import ProcessLock, shared_array
 
-
-def _in_child(work: object) -> int:
-    """Run `work()` in a forked child; its exit status (0 when it returned)."""
-    pid = os.fork()
-    if pid == 0:
-        status = 1
-        try:
-            work()  # type: ignore[operator]
-            status = 0
-        finally:
-            os._exit(status)
-    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+from ...conftest import in_child
 
 
 def test_a_forked_child_writes_what_the_parent_reads() -> None:
@@ -30,7 +19,7 @@ def test_a_forked_child_writes_what_the_parent_reads() -> None:
     def write() -> None:
         counts[1, 2] = 7
 
-    assert _in_child(write) == 0
+    assert in_child(write) == 0
     assert counts.tolist() == [[0, 0, 0], [0, 0, 7]]
 
 
@@ -49,9 +38,9 @@ def test_the_lock_excludes_another_process() -> None:
 
     with lock.hold() as held:
         assert held
-        assert _in_child(try_it) == 0
+        assert in_child(try_it) == 0
     assert seen[0] == -1
-    assert _in_child(try_it) == 0
+    assert in_child(try_it) == 0
     assert seen[0] == 1
 
 
