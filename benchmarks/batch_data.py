@@ -70,13 +70,15 @@ def heavy_chunks(rows: int, seed: int) -> Iterator[pa.Table]:
 
 def _cached(path: Path, spec: dict[str, Any], chunks: Iterator[pa.Table], row_group: int) -> Path:
     """`path`, written from `chunks` unless a file of the same spec is already there."""
-    stamp = path.with_suffix(".spec.json")
+    # Hidden (a leading dot), so that a directory of these files is an input of data alone:
+    # `modelport batch` reads every other file in a directory it is given.
+    stamp = path.with_name(f".{path.stem}.spec.json")
     wanted = json.dumps({**spec, "generator": GENERATOR, "row_group": row_group}, sort_keys=True)
     if path.exists() and stamp.exists() and stamp.read_text() == wanted:
         return path
     print(f"  generating {path.name} ...", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
+    tmp = path.with_name(f".{path.name}.tmp")
     writer: pq.ParquetWriter | None = None
     try:
         for table in chunks:
@@ -124,7 +126,9 @@ def mlserver_requests(data: Path, source: Path) -> Path:
     and both outputs, so MLServer computes what modelport writes (class and probabilities).
     """
     path = data / f"{source.stem}.mlserver.jsonl"
-    stamp = path.with_suffix(".spec.json")
+    # Hidden (a leading dot), so that a directory of these files is an input of data alone:
+    # `modelport batch` reads every other file in a directory it is given.
+    stamp = path.with_name(f".{path.stem}.spec.json")
     wanted = json.dumps({"source": source.name, "mtime": source.stat().st_mtime_ns})
     if path.exists() and stamp.exists() and stamp.read_text() == wanted:
         return path
