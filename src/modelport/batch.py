@@ -70,8 +70,10 @@ def run(
     (or NotFound, for the model) before any work when something does not fit. Past
     `max_errors` (N error rows, or "P%" of the rows read; default 0) the job stops and the
     summary's `ok` is False; what was committed stays committed, and `resume=True` with the
-    same arguments (the error limit may change) continues it. The job is recorded in the
-    model's history (`models history`) as a `batch` event by `actor` (default: this user).
+    same arguments (the error limit may change) continues it. An error that stops the job
+    midway (a file unreadable past its start, a lost worker) is raised once the summary is
+    written and the job recorded. The job is recorded in the model's history (`models
+    history`) as a `batch` event by `actor` (default: this user).
     `dask` ("local:N" or "tcp://HOST:PORT") scores the partitions on a Dask cluster instead
     of in this process (same output; needs `modelport[dask]`).
     """
@@ -115,6 +117,9 @@ def run(
     total = None if any(p.rows is None for p in parts) else sum(p.rows or 0 for p in parts)
     summary = run_job(plan, mapper, make_progress(progress, total, len(parts)))
     _record(location, mv, summary, actor or current_user())
+    if summary.error is not None:
+        # Recorded, with `_summary.json` written: now the caller hears what stopped it.
+        raise summary.error
     return summary
 
 

@@ -14,11 +14,11 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelportError
 from modelport.jobs.job_manifest import SUMMARY, CommittedPart, JobManifest, differences
 from modelport.jobs.output_dir import OutputDir
 from modelport.jobs.progress import NoProgress, Progress
@@ -122,9 +122,13 @@ class JobPlan:
 
 @dataclass(frozen=True, slots=True)
 class JobSummary:
-    """The outcome of a job, as `_summary.json` holds it; `ok` is False past the error limit."""
+    """The outcome of a job, as `_summary.json` holds it; `ok` is False past the error limit
+    or when an error stopped it (`error`)."""
 
     data: dict[str, Any]
+    error: ModelportError | None = field(default=None, compare=False)
+    """What stopped the job before its end (an unreadable part of a file, a worker lost), if
+    anything: the caller records the job, then raises it."""
 
     @property
     def ok(self) -> bool:
@@ -190,7 +194,8 @@ def run_job(
     mapper: PartitionMapper = in_process,
     progress: Progress | None = None,
 ) -> JobSummary:
-    """Run `plan` to the end or to its error limit; the summary (also in `_summary.json`)."""
+    """Run `plan` to the end, to its error limit or to an error that stops it; the summary
+    (also in `_summary.json`), which carries that error for the caller to raise."""
     started_at, started = datetime.now(UTC), time.perf_counter()
     out = OutputDir(plan.spec.output)
     manifest = prepare(plan, out)
@@ -208,10 +213,18 @@ def run_job(
         if i not in manifest.parts
     ]
     failure = None
+    stopped: ModelportError | None = None
     compiled = plan.model["compiled"]
     results = iter(mapper(tasks, report.advance))
     try:
-        for result in results:
+        for result in _until_error(results):
+            if isinstance(result, ModelportError):
+                stopped = result
+                failure = (
+                    f"stopped by an error: {result.message}; the parts committed before it stay "
+                    "committed: fix the cause and run the same command with --resume"
+                )
+                break
             this_run["rows_in"] += result.rows_in
             this_run["error_rows"] += result.error_rows
             rows_in += result.rows_in
@@ -258,7 +271,15 @@ def run_job(
         "this_run": this_run,
     }
     out.write_bytes(SUMMARY, json.dumps(data, indent=1).encode() + b"\n")
-    return JobSummary(data)
+    return JobSummary(data, stopped)
+
+
+def _until_error(results: Iterator[PartResult]) -> Iterator[PartResult | ModelportError]:
+    """`results`, then the ModelportError that ended them early, if one did."""
+    try:
+        yield from results
+    except ModelportError as exc:
+        yield exc
 
 
 def _discard(out: OutputDir, result: PartResult) -> None:

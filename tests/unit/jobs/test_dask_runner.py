@@ -128,6 +128,15 @@ def test_a_local_cluster_writes_the_in_process_bytes_and_resumes_a_failed_run(
     committed = _committed(out)
     assert committed, "the parts that finished before part 2 failed are committed"
     assert 2 not in committed
+    # The stopped job still says what it did: its summary, and its event in the history.
+    failed = json.loads((out / "_summary.json").read_text())
+    assert (failed["status"], failed["committed_parts"]) == ("failed", len(committed))
+    assert "boom on part 2" in failed["reason"]
+    assert "--resume" in failed["reason"]
+    with Registry.open(job["registry"]) as store:
+        event = store.history("iris")[-1]
+    assert (event.kind, event.detail and event.detail["status"]) == ("batch", "failed")
+    assert event.reason == failed["reason"]
 
     summary = batch.run(
         "iris", [job["inputs"]], str(out), **_options(job["registry"]), dask="local:2", resume=True
