@@ -9,11 +9,13 @@ from typing import Protocol
 import pytest
 
 from modelport.demo import build_iris
+from modelport.errors import Unauthenticated
 from modelport.intake.push import push_artifact
 from modelport.registry.store import Registry
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
+from modelport.serving.guard import Action
 from modelport.serving.lifecycle import Lifecycle
 from modelport.serving.reports import Reports
 from modelport.serving.telemetry import NoTelemetry, Telemetry
@@ -55,3 +57,18 @@ def make_dataplane(iris_registry: Path) -> Iterator[DataPlaneFactory]:
     for registry, executor in opened:
         executor.shutdown()
         registry.close()
+
+
+class KeyGuard:
+    """Lets through requests with x-api-key "k" (as "alice"), and records what was asked."""
+
+    def __init__(self) -> None:
+        self.actions: list[Action] = []
+
+    def check(
+        self, action: Action, authorization: str | None, api_key: str | None, address: str
+    ) -> str:
+        self.actions.append(action)
+        if api_key != "k":
+            raise Unauthenticated("send an API key")
+        return "alice"

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from modelport import __version__
-from modelport.errors import Overloaded, Unauthenticated
+from modelport.errors import Overloaded
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
@@ -21,6 +21,8 @@ from modelport.serving.guard import Action
 from modelport.serving.reports import NoReports
 from modelport.serving.telemetry import Call, NoTelemetry
 from modelport.transports.rest import RestApp
+
+from .conftest import KeyGuard
 
 IRIS_ROW = {
     "inputs": [
@@ -48,21 +50,6 @@ class Recorder(NoTelemetry, NoReports):
 
     def drift(self, version: ModelVersion) -> dict[str, Any]:
         raise RuntimeError("a bug")
-
-
-class KeyGuard:
-    """Lets through requests with x-api-key "k" (as "alice"), and records what was asked."""
-
-    def __init__(self) -> None:
-        self.actions: list[Action] = []
-
-    def check(
-        self, action: Action, authorization: str | None, api_key: str | None, address: str
-    ) -> str:
-        self.actions.append(action)
-        if api_key != "k":
-            raise Unauthenticated("send an API key")
-        return "alice"
 
 
 def ask(app: RestApp, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -10,11 +10,12 @@ from typing import Any
 import orjson
 import pytest
 
-from modelport.errors import Unauthenticated
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.guard import Action
 from modelport.transports.browser import BrowserPolicy
 from modelport.transports.rest import RestApp
+
+from .conftest import KeyGuard
 
 DataPlaneFactory = Callable[..., DataPlane]
 """`make_dataplane` (tests/unit/transports/conftest.py)."""
@@ -30,19 +31,6 @@ IRIS = orjson.dumps(
         ]
     }
 )
-
-
-class RefusingGuard:
-    """Refuses every request it is asked about, and records that it was asked."""
-
-    def __init__(self) -> None:
-        self.actions: list[Action] = []
-
-    def check(
-        self, action: Action, authorization: str | None, api_key: str | None, address: str
-    ) -> str:
-        self.actions.append(action)
-        raise Unauthenticated("send an API key")
 
 
 @dataclass
@@ -134,7 +122,7 @@ def test_a_rebound_name_cannot_load(app: RestApp) -> None:
 
 
 def test_refusals_come_before_the_guard_and_the_body(make_dataplane: DataPlaneFactory) -> None:
-    guard = RefusingGuard()
+    guard = KeyGuard()  # refuses these requests: none sends its key
     app = RestApp(make_dataplane(), max_body_bytes=1 << 16, guard=guard)
     forbidden(send(app, "POST", UNLOAD, {"origin": "http://evil.example"}, body=b"{}"))
     forbidden(send(app, "POST", UNLOAD, host=b"evil.example", body=b"{}"))
