@@ -217,14 +217,7 @@ def run_job(
     compiled = plan.model["compiled"]
     results = iter(mapper(tasks, report.advance))
     try:
-        for result in _until_error(results):
-            if isinstance(result, ModelportError):
-                stopped = result
-                failure = (
-                    f"stopped by an error: {result.message}; the parts committed before it stay "
-                    "committed: fix the cause and run the same command with --resume"
-                )
-                break
+        for result in results:
             this_run["rows_in"] += result.rows_in
             this_run["error_rows"] += result.error_rows
             rows_in += result.rows_in
@@ -242,6 +235,12 @@ def run_job(
             this_run["parts"] += 1
             compiled = result.compiled
             report.part_done()
+    except ModelportError as exc:
+        stopped = exc
+        failure = (
+            f"stopped by an error: {exc.message}; the parts committed before it stay "
+            "committed: fix the cause and run the same command with --resume"
+        )
     finally:
         close = getattr(results, "close", None)
         if close is not None:
@@ -272,14 +271,6 @@ def run_job(
     }
     out.write_bytes(SUMMARY, json.dumps(data, indent=1).encode() + b"\n")
     return JobSummary(data, stopped)
-
-
-def _until_error(results: Iterator[PartResult]) -> Iterator[PartResult | ModelportError]:
-    """`results`, then the ModelportError that ended them early, if one did."""
-    try:
-        yield from results
-    except ModelportError as exc:
-        yield exc
 
 
 def _discard(out: OutputDir, result: PartResult) -> None:
