@@ -29,6 +29,7 @@ from modelport.jobs.part_writer import EXTENSIONS, OutputFormat, PartWriter
 from modelport.jobs.reading import BadRow, Piece, read_pieces
 from modelport.jobs.sources import Partition
 from modelport.protocol.types import InferRequest, Tensor
+from modelport.serving.arrow_buffers import from_numpy, repeated
 from modelport.serving.catalog import LoadedModel
 from modelport.serving.table_mapping import OutputsAs, TableMapping, arrow_type
 
@@ -203,8 +204,8 @@ class _Scorer:
         spec, n = self.task.spec, batch.num_rows
         columns: dict[str, Any] = {}
         if spec.id_column is None:
-            columns["_file"] = _constant(self.task.partition.path, n)
-            columns["_row"] = pa.array(np.arange(first, first + n, dtype=np.int64))
+            columns["_file"] = repeated(self.task.partition.path, n)
+            columns["_row"] = from_numpy(np.arange(first, first + n, dtype=np.int64))
         else:
             columns[spec.id_column] = batch.column(spec.id_column)
         for name in passthrough_columns(spec, batch.schema.names):
@@ -212,10 +213,10 @@ class _Scorer:
         for name, values in self.mapping.output_columns(outputs):
             columns[name] = values
         mv = self.model.version
-        columns["_model"] = _constant(mv.name, n)
-        columns["_version"] = pa.repeat(pa.scalar(mv.version, pa.int64()), n)
-        columns["_sha256"] = _constant(mv.digest, n)
-        columns["_job_id"] = _constant(spec.job_id, n)
+        columns["_model"] = repeated(mv.name, n)
+        columns["_version"] = repeated(mv.version, n)
+        columns["_sha256"] = repeated(mv.digest, n)
+        columns["_job_id"] = repeated(spec.job_id, n)
         self.rows_out += n
         return pa.table(columns)
 
@@ -239,12 +240,6 @@ class _Scorer:
     def _progress(self, rows: int, errors: int) -> None:
         if self.on_batch is not None:
             self.on_batch(rows, errors)
-
-
-def _constant(value: str, n: int) -> pa.DictionaryArray:
-    """`n` copies of `value`, dictionary-encoded: the same text column, without the cost of
-    hashing every row's copy when the part file is written."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, dtype=np.int32)), [value])
 
 
 class _Refused(Exception):

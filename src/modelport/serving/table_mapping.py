@@ -34,6 +34,7 @@ from modelport.errors import InvalidInput
 from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import TensorSpec
 from modelport.registry.manifest import ModelVersion
+from modelport.serving.arrow_buffers import from_numpy, to_numpy
 
 OutputsAs = Literal["columns", "lists"]
 """How a 2-D output is written: K columns NAME_0..NAME_{K-1}, or one list column NAME."""
@@ -261,7 +262,7 @@ def _matrix(column: pa.Array | pa.ChunkedArray, name: str, spec: TensorSpec) -> 
     if column.null_count:
         raise InvalidInput(f"column {name!r} has an empty (null) cell; give every row a value")
     combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    lengths = pc.list_value_length(combined).to_numpy(zero_copy_only=False)
+    lengths = to_numpy(pc.list_value_length(combined))
     width = spec.shape[1]
     if len(lengths) and (lengths.min() != lengths.max() or width not in (-1, lengths[0])):
         want = "the same number of values" if width < 0 else f"{width} values"
@@ -294,7 +295,7 @@ def _values(column: pa.Array | pa.ChunkedArray, name: str, datatype: str) -> Arr
             column = pc.cast(column, target)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         raise InvalidInput(f"column {name!r} does not convert to {datatype}: {exc}") from None
-    return np.asarray(column.to_numpy(zero_copy_only=False), dtype=numpy_dtype(datatype))
+    return np.asarray(to_numpy(column), dtype=numpy_dtype(datatype))
 
 
 def _as_datatype(array: Array, datatype: str) -> Array:
@@ -308,7 +309,7 @@ def _arrow(values: Array, kind: pa.DataType) -> pa.Array:
     if pa.types.is_string(kind):
         text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
         return pa.array(text, type=kind)
-    return pa.array(values, type=kind)
+    return from_numpy(values, kind)
 
 
 def _describe(spec: TensorSpec) -> str:

@@ -170,6 +170,29 @@ def test_bad_rows_go_to_the_error_file_and_the_good_rows_stay_in_order(
     assert pq.read_table(tmp_path / "out").equals(table)
 
 
+def test_rows_around_a_refused_one_in_a_numeric_column_keep_their_own_values(
+    registry: str, expected: pa.Table, iris: pa.Table, tmp_path: Path
+) -> None:
+    """A refused row splits its record batch; the halves are views at an offset in the
+    column's buffer, and each row beside the refused one must still read its own values."""
+    features = iris.select(FEATURES).cast(pa.schema([(f, pa.float32()) for f in FEATURES]))
+    lengths = features.column("sepal_length").to_pylist()
+    for row in (5, 90):
+        lengths[row] = math.nan
+    features = features.set_column(0, "sepal_length", pa.array(lengths, pa.float32()))
+    source = write(features, tmp_path / "nan.parquet")  # FP32 like the input: no cast
+    summary = run(registry, [source], tmp_path / "out", max_errors=2)
+    assert summary.ok
+    good = [i for i in range(150) if i not in (5, 90)]
+    table = parts(tmp_path / "out")
+    assert table.column("_row").to_pylist() == good
+    assert_predictions(table, expected.take(good))
+    assert [(e["_row"], e["stage"]) for e in errors(tmp_path / "out")] == [
+        (5, "predict"),
+        (90, "predict"),
+    ]
+
+
 def test_a_json_line_that_does_not_parse_is_a_read_error(
     registry: str, iris: pa.Table, tmp_path: Path
 ) -> None:
