@@ -165,15 +165,15 @@ def run_worker(
         browser=protection.browser,
     )
     if len(sockets) > 1:
-        config = _uvicorn_config(app, protection.metrics_tls, lifespan="off")
+        config = uvicorn_config(app, protection.metrics_tls, lifespan="off")
         metrics_server = MetricsListener(config, sockets[1])
-    _Server(_uvicorn_config(app, tls, lifespan="on"), app.drain).run(sockets=sockets[:1])
+    _Server(uvicorn_config(app, tls, lifespan="on"), app.drain).run(sockets=sockets[:1])
     if failure is not None:
         # uvicorn only logs a failed start-up and returns; the caller must see it.
         raise failure
 
 
-def _uvicorn_config(
+def uvicorn_config(
     app: RestApp, tls: TlsFiles | None, *, lifespan: Literal["on", "off"]
 ) -> uvicorn.Config:
     """How uvicorn serves `app` on a port: with `tls` (None: plain), `lifespan` "on" or "off"."""

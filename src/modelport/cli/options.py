@@ -45,6 +45,17 @@ def setting_option(key: str, flag: str, *, help: str, **attrs: Any) -> Callable[
     return click.option(flag, key, default=None, help=text, **attrs)
 
 
+def option_group(decorators: list[Callable[[F], F]]) -> Callable[[F], F]:
+    """One decorator applying `decorators` in order, as if stacked (first = topmost)."""
+
+    def apply(fn: F) -> F:
+        for decorate in reversed(decorators):
+            fn = decorate(fn)
+        return fn
+
+    return apply
+
+
 def file_option(*decls: str, help: str) -> Callable[[F], F]:
     """An option naming an existing file (not a directory), given as a Path; None without it."""
     return click.option(

@@ -8,7 +8,13 @@ from typing import Any
 
 import click
 
-from modelport.cli.options import file_option, registry_option, reported, setting_option
+from modelport.cli.options import (
+    file_option,
+    option_group,
+    registry_option,
+    reported,
+    setting_option,
+)
 from modelport.config import (
     LOG_FORMATS,
     LOG_LEVELS,
@@ -20,6 +26,97 @@ from modelport.config import (
     registry_location,
 )
 from modelport.config_loader import build_serve_settings
+
+model_options = option_group(
+    [
+        setting_option(
+            "batching",
+            "--batching/--no-batching",
+            help="Combine concurrent requests into one model call where the model allows.",
+        ),
+        setting_option(
+            "compiled",
+            "--compiled/--no-compiled",
+            help="Serve a version's compiled (ONNX) artifact when it has one.",
+        ),
+        file_option(
+            "--config",
+            "config_file",
+            help="TOML file with a [serve] table of these settings and [models.NAME] tables; "
+            "flags override it.",
+        ),
+    ]
+)
+"""How the served models run: batching, compiled artifacts, the config file (serve, stream)."""
+
+observability_options = option_group(
+    [
+        setting_option(
+            "log_level", "--log-level", type=click.Choice(LOG_LEVELS), help="Log level."
+        ),
+        setting_option(
+            "log_format",
+            "--log-format",
+            type=click.Choice(LOG_FORMATS),
+            help="Log lines as JSON or text; auto = JSON unless the output is a terminal.",
+        ),
+        setting_option(
+            "access_log",
+            "--access-log/--no-access-log",
+            help="One log record per request (id, model, version, status, latency).",
+        ),
+        setting_option(
+            "metrics",
+            "--metrics/--no-metrics",
+            help="Prometheus metrics at /metrics, added up over all workers.",
+        ),
+        setting_option(
+            "metrics_port",
+            "--metrics-port",
+            type=int,
+            help="Serve /metrics and the health checks on this port instead of the REST port.",
+        ),
+        setting_option(
+            "inference_log",
+            "--inference-log",
+            metavar="PATH|URL|off",
+            help="Where every inference is recorded: a SQLite file, a postgresql:// URL, or off.",
+        ),
+        setting_option(
+            "inference_log_journal",
+            "--inference-log-journal",
+            metavar="DIR",
+            help="Local directory holding records while the inference-log store is unreachable.",
+        ),
+        setting_option(
+            "inference_log_capacity",
+            "--inference-log-capacity",
+            type=int,
+            help="Most records held back while the store is unreachable.",
+        ),
+        setting_option(
+            "inference_log_overflow",
+            "--inference-log-overflow",
+            type=click.Choice(OVERFLOW_POLICIES),
+            help="Past the capacity: shed (answer 503, so nothing answered goes unrecorded) or "
+            "drop (answer, drop the record and count it).",
+        ),
+        setting_option(
+            "trace_exporter",
+            "--trace-exporter",
+            type=click.Choice(TRACE_EXPORTERS),
+            help="OpenTelemetry spans for request, queue, batch and predict (needs the otel "
+            "extra): console prints them, otlp sends them to --trace-endpoint.",
+        ),
+        setting_option(
+            "trace_endpoint",
+            "--trace-endpoint",
+            metavar="URL",
+            help="OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces.",
+        ),
+    ]
+)
+"""Logs, metrics, the inference log and traces (serve, stream)."""
 
 
 @click.command()
@@ -41,45 +138,8 @@ from modelport.config_loader import build_serve_settings
     help="Server processes sharing the port; auto = one per available core. Models load once, "
     "before the workers start, and are shared.",
 )
-@setting_option(
-    "batching",
-    "--batching/--no-batching",
-    help="Combine concurrent requests into one model call where the model allows.",
-)
-@setting_option(
-    "compiled",
-    "--compiled/--no-compiled",
-    help="Serve a version's compiled (ONNX) artifact when it has one.",
-)
-@file_option(
-    "--config",
-    "config_file",
-    help="TOML file with a [serve] table of these settings and [models.NAME] tables; "
-    "flags override it.",
-)
-@setting_option("log_level", "--log-level", type=click.Choice(LOG_LEVELS), help="Log level.")
-@setting_option(
-    "log_format",
-    "--log-format",
-    type=click.Choice(LOG_FORMATS),
-    help="Log lines as JSON or text; auto = JSON unless the output is a terminal.",
-)
-@setting_option(
-    "access_log",
-    "--access-log/--no-access-log",
-    help="One log record per request (id, model, version, status, latency).",
-)
-@setting_option(
-    "metrics",
-    "--metrics/--no-metrics",
-    help="Prometheus metrics at /metrics, added up over all workers.",
-)
-@setting_option(
-    "metrics_port",
-    "--metrics-port",
-    type=int,
-    help="Serve /metrics and the health checks on this port instead of the REST port.",
-)
+@model_options
+@observability_options
 @setting_option(
     "metrics_tls",
     "--metrics-tls",
@@ -87,44 +147,6 @@ from modelport.config_loader import build_serve_settings
     help="How --metrics-port serves, so probes and scrapers without a client certificate can "
     "reach it beside a mutual-TLS API: mtls (client certificates), tls (server certificate "
     "only) or plain (beyond loopback only with --require-auth or --allow-insecure).",
-)
-@setting_option(
-    "inference_log",
-    "--inference-log",
-    metavar="PATH|URL|off",
-    help="Where every inference is recorded: a SQLite file, a postgresql:// URL, or off.",
-)
-@setting_option(
-    "inference_log_journal",
-    "--inference-log-journal",
-    metavar="DIR",
-    help="Local directory holding records while the inference-log store is unreachable.",
-)
-@setting_option(
-    "inference_log_capacity",
-    "--inference-log-capacity",
-    type=int,
-    help="Most records held back while the store is unreachable.",
-)
-@setting_option(
-    "inference_log_overflow",
-    "--inference-log-overflow",
-    type=click.Choice(OVERFLOW_POLICIES),
-    help="Past the capacity: shed (answer 503, so nothing answered goes unrecorded) or drop "
-    "(answer, drop the record and count it).",
-)
-@setting_option(
-    "trace_exporter",
-    "--trace-exporter",
-    type=click.Choice(TRACE_EXPORTERS),
-    help="OpenTelemetry spans for request, queue, batch and predict (needs the otel extra): "
-    "console prints them, otlp sends them to --trace-endpoint.",
-)
-@setting_option(
-    "trace_endpoint",
-    "--trace-endpoint",
-    metavar="URL",
-    help="OTLP/HTTP traces endpoint, e.g. http://localhost:4318/v1/traces.",
 )
 @setting_option(
     "require_auth",
