@@ -80,8 +80,11 @@ async def _ensure_stream(
 class NatsSource:
     """A group's messages from a JetStream stream: a durable pull consumer named after the group.
 
-    `Message.key` is the header ``key``; `Message.headers` the others, less JetStream's publish
-    preconditions (``Nats-Expected-*``); `Message.origin` is (stream, None, stream sequence).
+    `Message.key` is the header ``key``; `Message.headers` the others (``Nats-Msg-Id`` among
+    them), less JetStream's publish preconditions (``Nats-Expected-*``); `Message.origin` is
+    (stream, None, stream sequence). A new group starts at the stream's first message. The
+    server's default max ack pending (1000) caps the group's unacknowledged messages, all its
+    processes together. One `receive` at a time per source (the pulls share one inbox).
     """
 
     def __init__(
