@@ -102,7 +102,10 @@ class RedisSource:
         return f"RedisSource({self.address.redacted!r}, group={self.group!r})"
 
     async def open(self) -> None:
-        """Connect and create the group (and the stream) unless they exist."""
+        """Connect and create the group (and the stream) unless they exist.
+
+        Call `close()` even when this raised: it releases the client.
+        """
         self._redis.connect()
         await self._create_group()
         self._backlog = b"0"
@@ -246,7 +249,7 @@ class RedisSink:
         return f"RedisSink({self.address.redacted!r})"
 
     async def open(self) -> None:
-        """Connect and check the key is a stream, or not there yet."""
+        """Connect and check the key is a stream, or not there yet; `close()` even if it raised."""
         self._redis.connect()
         async with self._redis.bounded("TYPE"):
             kind = await self._redis.client.type(self.address.stream)
