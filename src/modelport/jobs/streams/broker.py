@@ -2,8 +2,9 @@
 
 A stream consumer reads `Message`s from a `Source`, answers each with a `Record` it sends to a
 `Sink` (the outputs, or the dead letters), and only then acknowledges the messages at the
-source. Each broker is one module of this package (`kafka`, `redis_streams`, `nats_jetstream`)
-that implements both sides with its own client library; nothing else imports those libraries.
+source. Each broker implements both sides with its own client library in modules of its own
+(`kafka_topics`, `redis_streams`, `nats_jetstream`, and their address and connection
+modules); nothing else imports those libraries.
 
 Errors: a broker module raises `BrokerUnavailable` for what a retry may cure (a connection
 lost, a broker restarting, a timeout) and `InvalidInput` for what it will not (a bad URL, a
