@@ -174,7 +174,9 @@ def _misfit(value: Any, feed: InputFeed) -> str | None:
         return None if ok else f"holds {_shown(value)}; the input takes true or false"
     if isinstance(value, bool | np.bool_):
         return f"holds {_shown(value)}; the input takes numbers, not true/false"
-    if isinstance(value, int | float | str | decimal.Decimal | np.number):
+    if isinstance(value, int | float | str | decimal.Decimal | np.number) and not isinstance(
+        value, np.complexfloating
+    ):
         return None
     return f"holds {_shown(value)}; the input takes {_takes(feed)}s"
 
@@ -277,4 +279,4 @@ def _shown(value: Any) -> str:
         return repr(value if len(value) <= 40 else value[:40] + "...")
     if isinstance(value, int | float):
         return repr(value)
-    return f"a {type(value).__name__}"
+    return f"a value of type {type(value).__name__}"

@@ -199,6 +199,8 @@ def test_missing_fields_are_listed_with_the_fields_found() -> None:
         (TensorSpec("n", "BYTES", (-1,)), {"n": "\ud800"}, "not valid Unicode"),
         (TensorSpec("n", "FP32", (-1, 2)), {"n": [1.0, 2.0, 3.0]}, "holds 3 value"),
         (TensorSpec("n", "FP32", (-1, -1)), {"n": []}, "holds an empty list"),
+        (TensorSpec("n", "FP64", (-1,)), {"n": np.complex64(1)}, "holds a value of type complex64"),
+        (TensorSpec("n", "FP64", (-1,)), {"n": object()}, "holds a value of type object"),
     ],
 )
 def test_values_the_datatype_cannot_hold_are_refused(
