@@ -1,7 +1,8 @@
 """How the columns of a table become a model's inputs, and its outputs become columns.
 
-Transport-free: batch jobs, `Model.predict_table` and stream consumers of plain JSON records all
-map rows the same way. The mapping is resolved once, from the model's signature and the table's
+Transport-free: batch jobs and `Model.predict_table` map rows the same way, and records (stream
+messages, HTTP bodies: serving.record_mapping) by the same rules, which serving.input_sources
+holds for both. The mapping is resolved once, from the model's signature and the table's
 column names, before any row is read (`TableMapping.for_model`); each record batch is then
 converted with `inputs` and the model's outputs turned back into columns with `output_columns`.
 
@@ -35,6 +36,8 @@ from modelport.protocol.datatypes import numpy_dtype
 from modelport.protocol.signature import TensorSpec
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.arrow_buffers import from_numpy, to_numpy
+from modelport.serving.input_sources import InputSource, describe, resolve_sources
+from modelport.serving.input_sources import recorded_features as recorded_features
 
 OutputsAs = Literal["columns", "lists"]
 """How a 2-D output is written: K columns NAME_0..NAME_{K-1}, or one list column NAME."""
@@ -57,23 +60,11 @@ _ARROW: Final[dict[str, pa.DataType]] = {
     "FP64": pa.float64(),
     "BYTES": pa.string(),
 }
-_SHOWN_COLUMNS: Final = 20
 
 
 def arrow_type(datatype: str) -> pa.DataType:
     """The Arrow type a column of `datatype` values is written as (BYTES as text)."""
     return _ARROW[datatype]
-
-
-@dataclass(frozen=True, slots=True)
-class InputSource:
-    """Where one input's values come from: one column per row value, or F feature columns."""
-
-    spec: TensorSpec
-    columns: tuple[str, ...]
-    """The column feeding the input, or its F feature columns in order."""
-    stacked: bool
-    """True: `columns` are the F features of a `[-1, F]` input; False: one column."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,36 +91,7 @@ class TableMapping:
         """
         if outputs_as not in OUTPUTS_AS:
             raise InvalidInput(f"outputs_as must be one of {', '.join(OUTPUTS_AS)}")
-        inputs = version.signature.inputs
-        present = set(columns)
-        if features is not None:
-            sources: tuple[InputSource, ...] = (
-                _feature_source(inputs, tuple(features), "--features"),
-            )
-        elif inputs and all(s.name in present for s in inputs):
-            sources = tuple(_named_source(s) for s in inputs)
-        elif len(inputs) == 1 and len(inputs[0].shape) == 2:
-            recorded = recorded_features(version, inputs[0].name)
-            if not recorded:
-                raise InvalidInput(
-                    f"cannot tell which columns feed input {_describe(inputs[0])}: its "
-                    "version records no feature order (it was pushed without reference "
-                    "data) and no column is named like the input; pass --features a,b,c "
-                    f"(the columns in the model's feature order). {_found(columns)}"
-                )
-            sources = (_feature_source(inputs, recorded, "the reference data's features"),)
-        else:
-            missing = [s.name for s in inputs if s.name not in present]
-            raise InvalidInput(
-                f"missing column(s) {', '.join(map(repr, missing))} for the model's inputs "
-                f"({', '.join(map(_describe, inputs))}); {_found(columns)}"
-            )
-        wanted = [c for source in sources for c in source.columns]
-        missing = [c for c in dict.fromkeys(wanted) if c not in present]
-        if missing:
-            raise InvalidInput(
-                f"missing column(s) {', '.join(map(repr, missing))}; {_found(columns)}"
-            )
+        sources = resolve_sources(version, columns, features)
         return cls(sources, version.signature.outputs, outputs_as)
 
     @property
@@ -194,53 +156,6 @@ class TableMapping:
         return names
 
 
-def recorded_features(version: ModelVersion, input_name: str) -> tuple[str, ...]:
-    """The feature names, in column order, the version's reference profile records for an input."""
-    profile = version.reference_profile or {}
-    found: list[tuple[int, str]] = []
-    for feature in profile.get("features", []):
-        column = feature.get("column")
-        if feature.get("input") == input_name and isinstance(column, int):
-            found.append((column, str(feature.get("name"))))
-    found.sort()
-    # Only a complete 0..F-1 record is an order; anything else is ambiguous.
-    if [i for i, _ in found] != list(range(len(found))):
-        return ()
-    return tuple(name for _, name in found)
-
-
-def _feature_source(
-    inputs: Sequence[TensorSpec], features: tuple[str, ...], what: str
-) -> InputSource:
-    if len(inputs) != 1 or len(inputs[0].shape) != 2:
-        takes = ", ".join(map(_describe, inputs)) or "none"
-        raise InvalidInput(
-            f"--features applies to a model with one [-1, F] input; this one takes: {takes} "
-            "(name each input's column after it instead)"
-        )
-    spec = inputs[0]
-    if not features:
-        raise InvalidInput("--features needs at least one column name")
-    if len(set(features)) != len(features):
-        raise InvalidInput(f"{what} name(s) a column twice: {', '.join(features)}")
-    width = spec.shape[1]
-    if width >= 0 and width != len(features):
-        raise InvalidInput(
-            f"input {_describe(spec)} takes {width} feature column(s); {what} gives "
-            f"{len(features)}: {', '.join(features)}"
-        )
-    return InputSource(spec, features, stacked=True)
-
-
-def _named_source(spec: TensorSpec) -> InputSource:
-    if len(spec.shape) == 0 or len(spec.shape) > 2:
-        raise InvalidInput(
-            f"input {_describe(spec)} cannot be read from a table column; a table feeds "
-            "inputs of shape [-1], [-1, 1] or [-1, F]"
-        )
-    return InputSource(spec, (spec.name,), stacked=False)
-
-
 def _shaped(column: pa.Array | pa.ChunkedArray, source: InputSource) -> Array:
     spec, name = source.spec, source.columns[0]
     if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type):
@@ -249,7 +164,7 @@ def _shaped(column: pa.Array | pa.ChunkedArray, source: InputSource) -> Array:
     if len(spec.shape) == 2:
         if spec.shape[1] not in (1, -1):
             raise InvalidInput(
-                f"input {_describe(spec)} takes {spec.shape[1]} values per row; column "
+                f"input {describe(spec)} takes {spec.shape[1]} values per row; column "
                 f"{name!r} holds one (give a list column, or use --features)"
             )
         return values.reshape(-1, 1)
@@ -258,7 +173,7 @@ def _shaped(column: pa.Array | pa.ChunkedArray, source: InputSource) -> Array:
 
 def _matrix(column: pa.Array | pa.ChunkedArray, name: str, spec: TensorSpec) -> Array:
     if len(spec.shape) != 2:
-        raise InvalidInput(f"column {name!r} holds lists; input {_describe(spec)} takes one value")
+        raise InvalidInput(f"column {name!r} holds lists; input {describe(spec)} takes one value")
     if column.null_count:
         raise InvalidInput(f"column {name!r} has an empty (null) cell; give every row a value")
     combined = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -310,13 +225,3 @@ def _arrow(values: Array, kind: pa.DataType) -> pa.Array:
         text = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in values]
         return pa.array(text, type=kind)
     return from_numpy(values, kind)
-
-
-def _describe(spec: TensorSpec) -> str:
-    return f"{spec.name!r} {spec.datatype} {list(spec.shape)}"
-
-
-def _found(columns: Sequence[str]) -> str:
-    shown = ", ".join(map(repr, columns[:_SHOWN_COLUMNS]))
-    more = f" and {len(columns) - _SHOWN_COLUMNS} more" if len(columns) > _SHOWN_COLUMNS else ""
-    return f"the table has {len(columns)} column(s): {shown or 'none'}{more}"
