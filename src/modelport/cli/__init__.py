@@ -13,6 +13,7 @@ from modelport.cli.keys import keys
 from modelport.cli.logs import logs
 from modelport.cli.models import models
 from modelport.cli.serve import demo, serve
+from modelport.cli.stream import stream
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -26,6 +27,7 @@ def main() -> None:
       modelport serve                # serve them on http://127.0.0.1:8080
       curl localhost:8080/v2/models/iris
       modelport batch iris rows.parquet --output scores/   # score a file
+      modelport stream iris --source URL --sink URL        # answer a topic
     """
 
 
@@ -35,3 +37,4 @@ main.add_command(models)
 main.add_command(logs)
 main.add_command(keys)
 main.add_command(batch)
+main.add_command(stream)
