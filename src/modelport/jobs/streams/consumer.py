@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections import deque
@@ -40,7 +41,7 @@ from modelport.protocol.types import InferResponse
 from modelport.serving.catalog import LoadedModel
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
-from modelport.serving.telemetry import Call, NoTelemetry, Telemetry, new_request_id
+from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
 
 log = logging.getLogger("modelport.stream")
 
@@ -54,7 +55,8 @@ _MAX_ERROR = 1000
 """Characters of an error message kept in a dead letter's header."""
 
 REQUEST_ID = "x-request-id"
-"""The header an input may carry its request id in, and every output carries."""
+"""The header an input may carry its request id in, and every output carries (else the id
+is derived from the message's origin: the same for every delivery of one message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,7 +255,7 @@ class StreamConsumer:
                 f"delivered {message.attempt} times without being acknowledged (more than "
                 f"--max-attempts {options.max_attempts}); a consumer may have died on it",
             )
-        request_id = _text(message.headers.get(REQUEST_ID)) or new_request_id()
+        request_id = _text(message.headers.get(REQUEST_ID)) or origin_id(message)
         delay = _FIRST_BACKOFF
         while True:
             try:
@@ -402,6 +404,15 @@ class StreamConsumer:
         if now - self._warned.get(what, -_WARN_EVERY) >= _WARN_EVERY:
             self._warned[what] = now
             log.warning(text)
+
+
+def origin_id(message: Message) -> str:
+    """The request id of a message that brings none: 32 hex digits derived from where it was
+    read (source, partition, position), so a redelivered message's answer carries the same id
+    as its first answer, and a reader deduplicates answers by it."""
+    origin = message.origin
+    where = f"{origin.source}\0{origin.partition}\0{origin.position}".encode()
+    return hashlib.blake2b(where, digest_size=16).hexdigest()
 
 
 def _output_headers(response: InferResponse, request_id: str) -> dict[str, bytes]:
