@@ -25,6 +25,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+STREAM_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 BATCH_BUCKETS = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0)
 _LIVE = ".json"
 _DEAD = ".dead.json"
@@ -95,6 +96,7 @@ class Metrics:
         self._add_model_families()
         self._add_inference_log_families()
         self._add_monitoring_families()
+        self._add_stream_families()
         self.families = [v for v in vars(self).values() if isinstance(v, Family)]
 
     def _add_request_families(self) -> None:
@@ -174,6 +176,46 @@ class Metrics:
         self.live_mae = _recent_gauge(
             "modelport_live_mae",
             "Mean absolute error of logged predictions against feedback labels (regressors).",
+        )
+
+    def _add_stream_families(self) -> None:
+        """What a stream consumer (`modelport stream`) does with its source's messages."""
+        self.stream_messages = Family(
+            "modelport_stream_messages",
+            "counter",
+            "Messages of a stream source: consumed, answered (an answer produced) and "
+            "dead_lettered, by source and outcome.",
+            ("source", "outcome"),
+        )
+        self.stream_dead_letters = Family(
+            "modelport_stream_dead_letters",
+            "counter",
+            "Messages dead-lettered, by source and stage (decode, validate, predict, encode, "
+            "deliver).",
+            ("source", "stage"),
+        )
+        self.stream_lag = Family(
+            "modelport_stream_lag",
+            "gauge",
+            "Messages of the source not yet delivered to the consumer group, as the broker "
+            "counts them.",
+            ("source",),
+            mode="recent",
+        )
+        self.stream_in_flight = Family(
+            "modelport_stream_in_flight",
+            "gauge",
+            "Messages received and not yet acknowledged.",
+            ("source",),
+            mode="livesum",
+        )
+        self.stream_latency = Family(
+            "modelport_stream_latency_seconds",
+            "histogram",
+            "Seconds from the broker storing a message to its answer's acknowledgement "
+            "(end to end).",
+            ("source",),
+            STREAM_LATENCY_BUCKETS,
         )
 
     # -- the hot path ----------------------------------------------------------------------

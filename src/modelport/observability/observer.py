@@ -11,9 +11,11 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
+
+import numpy as np
 
 from modelport.config import ServeSettings, TracingSettings
 from modelport.errors import NotFound, Overloaded, Unsupported
@@ -132,6 +134,13 @@ class Observer:
 
     def finished(self, call: Call, code: str) -> None:
         """Count, log, trace and record one answered request."""
+        if self._finish(call, code) and call.inputs is not None and call.kind == "ok":
+            monitor = self._drift.get((call.model, call.version or 0))
+            if monitor is not None:
+                monitor.observe(call.inputs)
+
+    def _finish(self, call: Call, code: str) -> bool:
+        """Count, log, trace and record `call`; True when it was an inference (for drift)."""
         ended = time.perf_counter()
         seconds = ended - call.started
         version = "" if call.version is None else str(call.version)
@@ -142,14 +151,55 @@ class Observer:
         if self._tracing is not None:
             self._tracing.record(call, code, ended)
         if call.endpoint != Endpoint.INFER or not call.model:
-            return
-        key = (call.model, call.version or 0)
-        if call.inputs is not None and call.kind == "ok":
-            monitor = self._drift.get(key)
-            if monitor is not None:
-                monitor.observe(call.inputs)
+            return False
         if self._log is not None:
-            self._record(call, code, seconds, self._logged.get(key))
+            self._record(call, code, seconds, self._logged.get((call.model, call.version or 0)))
+        return True
+
+    # -- StreamTelemetry -------------------------------------------------------------------
+
+    def answered(self, calls: Sequence[Call]) -> None:
+        """Messages answered by one stacked inference: each a request; drift watches their
+        inputs in one observation."""
+        inferences = [call for call in calls if self._finish(call, "ok")]
+        if not inferences or inferences[0].inputs is None:
+            return
+        first = inferences[0]
+        monitor = self._drift.get((first.model, first.version or 0))
+        if monitor is not None:
+            inputs = [c.inputs for c in inferences if c.inputs is not None]
+            monitor.observe({n: np.concatenate([i[n] for i in inputs]) for n in inputs[0]})
+
+    def refused(self, call: Call, code: str) -> None:
+        """A message refused by validation or the model, as a failed request."""
+        self._finish(call, code)
+
+    def consumed(self, source: str, count: int) -> None:
+        """Count messages received from `source`."""
+        if self._metrics is not None:
+            self._metrics.stream_messages.labels(source, "consumed").inc(count)
+
+    def committed(
+        self, source: str, answered: int, dead_letters: Mapping[str, int], ages: Sequence[float]
+    ) -> None:
+        """Count acknowledged messages by outcome; observe their end-to-end latencies."""
+        metrics = self._metrics
+        if metrics is None:
+            return
+        if answered:
+            metrics.stream_messages.labels(source, "answered").inc(answered)
+        for stage, count in dead_letters.items():
+            metrics.stream_messages.labels(source, "dead_lettered").inc(count)
+            metrics.stream_dead_letters.labels(source, stage).inc(count)
+        for age in ages:
+            metrics.stream_latency.observe((source,), age)
+
+    def state(self, source: str, lag: int | None, in_flight: int) -> None:
+        """Export the group's lag and the messages in flight."""
+        if self._metrics is not None:
+            if lag is not None:
+                self._metrics.stream_lag.labels(source).set(lag)
+            self._metrics.stream_in_flight.values[(source,)] = [in_flight, 0.0]
 
     def _record(self, call: Call, code: str, seconds: float, logged: _Logged | None) -> None:
         if logged is not None:

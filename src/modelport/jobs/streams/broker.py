@@ -49,6 +49,9 @@ class Message:
     time). Kafka keeps no count: there it is 1 unless the source knows better."""
     token: Any = field(default=None, compare=False, repr=False)
     """What the source needs to acknowledge this message; opaque to everyone else."""
+    timestamp: float | None = None
+    """When the broker stored the message, as Unix time (for end-to-end latency); None
+    where the broker does not say."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +85,10 @@ class Source(Protocol):
         Called in the order the messages were received; after it returns, no consumer of the
         group receives them again.
         """
+
+    async def lag(self) -> int | None:
+        """Messages of the source the group has not received yet, as the broker counts them
+        (None when it cannot tell). Asked every few seconds, for the lag metric."""
 
     async def close(self) -> None:
         """Leave the group and disconnect; messages not acknowledged will be delivered again."""

@@ -1,12 +1,12 @@
 """The stream consumer: receive, answer through the dataplane, produce, then acknowledge.
 
 Two tasks share a window of at most `max_in_flight` messages. The reader receives messages
-while the window has room (so a slow sink pauses consumption) and starts answering each at
-once: every message is its own inference, so consecutive messages meet in the model's
-adaptive batcher as concurrent requests do on the server. The writer takes the answered
-messages from the head of the window in the order they were received, produces their outputs
-(and dead letters), and acknowledges them at the source only once the sink has acknowledged
-what they produced: delivery is at least once, in order.
+while the window has room (so a slow sink pauses consumption) and starts answering each
+receive's messages at once, as one stacked inference (`answers`) that meets the model's
+adaptive batcher like any request, so concurrent receives batch together too. The writer
+takes the answered messages from the head of the window in the order they were received,
+produces their outputs (and dead letters), and acknowledges them at the source only once the
+sink has acknowledged what they produced: delivery is at least once, in order.
 
 A message that cannot be answered (undecodable, refused by validation or the model, delivered
 too often) becomes a dead letter and is acknowledged; it never blocks the messages behind it.
@@ -18,30 +18,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import TypeVar
 
-from modelport.errors import InvalidInput, ModelportError, NotFound
+from modelport.errors import InvalidInput, ModelportError
+from modelport.jobs.streams.answers import Answerer, Outcome, Retry
 from modelport.jobs.streams.broker import (
     BrokerUnavailable,
     Message,
     Record,
     Sink,
     Source,
-    is_transient,
 )
 from modelport.jobs.streams.formats import MessageFormat
-from modelport.protocol.types import InferResponse
-from modelport.serving.catalog import LoadedModel
+from modelport.jobs.streams.stream_telemetry import NoStreamTelemetry, StreamTelemetry
 from modelport.serving.dataplane import DataPlane
-from modelport.serving.endpoint import Endpoint
-from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
 
 log = logging.getLogger("modelport.stream")
 
@@ -49,14 +45,10 @@ T = TypeVar("T")
 
 _FIRST_BACKOFF = 0.05
 _MAX_BACKOFF = 5.0
+_LAG_WAIT = 2.0
+"""Seconds the lag may take to ask for before the gauge skips a beat."""
 _WARN_EVERY = 30.0
 """Seconds between two warnings about the same outage."""
-_MAX_ERROR = 1000
-"""Characters of an error message kept in a dead letter's header."""
-
-REQUEST_ID = "x-request-id"
-"""The header an input may carry its request id in, and every output carries (else the id
-is derived from the message's origin: the same for every delivery of one message)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,20 +103,12 @@ class StreamStats:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class _Outcome:
-    output: Record | None = None
-    dead_letter: Record | None = None
-
-
-class _Retry(Exception):
-    """The message could not be answered now, for a reason that is not its own."""
-
-
 @dataclass(slots=True)
 class _InFlight:
-    message: Message
-    answer: asyncio.Task[_Outcome]
+    """The messages of one receive, and the task answering them."""
+
+    messages: Sequence[Message]
+    answers: asyncio.Task[list[Outcome]]
 
 
 class StreamConsumer:
@@ -144,7 +128,7 @@ class StreamConsumer:
         options: StreamOptions,
         *,
         dead_letters: Sink | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: StreamTelemetry | None = None,
         on_progress: Callable[[StreamStats], None] | None = None,
     ) -> None:
         self._dataplane = dataplane
@@ -153,10 +137,24 @@ class StreamConsumer:
         self._dead = dead_letters
         self._format = message_format
         self._options = options
-        self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
+        self._telemetry: StreamTelemetry = (
+            telemetry if telemetry is not None else NoStreamTelemetry()
+        )
         self._on_progress = on_progress
         self.stats = StreamStats()
+        self._answerer = Answerer(
+            dataplane,
+            message_format,
+            self._telemetry,
+            options.model,
+            options.version,
+            options.max_attempts,
+        )
         self._window: deque[_InFlight] = deque()
+        self._held = 0
+        """Messages in the window."""
+        self._source_name = ""
+        """The topic, stream or subject read (as messages name it), for the metrics."""
         self._changed = asyncio.Event()
         """Set when the window gains a message or loses some; each side clears it to wait."""
         self._abort = asyncio.Event()
@@ -182,19 +180,19 @@ class StreamConsumer:
             try:
                 await self._write(reader)
                 await reader  # re-raises what stopped the reader
-            except (BrokerUnavailable, _Retry):
+            except (BrokerUnavailable, Retry):
                 if not self._abort.is_set():
                     raise
             finally:
                 watchdog.cancel()
                 reader.cancel()
                 for held in self._window:
-                    held.answer.cancel()
+                    held.answers.cancel()
         finally:
             for side in reversed(opened):
                 with contextlib.suppress(ModelportError, OSError):
                     await side.close()
-        self.stats.unacknowledged = len(self._window)
+        self.stats.unacknowledged = self._held
         return self.stats
 
     def abort(self) -> None:
@@ -207,20 +205,21 @@ class StreamConsumer:
     async def _read(self, stop: asyncio.Event) -> None:
         options = self._options
         while not stop.is_set() and not self._abort.is_set():
-            room = options.max_in_flight - len(self._window)
+            room = options.max_in_flight - self._held
             if room <= 0:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
             receive = partial(self._source.receive, min(room, options.chunk), options.receive_wait)
             messages = await self._retrying(receive, "receive")
-            for message in messages:
-                self.stats.received += 1
-                if message.attempt > 1:
-                    self.stats.redelivered += 1
-                task = asyncio.ensure_future(self._answer(message))
-                self._window.append(_InFlight(message, task))
             if messages:
+                self._source_name = messages[0].origin.source
+                self._telemetry.consumed(self._source_name, len(messages))
+                self.stats.received += len(messages)
+                self.stats.redelivered += sum(1 for m in messages if m.attempt > 1)
+                task = asyncio.ensure_future(self._answer(messages))
+                self._window.append(_InFlight(messages, task))
+                self._held += len(messages)
                 self._changed.set()
         self._changed.set()
 
@@ -230,8 +229,7 @@ class StreamConsumer:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), every)
-            if self._on_progress is not None:
-                self._on_progress(self.stats)
+            await self._report()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._abort.wait(), self._options.drain_seconds)
             return
@@ -239,102 +237,37 @@ class StreamConsumer:
             log.warning(
                 "stream: %d message(s) were not acknowledged within %.0f s of the stop; "
                 "they will be delivered again",
-                len(self._window),
+                self._held,
                 self._options.drain_seconds,
             )
         self.abort()
 
+    async def _report(self) -> None:
+        """The progress line, and the lag and in-flight gauges."""
+        if self._on_progress is not None:
+            self._on_progress(self.stats)
+        if self._source_name:
+            with contextlib.suppress(ModelportError, TimeoutError):
+                lag = await asyncio.wait_for(self._source.lag(), _LAG_WAIT)
+                self._telemetry.state(self._source_name, lag, self._held)
+
     # -- answering -------------------------------------------------------------------------
 
-    async def _answer(self, message: Message) -> _Outcome:
-        options = self._options
-        if message.attempt > options.max_attempts:
-            return self._dead_letter(
-                message,
-                "deliver",
-                f"delivered {message.attempt} times without being acknowledged (more than "
-                f"--max-attempts {options.max_attempts}); a consumer may have died on it",
-            )
-        request_id = _text(message.headers.get(REQUEST_ID)) or origin_id(message)
+    async def _answer(self, messages: Sequence[Message]) -> list[Outcome]:
         delay = _FIRST_BACKOFF
         while True:
             try:
-                return await self._infer(message, request_id)
-            except _Retry as retry:
+                return await self._answerer.answer(messages)
+            except Retry as retry:
                 if self._abort.is_set():
                     raise
                 self.stats.retries += 1
                 self._warn("model", f"stream: cannot answer yet ({retry}); retrying")
                 delay = await self._pause(delay)
 
-    async def _infer(self, message: Message, request_id: str) -> _Outcome:
-        options = self._options
-        try:
-            model = await self._dataplane.resolve(options.model, options.version)
-        except ModelportError as exc:
-            # Not the message's fault (a version retired, a model still loading): wait.
-            raise _Retry(exc.message) from None
-        try:
-            request = self._format.decode(message.value, model)
-        except ModelportError as exc:
-            return self._dead_letter(message, "decode", exc.message, model)
-        except Exception as exc:  # a fault of modelport's decoder: log it, keep going
-            log.exception("stream: decoding %s failed", _where(message))
-            return self._dead_letter(message, "decode", f"internal error ({type(exc).__name__})")
-        call = Call("stream", request_id, caller=_where(message), endpoint=Endpoint.INFER)
-        try:
-            response = await self._dataplane.infer(
-                model.name, str(model.number), request, request_id, call
-            )
-        except ModelportError as exc:
-            call.error, call.kind = exc.message, exc.kind.value
-            self._telemetry.finished(call, exc.kind.value)
-            if is_transient(exc) or isinstance(exc, NotFound):
-                raise _Retry(exc.message) from None
-            stage = "validate" if isinstance(exc, InvalidInput) else "predict"
-            return self._dead_letter(message, stage, exc.message, model)
-        except Exception as exc:  # a fault of the model's code or of modelport: log it
-            log.exception("stream: predicting %s failed (request %s)", _where(message), request_id)
-            call.error, call.kind = type(exc).__name__, "internal"
-            self._telemetry.finished(call, "internal")
-            return self._dead_letter(message, "predict", f"internal error ({type(exc).__name__})")
-        try:
-            value = self._format.encode(response, model)
-        except ModelportError as exc:
-            return self._dead_letter(message, "encode", exc.message, model)
-        except Exception as exc:
-            log.exception("stream: encoding the answer to %s failed", _where(message))
-            return self._dead_letter(message, "encode", f"internal error ({type(exc).__name__})")
-        self._telemetry.finished(call, "ok")
-        headers = _output_headers(response, request_id)
-        headers["content-type"] = self._format.content_type.encode()
-        return _Outcome(output=Record(value, message.key, headers))
-
-    def _dead_letter(
-        self, message: Message, stage: str, error: str, model: LoadedModel | None = None
-    ) -> _Outcome:
-        origin = message.origin
-        headers = dict(message.headers)
-        headers.update(
-            {
-                "modelport.error": error[:_MAX_ERROR].encode(),
-                "modelport.stage": stage.encode(),
-                "modelport.origin.source": origin.source.encode(),
-                "modelport.origin.position": origin.position.encode(),
-                "modelport.attempt": str(message.attempt).encode(),
-            }
-        )
-        if origin.partition is not None:
-            headers["modelport.origin.partition"] = str(origin.partition).encode()
-        if model is not None:
-            headers["x-model-name"] = model.name.encode()
-            headers["x-model-version"] = str(model.number).encode()
-        return _Outcome(dead_letter=Record(message.value, message.key, headers))
-
     # -- writing ---------------------------------------------------------------------------
 
     async def _write(self, reader: asyncio.Future[None]) -> None:
-        chunk = self._options.chunk
         while not self._abort.is_set():
             if not self._window:
                 if reader.done():
@@ -342,7 +275,7 @@ class StreamConsumer:
                 self._changed.clear()
                 await self._changed.wait()
                 continue
-            head = self._window[0].answer
+            head = self._window[0].answers
             aborted = asyncio.ensure_future(self._abort.wait())
             try:
                 await asyncio.wait({head, aborted}, return_when=asyncio.FIRST_COMPLETED)
@@ -350,18 +283,21 @@ class StreamConsumer:
                 aborted.cancel()
             if not head.done():
                 return
-            done: list[_InFlight] = []
-            for held in self._window:
-                if len(done) == chunk or not held.answer.done():
+            done = [self._window[0]]
+            count = len(done[0].messages)
+            for held in list(self._window)[1:]:
+                if count >= self._options.chunk or not held.answers.done():
                     break
                 done.append(held)
+                count += len(held.messages)
             await self._commit(done)
             for _ in done:
                 self._window.popleft()
+            self._held -= count
             self._changed.set()
 
     async def _commit(self, done: list[_InFlight]) -> None:
-        outcomes = [held.answer.result() for held in done]
+        outcomes = [o for held in done for o in held.answers.result()]
         outputs = [o.output for o in outcomes if o.output is not None]
         dead = [o.dead_letter for o in outcomes if o.dead_letter is not None]
         if outputs:
@@ -372,8 +308,15 @@ class StreamConsumer:
             else:
                 for record in dead:
                     log.warning("stream: refused message %s", _describe(record))
-        messages = [held.message for held in done]
+        messages = [m for held in done for m in held.messages]
         await self._retrying(partial(self._source.ack, messages), "acknowledge")
+        now = time.time()
+        ages = [now - m.timestamp for m in messages if m.timestamp is not None]
+        stages: dict[str, int] = {}
+        for record in dead:
+            stage = _text(record.headers.get("modelport.stage"))
+            stages[stage] = stages.get(stage, 0) + 1
+        self._telemetry.committed(messages[0].origin.source, len(outputs), stages, ages)
         self.stats.answered += len(outputs)
         self.stats.dead_lettered += len(dead)
         self.stats.acknowledged += len(messages)
@@ -404,31 +347,6 @@ class StreamConsumer:
         if now - self._warned.get(what, -_WARN_EVERY) >= _WARN_EVERY:
             self._warned[what] = now
             log.warning(text)
-
-
-def origin_id(message: Message) -> str:
-    """The request id of a message that brings none: 32 hex digits derived from where it was
-    read (source, partition, position), so a redelivered message's answer carries the same id
-    as its first answer, and a reader deduplicates answers by it."""
-    origin = message.origin
-    where = f"{origin.source}\0{origin.partition}\0{origin.position}".encode()
-    return hashlib.blake2b(where, digest_size=16).hexdigest()
-
-
-def _output_headers(response: InferResponse, request_id: str) -> dict[str, bytes]:
-    parameters = response.parameters or {}
-    return {
-        REQUEST_ID: request_id.encode(),
-        "x-model-name": response.model_name.encode(),
-        "x-model-version": str(response.model_version).encode(),
-        "x-model-sha256": str(parameters.get("modelport.sha256", "")).encode(),
-    }
-
-
-def _where(message: Message) -> str:
-    origin = message.origin
-    partition = "" if origin.partition is None else f"[{origin.partition}]"
-    return f"{origin.source}{partition}@{origin.position}"
 
 
 def _describe(record: Record) -> str:

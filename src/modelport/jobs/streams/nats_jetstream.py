@@ -38,7 +38,7 @@ from nats.js.api import (
     StreamConfig,
 )
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelportError
 from modelport.jobs.streams.broker import BrokerUnavailable, Message, Origin, Record
 from modelport.jobs.streams.nats_address import NatsAddress, check_jetstream_name, parse_nats_url
 from modelport.jobs.streams.nats_connection import NatsConnection
@@ -184,6 +184,7 @@ class NatsSource:
             origin=Origin(metadata.stream, None, str(metadata.sequence.stream)),
             attempt=metadata.num_delivered,
             token=msg,
+            timestamp=None if metadata.timestamp is None else metadata.timestamp.timestamp(),
         )
 
     async def ack(self, messages: Sequence[Message]) -> None:
@@ -216,6 +217,17 @@ class NatsSource:
         if self._subscription is None:
             raise InvalidInput(f"open the NATS source {self} before receiving")
         return self._subscription
+
+    async def lag(self) -> int | None:
+        """The group's pending count from JetStream (messages not yet delivered to it); None
+        when the server is away."""
+        subscription = self._pulling()
+        try:
+            with self._connection.calls(f"asking stream {self.stream!r} for the group's lag"):
+                info = await subscription.consumer_info()
+        except ModelportError:
+            return None
+        return None if info.num_pending is None else int(info.num_pending)
 
     async def close(self) -> None:
         """Disconnect; the durable consumer stays, and unacknowledged messages go to the group."""

@@ -28,7 +28,7 @@ from typing import Any, Final
 from redis import exceptions as rx
 from redis.typing import EncodableT, FieldT
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelportError
 from modelport.jobs.streams.broker import BrokerUnavailable, Message, Origin, Record
 from modelport.jobs.streams.redis_address import RedisAddress, parse_redis_url
 from modelport.jobs.streams.redis_connection import DEFAULT_TIMEOUT, GroupGone, RedisConnection
@@ -219,7 +219,9 @@ class RedisSource:
         headers = {name.decode("utf-8", "surrogateescape"): v for name, v in fields.items()}
         position = entry_id.decode("ascii")
         origin = Origin(self.address.stream, None, position)
-        return Message(value, key, headers, origin, attempt, token=entry_id)
+        # An entry id starts with the milliseconds at which Redis added the entry.
+        stored = int(position.partition("-")[0]) / 1000
+        return Message(value, key, headers, origin, attempt, token=entry_id, timestamp=stored)
 
     async def ack(self, messages: Sequence[Message]) -> None:
         """XACK the messages' entries in one call; they stay in the stream for other groups."""
@@ -230,6 +232,22 @@ class RedisSource:
         if ids:
             async with self._redis.bounded("XACK"):
                 await self._redis.client.xack(self.address.stream, self.group, *ids)
+
+    async def lag(self) -> int | None:
+        """The group's lag as XINFO GROUPS reports it (entries not yet delivered to it);
+        None when Redis cannot tell (entries deleted since) or is away."""
+        try:
+            async with self._redis.bounded("XINFO"):
+                groups = await self._redis.client.xinfo_groups(self.address.stream)
+        except ModelportError:  # away, or the stream gone: no figure this time
+            return None
+        for group in groups:
+            name = group.get("name")
+            name = name.decode() if isinstance(name, bytes) else name
+            if name == self.group:
+                lag = group.get("lag")
+                return None if lag is None else int(lag)
+        return None
 
     async def close(self) -> None:
         """Disconnect; unacknowledged entries stay pending at this consumer's name."""
