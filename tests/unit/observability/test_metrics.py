@@ -55,6 +55,11 @@ def test_every_family_is_described_even_before_anything_is_counted(tmp_path: Pat
         ["modelport_feedback_rows", "gauge"],
         ["modelport_live_accuracy", "gauge"],
         ["modelport_live_mae", "gauge"],
+        ["modelport_stream_messages_total", "counter"],
+        ["modelport_stream_dead_letters_total", "counter"],
+        ["modelport_stream_lag", "gauge"],
+        ["modelport_stream_in_flight", "gauge"],
+        ["modelport_stream_latency_seconds", "histogram"],
     ]
     assert all(line.startswith("#") for line in text)
 
