@@ -135,9 +135,14 @@ def run(
             on_progress=progress,
         )
         mv = loaded.version
+        metrics = ""
+        if metrics_socket is not None:
+            host, port = metrics_socket.getsockname()[:2]
+            metrics = f"; metrics at http://{host}:{port}/metrics"
         announce(
             f"modelport streaming {mv.name} version {mv.version} from {shown_url(spec.source)} "
-            f"to {shown_url(spec.sink)} (group {identity.group}, consumer {identity.consumer})"
+            f"to {shown_url(spec.sink)} (group {identity.group}, consumer {identity.consumer}"
+            f"{metrics})"
         )
         health = None if metrics_socket is None else _health(dataplane, observer, metrics_socket)
         return asyncio.run(_consume(consumer, dataplane, observer, health))
