@@ -95,10 +95,84 @@ class Answerer:
                 model = await self._dataplane.resolve(self._name, self._version)
             except ModelportError as exc:
                 raise Retry(exc.message) from None
-            items = self._decode(messages, outcomes, model)
-            if items:
-                await self._infer(items, outcomes, model)
+            if not await self._answer_together(messages, outcomes, model):
+                items = self._decode(messages, outcomes, model)
+                if items:
+                    await self._infer(items, outcomes, model)
         return [o if o is not None else Outcome() for o in outcomes]
+
+    async def _answer_together(
+        self, messages: Sequence[Message], outcomes: list[Outcome | None], model: LoadedModel
+    ) -> bool:
+        """The common case in one go: every message decodes, in one request, the model
+        answers it and every answer encodes. False (nothing done) when any of that fails:
+        the caller then takes the messages one by one."""
+        pending = [(i, m) for i, m in enumerate(messages) if outcomes[i] is None]
+        if len(pending) < 2 or not _batched(model):
+            return False
+        fmt = self._format
+        request = fmt.decode_many([m.value for _, m in pending], model)
+        if request is None:
+            return False
+        ids = [_text(m.headers.get(REQUEST_ID)) or origin_id(m) for _, m in pending]
+        call = Call("stream", ids[0], endpoint=Endpoint.INFER)
+        try:
+            response = await self._dataplane.infer(
+                model.name, str(model.number), request, ids[0], call
+            )
+        except ModelportError as exc:
+            if is_transient(exc) or isinstance(exc, NotFound):
+                raise Retry(exc.message) from None
+            return False
+        except Exception:  # one by one, the one at fault is found and logged
+            return False
+        values = fmt.encode_many(response, model, ids)
+        if values is None:
+            return False
+        headers = self._headers(model)
+        calls = []
+        for k, ((index, message), value, request_id) in enumerate(
+            zip(pending, values, ids, strict=True)
+        ):
+            own = dict(headers)
+            own[REQUEST_ID] = request_id.encode()
+            outcomes[index] = Outcome(output=Record(value, message.key, own))
+            calls.append(self._call(call, message, request_id, model, request, response, k))
+        self._telemetry.answered(calls)
+        return True
+
+    def _headers(self, model: LoadedModel) -> dict[str, bytes]:
+        return {
+            "x-model-name": model.name.encode(),
+            "x-model-version": str(model.number).encode(),
+            "x-model-sha256": model.version.digest.encode(),
+            "content-type": self._format.content_type.encode(),
+        }
+
+    @staticmethod
+    def _call(
+        call: Call,
+        message: Message,
+        request_id: str,
+        model: LoadedModel,
+        request: InferRequest,
+        response: InferResponse,
+        row: int,
+    ) -> Call:
+        """Row `row` of a stacked inference as the request of its own message."""
+        return Call(
+            "stream",
+            request_id,
+            caller=where(message),
+            endpoint=Endpoint.INFER,
+            started=call.started,
+            at=call.at,
+            model=model.name,
+            version=model.number,
+            digest=model.version.digest,
+            inputs={t.name: t.data[row : row + 1] for t in request.inputs},
+            outputs={t.name: t.data[row : row + 1] for t in response.outputs},
+        )
 
     def _decode(
         self, messages: Sequence[Message], outcomes: list[Outcome | None], model: LoadedModel
@@ -197,13 +271,8 @@ class Answerer:
                 outputs={t.name: t.data for t in answer.outputs},
             )
         )
-        headers = {
-            REQUEST_ID: item.request_id.encode(),
-            "x-model-name": model.name.encode(),
-            "x-model-version": str(model.number).encode(),
-            "x-model-sha256": model.version.digest.encode(),
-            "content-type": self._format.content_type.encode(),
-        }
+        headers = self._headers(model)
+        headers[REQUEST_ID] = item.request_id.encode()
         return Outcome(output=Record(value, item.message.key, headers))
 
     def _refused(self, call: Call, item: _Item, kind: str, error: str) -> None:

@@ -86,6 +86,19 @@ class MessageFormat(Protocol):
         """The answer to produce for `response`; InvalidInput when it cannot be encoded."""
         ...
 
+    def decode_many(self, values: Sequence[bytes], model: LoadedModel) -> InferRequest | None:
+        """All of `values` as one request of one row each, when every one decodes (and in
+        one way); None otherwise, and the caller decodes them one by one. A shortcut for
+        the common case: it never refuses."""
+        ...
+
+    def encode_many(
+        self, response: InferResponse, model: LoadedModel, request_ids: Sequence[str]
+    ) -> list[bytes] | None:
+        """One answer per row of `response` (a `decode_many` request's), with its request
+        id; None when one of them cannot be encoded (the caller encodes them one by one)."""
+        ...
+
 
 def message_format(
     name: str,
@@ -179,6 +192,16 @@ def _avro_format(
 class OipFormat:
     """`--format oip`: OIP REST inference request bodies in, REST response bodies out."""
 
+    def decode_many(self, values: Sequence[bytes], model: LoadedModel) -> InferRequest | None:
+        """None: an OIP request may hold several rows, outputs and parameters of its own."""
+        return None
+
+    def encode_many(
+        self, response: InferResponse, model: LoadedModel, request_ids: Sequence[str]
+    ) -> list[bytes] | None:
+        """None (see decode_many)."""
+        return None
+
     content_type: Final = JSON
 
     def prepare(self, model: LoadedModel) -> None:
@@ -225,6 +248,25 @@ class JsonFormat:
     def encode(self, response: InferResponse, model: LoadedModel) -> bytes:
         """The outputs and provenance as one JSON object."""
         return json_answer(response)
+
+    def decode_many(self, values: Sequence[bytes], model: LoadedModel) -> InferRequest | None:
+        """Every value's record, mapped at once (None when one does not parse or map)."""
+        try:
+            records = [orjson.loads(value) for value in values]
+        except orjson.JSONDecodeError:
+            return None
+        if any(type(record) is not dict for record in records):
+            return None
+        try:
+            return self._mappings.get(model.version).request(records)
+        except InvalidInput:
+            return None
+
+    def encode_many(
+        self, response: InferResponse, model: LoadedModel, request_ids: Sequence[str]
+    ) -> list[bytes] | None:
+        """Each row's outputs and provenance as a JSON object."""
+        return json_answers(response, request_ids)
 
 
 class AvroFormat:
@@ -299,6 +341,34 @@ class AvroFormat:
             return write_schemaless(datum, answer.schema, validate=False)
         return write_confluent(datum, answer.schema, self._output_schema_id, validate=False)
 
+    def decode_many(self, values: Sequence[bytes], model: LoadedModel) -> InferRequest | None:
+        """Every value's record, mapped at once, when all share one writer schema."""
+        try:
+            if self._schema is not None:
+                writer = self._schema
+                data = [read_schemaless(value, writer, "the message") for value in values]
+            elif self._directory is not None:
+                read = [self._directory.read(value) for value in values]
+                if len({schema_id for schema_id, _ in read}) != 1:
+                    return None
+                writer = self._directory.schema(read[0][0])
+                data = [datum for _, datum in read]
+            else:
+                return None
+            if writer.fields is None or any(type(datum) is not dict for datum in data):
+                return None
+            return self._mappings.get(model.version, writer.fields).request(data)
+        except InvalidInput:
+            return None
+
+    def encode_many(
+        self, response: InferResponse, model: LoadedModel, request_ids: Sequence[str]
+    ) -> list[bytes] | None:
+        """Each row's answer record under its request id (JSON answers as `json`)."""
+        if self._answer_json:
+            return json_answers(response, request_ids)
+        return None
+
     def _answer_for(self, version: ModelVersion) -> _AvroAnswer:
         schema = output_schema(version)
         if self._pinned is None:
@@ -356,6 +426,27 @@ class _PerVersion(Generic[_T]):
             self._items[key] = item
         self._last = (version, extra, item)
         return item
+
+
+def json_answers(response: InferResponse, request_ids: Sequence[str]) -> list[bytes] | None:
+    """`json_answer` for each row of `response`, under its request id (None: a row that a
+    JSON answer cannot carry)."""
+    base = provenance(response, None)
+    records = output_records(response, native=True)
+    if len(records) != len(request_ids):
+        raise InternalError(
+            f"model {response.model_name!r} answered {len(records)} rows for "
+            f"{len(request_ids)} messages"
+        )
+    answers = []
+    try:
+        for record, request_id in zip(records, request_ids, strict=True):
+            record.update(base)
+            record["_request_id"] = request_id
+            answers.append(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY))
+    except orjson.JSONEncodeError:
+        return None
+    return answers
 
 
 def json_answer(response: InferResponse) -> bytes:
