@@ -35,6 +35,7 @@ of an endless run of empty polls; the clients reconnect by themselves once it is
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 from collections.abc import Sequence
@@ -286,17 +287,40 @@ class KafkaSource:
         return self._consumer
 
     async def close(self) -> None:
-        """Leave the group (its partitions go to the others at once) and disconnect."""
+        """Leave the group (its partitions go to the others at once) and disconnect.
+
+        Within the timeout, and without raising when the cluster is down: the clients are
+        released all the same.
+        """
         consumer, self._consumer = self._consumer, None
         admin, self._admin = self._admin, None
         self._ownership.owned.clear()
         try:
             if consumer is not None:
-                async with self._kafka.bounded("leaving the consumer group"):
-                    await consumer.stop()
+                await self._stop(consumer)
         finally:
             if admin is not None:
                 await close_admin(admin)
+
+    async def _stop(self, consumer: AIOKafkaConsumer) -> None:
+        timeout = self._kafka.timeout
+        try:
+            async with asyncio.timeout(timeout):
+                await consumer.stop()
+            return
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # aiokafka's fetcher, stopping, re-raises the cancellation of a fetch that was
+            # backing off after a failure (the cluster is down), and stop() ends there.
+            log.info("%s stopped while its cluster does not answer", self)
+        except (TimeoutError, kx.KafkaError, OSError) as error:
+            log.info("%s did not stop cleanly: %s", self, type(error).__name__)
+        # What stop() did not get to: the client's connections and its metadata task.
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await consumer._client.close()
 
 
 class KafkaSink:
@@ -363,11 +387,24 @@ class KafkaSink:
                 raise self._kafka.translated(outcome, doing) from None
 
     async def close(self) -> None:
-        """Flush what is buffered (within the timeout) and disconnect."""
+        """Flush what is buffered and disconnect, within the timeout and without raising.
+
+        Records still buffered then belong to sends that already failed (and that their
+        caller repeats): they are given up.
+        """
         producer, self._producer = self._producer, None
-        if producer is not None:
-            async with self._kafka.bounded("closing the producer"):
+        if producer is None:
+            return
+        timeout = self._kafka.timeout
+        try:
+            async with asyncio.timeout(timeout):
                 await producer.stop()
+            return
+        except (TimeoutError, kx.KafkaError, OSError) as error:
+            log.info("%s did not flush before closing: %s", self, type(error).__name__)
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(timeout):
+                await producer.client.close()
 
 
 def _session(reclaim_after: float, bounds: tuple[int, int] | None) -> int:

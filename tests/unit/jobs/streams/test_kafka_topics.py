@@ -681,6 +681,28 @@ async def test_a_broker_restart_fails_calls_meanwhile_and_they_work_after(
     assert [v for v in everything if v in expected] == expected
 
 
+async def test_close_while_the_broker_is_down_releases_the_clients(tmp_path: Path) -> None:
+    skip_unless_available()
+    with KafkaBroker(tmp_path / "kafka") as doomed:
+        doomed.create_topic("t", partitions=2)
+        sink, src = kafka_sink(doomed.url("t"), timeout=2.0), source(doomed.url("t"), "g")
+        await opened(sink, src)
+        await sink.send([record(0)])
+        await receive_all(src, 1)
+        doomed.stop(kill=True)
+        with pytest.raises(BrokerUnavailable):
+            await sink.send([record(1)])
+        with pytest.raises(BrokerUnavailable):
+            await src.receive(10, wait=0.5)  # the fetcher now backs off after failures
+        with anyio.fail_after(HANG_GUARD):
+            await src.close()
+            await sink.close()
+    # Nothing of the clients runs on: no task, no connection retried for ever.
+    await anyio.sleep(0.1)
+    codes = [getattr(task.get_coro(), "cr_code", None) for task in asyncio.all_tasks()]
+    assert [c for c in codes if c is not None and "aiokafka" in c.co_filename] == []
+
+
 # Security ------------------------------------------------------------------------------------
 
 
