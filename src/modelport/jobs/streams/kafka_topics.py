@@ -231,6 +231,7 @@ class KafkaSource:
             origin=Origin(partition.topic, partition.partition, str(record.offset)),
             attempt=1,
             token=_Delivery(partition, record.offset, ownership),
+            timestamp=None if record.timestamp is None else record.timestamp / 1000,
         )
 
     async def _check_cluster(self) -> None:
@@ -285,6 +286,23 @@ class KafkaSource:
         if self._consumer is None:
             raise InvalidInput(f"open the Kafka source {self} before using it")
         return self._consumer
+
+    async def lag(self) -> int | None:
+        """Messages of this member's partitions past its position (end offset minus position,
+        as the broker last reported the end); None before it owns any or when unknown."""
+        consumer = self._consumer
+        if consumer is None:
+            return None
+        total = 0
+        try:
+            for partition in consumer.assignment():
+                end = consumer.highwater(partition)
+                if end is None:
+                    return None
+                total += max(end - await consumer.position(partition), 0)
+        except Exception:  # a partition taken away meanwhile, the broker away: no figure now
+            return None
+        return total
 
     async def close(self) -> None:
         """Leave the group (its partitions go to the others at once) and disconnect.
