@@ -150,6 +150,9 @@ def stream(model: str, **flags: Any) -> None:
     to --sink, and dead-letters what cannot be answered. Follows the registry: an alias
     move switches the model within about a second. Prints a JSON progress line every few
     seconds on stderr, and a summary when it stops.
+
+    Unlike `serve`, the access log (a line per message) is off unless --access-log is
+    given, and metrics are collected and served only with --metrics-port.
     """
     from modelport.config_loader import build_serve_settings
     from modelport.jobs.streams.consumer import StreamOptions
