@@ -1,50 +1,115 @@
 """What the stream tests need of each broker: addresses for the command, a way to produce test
-messages, and a way to read back everything a sink holds.
+messages, to read back everything a topic holds, and to play a crashed consumer.
 
 Messages are produced with the broker modules' own sinks (their unit tests check them against
-the client libraries); sinks are read back with the client libraries directly, so what the
+the client libraries); topics are read back with the client libraries directly, so what the
 consumer wrote is checked by an independent reader.
+
+A broker is one name in two tables: `MACHINE` (the machine's server, from an environment
+variable, for tests that leave the broker running) and `PRIVATE` (a server of the test's own,
+for tests that restart it). Adding a broker is a `Topics` class and an entry in each table.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
+import pytest
+
 from modelport.jobs.streams.broker import Record, Sink
+
+from ..unit.jobs.streams.nats_broker import NatsServer, nats_server_available
+from ..unit.jobs.streams.redis_broker import RedisServer, skip_unless_available
+
+HEADERS_ADDED_BY_THE_BROKER = frozenset({"Nats-Expected-Stream"})
+"""Headers a read-back message may carry that no record had: the NATS sink's publish
+precondition, which JetStream stores with the message."""
 
 
 @dataclass(frozen=True)
 class Delivered:
-    """One message read back from a sink."""
+    """One message read back from a topic."""
 
     key: bytes | None
     value: bytes
     headers: dict[str, bytes]
+    position: str
+    """Where the broker stored it, as a source's `Origin.position` gives it (Redis entry id,
+    JetStream stream sequence)."""
+    partition: int | None = None
+    """Its partition, where the broker has partitions."""
 
 
 class Topics(Protocol):
-    """One broker as the stream tests use it; `name`s are made unique by the caller."""
+    """One broker as the stream tests use it; topic names come from `new`."""
 
     broker: str
+    redelivers_first: bool
+    """True when a consumer restarted under its name receives what it held unacknowledged
+    before anything new (Redis: its pending entries); False when those come back only once
+    the broker's ack wait has run out, after newer messages (NATS)."""
+
+    def new(self, prefix: str, partitions: int = 1) -> str:
+        """A topic name nobody used, deleted by `close`; with `partitions` where the broker
+        has them (a group shares a topic's partitions: two consumers need two)."""
+        ...
 
     def source(self, name: str) -> str:
-        """The `--source` URL of topic/stream `name`."""
+        """The `--source` URL of topic `name`."""
+        ...
 
     def sink(self, name: str) -> str:
-        """The `--sink` (or `--dead-letter`) URL of topic/stream `name`."""
+        """The `--sink` (or `--dead-letter`) URL of topic `name`."""
+        ...
 
     def produce(self, name: str, records: Sequence[Record]) -> None:
         """Append `records` to `name`, in order, acknowledged by the broker."""
+        ...
 
     def count(self, name: str) -> int:
-        """How many messages `name` holds."""
+        """How many messages `name` holds (0 before it exists)."""
+        ...
 
     def read(self, name: str) -> list[Delivered]:
         """Every message `name` holds, in order."""
+        ...
+
+    def deliver_unacknowledged(
+        self, name: str, group: str, consumer: str, reclaim_after: float, times: int
+    ) -> None:
+        """Deliver the one message `name` holds `times` times to `consumer` of `group` and never
+        acknowledge it, as consumers that died on it would; the next delivery is `times + 1`.
+        Skips the test where the broker counts no deliveries (Kafka)."""
+        ...
+
+    def close(self) -> None:
+        """Delete the topics `new` made and disconnect."""
+        ...
+
+
+class PrivateBroker(Protocol):
+    """A broker server of the test's own."""
+
+    topics: Topics
+
+    def stop(self) -> None:
+        """End the server as a crash or an operator would."""
+        ...
+
+    def start(self) -> None:
+        """Start the server again, on the same port, with the data it acknowledged."""
+        ...
+
+    def close(self) -> None:
+        """Stop the server for good."""
+        ...
 
 
 def unique(prefix: str) -> str:
@@ -60,16 +125,28 @@ async def _send(sink: Sink, records: Sequence[Record], chunk: int = 500) -> None
         await sink.close()
 
 
+# -- Redis Streams ---------------------------------------------------------------------------
+
+
 class RedisTopics:
-    """Redis Streams on `base` (redis://HOST:PORT/DB)."""
+    """Redis Streams on `base` (redis://HOST:PORT/DB): topic `name` is the stream key `name`."""
 
     broker = "redis"
+    redelivers_first = True
 
     def __init__(self, base: str) -> None:
         import redis
 
-        self.base = base.rstrip("/")
-        self._client = redis.Redis.from_url(self.base)
+        self.base = base.partition("?")[0].rstrip("/")
+        # A restarted server drops the connection: the next command reconnects.
+        self._client = redis.Redis.from_url(
+            self.base, retry_on_error=[redis.ConnectionError], socket_timeout=10
+        )
+        self._names: list[str] = []
+
+    def new(self, prefix: str, partitions: int = 1) -> str:
+        self._names.append(unique(prefix))
+        return self._names[-1]
 
     def source(self, name: str) -> str:
         return f"{self.base}?stream={name}"
@@ -87,14 +164,70 @@ class RedisTopics:
 
     def read(self, name: str) -> list[Delivered]:
         out = []
-        for _, fields in self._client.xrange(name):
-            fields = {k.decode(): v for k, v in fields.items()}
-            value, key = fields.pop("value"), fields.pop("key", None)
-            out.append(Delivered(key, value, fields))
-        return out
+        last = "-"
+        while True:
+            # Pages, so that one answer never holds a whole long stream.
+            page = self._client.xrange(name, min=last, count=5000)
+            if last != "-":
+                page = page[1:]
+            if not page:
+                return out
+            for entry_id, raw in page:
+                fields = {k.decode(): v for k, v in raw.items()}
+                value, key = fields.pop("value"), fields.pop("key", None)
+                out.append(Delivered(key, value, fields, entry_id.decode()))
+            last = page[-1][0].decode()
+
+    def deliver_unacknowledged(
+        self, name: str, group: str, consumer: str, reclaim_after: float, times: int
+    ) -> None:
+        asyncio.run(_redis_deliveries(self.source(name), group, consumer, reclaim_after, times))
 
     def close(self) -> None:
+        if self._names:
+            with contextlib.suppress(Exception):
+                self._client.delete(*self._names)
         self._client.close()
+
+
+async def _redis_deliveries(
+    url: str, group: str, consumer: str, reclaim_after: float, times: int
+) -> None:
+    from modelport.jobs.streams.redis_streams import redis_source
+
+    for attempt in range(1, times + 1):
+        # A source opened again under the name reads the name's pending entries first, and
+        # each read counts a delivery: what a consumer restarted after a crash does.
+        source = redis_source(url, group=group, consumer=consumer, reclaim_after=reclaim_after)
+        await source.open()
+        try:
+            [message] = await source.receive(1, 5.0)
+        finally:
+            await source.close()
+        assert message.attempt == attempt, (message.attempt, attempt)
+
+
+class PrivateRedis:
+    """A redis-server of the test's own; `stop` is SIGKILL: every write was fsynced."""
+
+    def __init__(self, directory: Path) -> None:
+        skip_unless_available()
+        self.server = RedisServer(directory)
+        self.server.start()
+        self.topics = RedisTopics(f"redis://127.0.0.1:{self.server.port}/0")
+
+    def stop(self) -> None:
+        self.server.stop(kill=True)
+
+    def start(self) -> None:
+        self.server.start()
+
+    def close(self) -> None:
+        self.topics.close()
+        self.server.stop()
+
+
+# -- NATS JetStream --------------------------------------------------------------------------
 
 
 class NatsTopics:
@@ -102,9 +235,15 @@ class NatsTopics:
     subject `name.in`, created on first use."""
 
     broker = "nats"
+    redelivers_first = False
 
     def __init__(self, base: str) -> None:
-        self.base = base.rstrip("/")
+        self.base = base.partition("?")[0].rstrip("/")
+        self._names: list[str] = []
+
+    def new(self, prefix: str, partitions: int = 1) -> str:
+        self._names.append(unique(prefix))
+        return self._names[-1]
 
     def source(self, name: str) -> str:
         return f"{self.base}?stream={name}&subject={name}.in&create=true"
@@ -139,27 +278,119 @@ class NatsTopics:
     async def _read(self, name: str) -> list[Delivered]:
         import nats
         import nats.errors
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
         connection = await nats.connect(self.base)
         try:
             js = connection.jetstream()
             total = int((await js.stream_info(name)).state.messages)
-            subscription = await js.pull_subscribe(f"{name}.in", stream=name)
+            # An ephemeral consumer that needs no acknowledgements: reading changes nothing.
+            config = ConsumerConfig(
+                ack_policy=AckPolicy.NONE, deliver_policy=DeliverPolicy.ALL, inactive_threshold=60
+            )
+            subscription = await js.pull_subscribe(f"{name}.in", stream=name, config=config)
             out: list[Delivered] = []
             while len(out) < total:
                 try:
-                    batch = await subscription.fetch(min(1000, total - len(out)), timeout=5)
+                    batch = await subscription.fetch(min(1000, total - len(out)), timeout=10)
                 except nats.errors.TimeoutError:
                     break
                 for msg in batch:
                     headers = {k: v.encode() for k, v in (msg.headers or {}).items()}
                     key = headers.pop("key", None)
-                    out.append(Delivered(key, msg.data, headers))
-                    await msg.ack()
+                    position = str(msg.metadata.sequence.stream)
+                    out.append(Delivered(key, msg.data, headers, position))
             await subscription.unsubscribe()
+            assert len(out) == total, f"read {len(out)} of the {total} messages of {name}"
             return out
         finally:
             await connection.close()
 
+    def deliver_unacknowledged(
+        self, name: str, group: str, consumer: str, reclaim_after: float, times: int
+    ) -> None:
+        asyncio.run(self._deliveries(name, group, consumer, reclaim_after, times))
+
+    async def _deliveries(
+        self, name: str, group: str, consumer: str, reclaim_after: float, times: int
+    ) -> None:
+        from modelport.jobs.streams.nats_jetstream import nats_source
+
+        # The module's own source makes the group's durable consumer as the command will.
+        source = nats_source(
+            self.source(name), group=group, consumer=consumer, reclaim_after=reclaim_after
+        )
+        await source.open()
+        try:
+            for attempt in range(1, times + 1):
+                [message] = await source.receive(1, 5.0)
+                assert message.attempt == attempt, (message.attempt, attempt)
+                # A negative acknowledgement redelivers at once: no ack wait to sit out.
+                await message.token.nak()
+        finally:
+            await source.close()
+
     def close(self) -> None:
-        pass
+        if self._names:
+            with contextlib.suppress(Exception):
+                asyncio.run(self._delete(self._names))
+
+    async def _delete(self, names: list[str]) -> None:
+        import nats
+        import nats.js.errors
+
+        connection = await nats.connect(self.base)
+        try:
+            js = connection.jetstream()
+            for name in names:
+                with contextlib.suppress(nats.js.errors.NotFoundError):
+                    await js.delete_stream(name)
+        finally:
+            await connection.close()
+
+
+class PrivateNats:
+    """A nats-server of the test's own with file storage; `stop` is SIGTERM (JetStream
+    flushes its files on the way out: after a SIGKILL it may have lost the last acknowledged
+    writes and acknowledgements, which an at-least-once consumer survives with more
+    duplicates)."""
+
+    def __init__(self, directory: Path) -> None:
+        if not nats_server_available():
+            pytest.skip("needs the nats-server executable on PATH")
+        self.server = NatsServer(directory).start()
+        self.topics = NatsTopics(self.server.url())
+
+    def stop(self) -> None:
+        self.server.stop(kill=False)
+
+    def start(self) -> None:
+        self.server.start()
+
+    def close(self) -> None:
+        self.topics.close()
+        self.server.close()
+
+
+# -- the brokers -----------------------------------------------------------------------------
+
+MACHINE: dict[str, tuple[str, Callable[[str], Topics]]] = {
+    "redis": ("MODELPORT_TEST_REDIS", RedisTopics),
+    "nats": ("MODELPORT_TEST_NATS", NatsTopics),
+}
+"""Broker -> (the environment variable with the machine server's URL, its Topics)."""
+
+PRIVATE: dict[str, Callable[[Path], PrivateBroker]] = {
+    "redis": PrivateRedis,
+    "nats": PrivateNats,
+}
+"""Broker -> a server of the test's own in a directory."""
+
+
+def machine_topics(broker: str) -> Topics:
+    """The machine's `broker` as Topics; skips the test when its environment variable is unset."""
+    variable, make = MACHINE[broker]
+    url = os.environ.get(variable)
+    if not url:
+        pytest.skip(f"{variable} is unset: set it to the URL of the machine's {broker} server")
+    return make(url)

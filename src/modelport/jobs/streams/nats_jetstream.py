@@ -230,9 +230,26 @@ class NatsSource:
         return None if info.num_pending is None else int(info.num_pending)
 
     async def close(self) -> None:
-        """Disconnect; the durable consumer stays, and unacknowledged messages go to the group."""
-        self._subscription = None
+        """Disconnect; the durable consumer stays, and unacknowledged messages go to the group.
+
+        Messages the client buffered and `receive` never returned (the tail of a pull that
+        came after its wait) are handed back first: the group receives them again at once,
+        ahead of newer messages, instead of after the ack wait.
+        """
+        subscription, self._subscription = self._subscription, None
+        if subscription is not None:
+            await self._hand_back(subscription)
         await self._connection.close()
+
+    async def _hand_back(self, subscription: JetStreamContext.PullSubscription) -> None:
+        if not self._connection.client.is_connected:
+            return  # the ack wait will return them
+        with contextlib.suppress(nats.errors.Error, OSError, TimeoutError):
+            async with asyncio.timeout(self._connection.timeout):
+                while subscription.pending_msgs:
+                    # A fetch takes a buffered message before it asks the server for more.
+                    for msg in await subscription.fetch(1, timeout=_SHORTEST_WAIT):
+                        await msg.nak()
 
 
 class NatsSink:

@@ -233,6 +233,36 @@ async def test_unacknowledged_messages_go_to_another_consumer_of_the_group(strea
     assert [m.attempt for m in taken] == [1, 1, 1]
 
 
+async def test_close_hands_back_buffered_messages_ahead_of_newer_ones(stream: Stream) -> None:
+    sink, leaving = stream.sink(), stream.source()
+    await opened(sink, leaving)
+    await sink.send([record(i) for i in range(5)])
+    await sink.close()
+    # The tail of a pull that arrives after its fetch stopped waiting stays in the client's
+    # buffer, delivered at the server yet never returned by receive. A pull of our own on
+    # the source's inbox, never fetched, makes that happen for certain.
+    subscription = leaving._subscription
+    assert subscription is not None
+    client = leaving._connection.client
+    pull = b'{"batch": 3, "no_wait": true}'
+    await client.publish(subscription._nms, pull, reply=subscription._deliver)
+    with anyio.fail_after(HANG_GUARD):
+        while subscription.pending_msgs < 3:
+            await anyio.sleep(0.01)  # the interval of a poll with a deadline
+    await leaving.close()
+
+    again = stream.source()
+    await again.open()
+    try:
+        # Well within the ack wait: without the hand-back, messages 4 and 5 would come first.
+        got = await again.receive(10, wait=RECLAIM / 4)
+        await again.ack(got)
+    finally:
+        await again.close()
+    assert [m.origin.position for m in got][:3] == ["1", "2", "3"]
+    assert [m.attempt for m in got][:3] == [2, 2, 2]
+
+
 async def test_two_consumers_of_a_group_share_the_messages(stream: Stream) -> None:
     sink, one, two = stream.sink(), stream.source(), stream.source()
     await opened(sink, one, two)
