@@ -157,9 +157,11 @@ class Answerer:
         model: LoadedModel,
         request: InferRequest,
         response: InferResponse,
-        row: int,
+        row: int | None,
     ) -> Call:
-        """Row `row` of a stacked inference as the request of its own message."""
+        """Row `row` of a stacked inference (None: the whole of one) as the request of its
+        own message."""
+        rows = slice(None) if row is None else slice(row, row + 1)
         return Call(
             "stream",
             request_id,
@@ -170,8 +172,8 @@ class Answerer:
             model=model.name,
             version=model.number,
             digest=model.version.digest,
-            inputs={t.name: t.data[row : row + 1] for t in request.inputs},
-            outputs={t.name: t.data[row : row + 1] for t in response.outputs},
+            inputs={t.name: t.data[rows] for t in request.inputs},
+            outputs={t.name: t.data[rows] for t in response.outputs},
         )
 
     def _decode(
@@ -257,19 +259,7 @@ class Answerer:
             log.exception("stream: encoding the answer to %s failed", where(item.message))
             return dead_letter(item.message, "encode", _internal(exc))
         calls.append(
-            Call(
-                "stream",
-                item.request_id,
-                caller=where(item.message),
-                endpoint=Endpoint.INFER,
-                started=call.started,
-                at=call.at,
-                model=model.name,
-                version=model.number,
-                digest=model.version.digest,
-                inputs={t.name: t.data for t in item.request.inputs},
-                outputs={t.name: t.data for t in answer.outputs},
-            )
+            self._call(call, item.message, item.request_id, model, item.request, answer, None)
         )
         headers = self._headers(model)
         headers[REQUEST_ID] = item.request_id.encode()
