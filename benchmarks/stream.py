@@ -28,8 +28,9 @@ How it measures (stream_runs.py has the procedure, stream_data.py the messages a
   Redis with kafka:// URLs (`--reclaim-after 6`: a 6 s session timeout, as the raw loop's).
 - mlserver: the same rows as OIP JSON requests, as MLServer's Kafka server reads them
   (stream_mlserver.py says what it does): `modelport stream iris --format oip` on them
-  (rounds), and MLServer 1.7.1's Kafka server (one run: it cannot read messages produced
-  before it started, so they are produced while it runs) on the same Tansu broker and model.
+  (rounds), and MLServer 1.7.1's Kafka server on the same Tansu broker and model, one run
+  fed all at once and one fed with at most 1,000 messages unanswered (it cannot read messages
+  produced before it started, so they are produced while it runs).
 """
 
 from __future__ import annotations
@@ -204,9 +205,7 @@ class StreamBench:
             out = self.alternate(
                 {"modelport": lambda r: self.kafka_run(kafka, "modelport", OIP_SOURCE, "oip", r)}
             )
-        out["mlserver"] = measure_mlserver(
-            kafka, self.iris_artifact, messages, self.expected, SCRATCH, LOGS
-        )
+        out |= measure_mlserver(kafka, self.iris_artifact, messages, self.expected, SCRATCH, LOGS)
         return out
 
 

@@ -131,6 +131,7 @@ class KafkaBroker:
         self._loop = asyncio.new_event_loop()
         self._admin: Any = None
         self._partitions: dict[str, int] = {}
+        self._producer: Any = None
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self._loop.run_until_complete(coro)
@@ -165,26 +166,27 @@ class KafkaBroker:
             self._run(self.admin().delete_topics(list(topics)))
 
     def produce(self, topic: str, messages: Sequence[Message]) -> None:
-        """Produce every message with acks=all, waiting for the acknowledgements in chunks."""
+        """Produce every message with acks=all (one producer for the broker's life), waiting
+        for the acknowledgements PRODUCE_CHUNK at a time."""
         self._run(self._produce(topic, messages))
 
     async def _produce(self, topic: str, messages: Sequence[Message]) -> None:
-        from aiokafka import AIOKafkaProducer
+        if self._producer is None:
+            from aiokafka import AIOKafkaProducer
 
-        # Not idempotent: Tansu 0.6 refuses aiokafka's InitProducerId; acks=all works.
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, max_batch_size=65_536
-        )
-        await producer.start()
-        try:
-            for start in range(0, len(messages), PRODUCE_CHUNK):
-                futures = [
-                    await producer.send(topic, m.value, key=m.key, headers=list(m.headers.items()))
-                    for m in messages[start : start + PRODUCE_CHUNK]
-                ]
-                await asyncio.gather(*futures)
-        finally:
-            await producer.stop()
+            # Not idempotent: Tansu 0.6 refuses aiokafka's InitProducerId; acks=all works.
+            self._producer = AIOKafkaProducer(
+                bootstrap_servers=self.bootstrap, acks="all", linger_ms=5, max_batch_size=65_536
+            )
+            await self._producer.start()
+        for start in range(0, len(messages), PRODUCE_CHUNK):
+            futures = [
+                await self._producer.send(
+                    topic, m.value, key=m.key, headers=list(m.headers.items())
+                )
+                for m in messages[start : start + PRODUCE_CHUNK]
+            ]
+            await asyncio.gather(*futures)
 
     def send_one(self, topic: str, message: Message) -> None:
         """Produce one message in a batch of its own, and wait for its acknowledgement."""
@@ -223,9 +225,10 @@ class KafkaBroker:
             reader.close()
 
     def close(self) -> None:
-        if self._admin is not None:
-            with contextlib.suppress(Exception):
-                self._run(self._admin.close())
+        for client in (self._producer, self._admin):
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    self._run(client.stop() if client is self._producer else client.close())
         self._loop.close()
 
 

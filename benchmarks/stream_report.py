@@ -58,26 +58,32 @@ def targets(results: dict[str, Any]) -> list[Row]:
             verdict["detail"] += f"; --inference-log off {ratio:.2f}x"
         out.append(verdict)
     mlserver = results.get("mlserver") or {}
-    out.append(
-        _ratio(
-            f"kafka: modelport stream --format oip >= {MLSERVER_RATIO:.0f}x MLServer's Kafka "
-            "server",
-            mlserver.get("modelport"),
-            mlserver.get("mlserver"),
-            MLSERVER_RATIO,
-        )
+    verdict = _ratio(
+        f"kafka: modelport stream --format oip >= {MLSERVER_RATIO:.0f}x MLServer's Kafka server",
+        mlserver.get("modelport"),
+        mlserver.get("mlserver"),
+        MLSERVER_RATIO,
     )
+    at_once = mlserver.get("mlserver-at-once")
+    if verdict["status"] != "SKIP" and at_once:
+        verdict["detail"] += (
+            f"; fed all at once it answered {at_once.get('answers', 0):,} of "
+            f"{at_once['messages']:,}"
+        )
+    out.append(verdict)
     return out
 
 
 def _note(row: Row) -> str:
-    if row.get("error"):
-        return f"FAILED: {row['error'][:100]}"
     notes = []
+    if row.get("error"):
+        notes.append(f"FAILED: {row['error'].split('; see ')[0]}")
     if row.get("runs_per_s"):
         notes.append("runs " + ", ".join(f"{r:,}" for r in row["runs_per_s"]))
     if row.get("labels_equal") is not None:
         notes.append(f"{row['labels_equal']:,} labels as scikit-learn's")
+    if row.get("errors_logged"):
+        notes.append(f"{row['errors_logged']:,} errors logged")
     if row.get("cpu_share") is not None:
         notes.append(f"{row['cpu_share']:.0%} of a core")
     return "; ".join(notes)
