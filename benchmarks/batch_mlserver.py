@@ -45,13 +45,14 @@ MLSERVER_RUNS = ((1, 10), (100, 10), (1000, 10))
 SIZE = "100k"
 
 
-def mlserver_model(iris_artifact: Path) -> tuple[Path, Any]:
-    """The demo iris (a skops file) as the joblib file MLServer loads; and the model itself."""
+def mlserver_model(iris_artifact: Path, scratch: Path = BATCH) -> tuple[Path, Any]:
+    """The demo iris (a skops file) as the joblib file MLServer loads (under `scratch`); and
+    the model itself."""
     import joblib
     import skops.io
 
     model = skops.io.load(iris_artifact, trusted=skops.io.get_untrusted_types(file=iris_artifact))
-    target = BATCH / "mlserver-model" / "iris.joblib"
+    target = scratch / "mlserver-model" / "iris.joblib"
     target.parent.mkdir(parents=True, exist_ok=True)
     joblib.dump(model, target)
     return target, model

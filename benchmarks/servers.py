@@ -47,7 +47,8 @@ def status(
 
 
 class Server:
-    """One server process pinned to SERVER_CPU, leader of its own session (its whole tree)."""
+    """One server process pinned to a CPU (SERVER_CPU unless told), leader of its own session
+    (its whole tree)."""
 
     def __init__(
         self,
@@ -58,6 +59,7 @@ class Server:
         cwd: Path,
         ready: Callable[[int], bool] | None = None,
         grpc_port: int = 0,
+        cpu: str = SERVER_CPU,
     ) -> None:
         self.name, self.port, self.log = name, port, log
         self.grpc_port = grpc_port
@@ -71,7 +73,7 @@ class Server:
             # A new session: Ctrl-C in the terminal reaches the runner, which stops the server
             # (and its workers) itself, and the tree is found again by session id.
             self.proc = subprocess.Popen(
-                ["taskset", "-c", SERVER_CPU, *argv],
+                ["taskset", "-c", cpu, *argv],
                 cwd=cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -121,6 +123,16 @@ class Server:
                         total_kb += int(line.split()[1])
         return total_kb / 1024
 
+    def cpu_seconds(self) -> float:
+        """User plus system CPU time the process tree has used so far, in seconds."""
+        ticks = 0
+        for pid in self.pids():
+            with contextlib.suppress(OSError):
+                stat = Path(f"/proc/{pid}/stat").read_text()
+                fields = stat[stat.rindex(")") + 2 :].split()
+                ticks += int(fields[11]) + int(fields[12])
+        return ticks / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         """SIGTERM the whole session, then SIGKILL whatever is left after STOP_TIMEOUT."""
         if self.proc.poll() is None:
@@ -144,9 +156,10 @@ def running(
     deadline: float,
     ready: Callable[[int], bool] | None = None,
     grpc_port: int = 0,
+    cpu: str = SERVER_CPU,
 ) -> Iterator[Server]:
     """A started, ready server that is stopped on leaving, whatever happened meanwhile."""
-    server = Server(name, argv, port, log, cwd, ready, grpc_port)
+    server = Server(name, argv, port, log, cwd, ready, grpc_port, cpu)
     try:
         server.wait_ready(deadline)
         yield server
