@@ -13,6 +13,7 @@ inference-log record each, with the message's own request id.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -201,8 +202,8 @@ class Answerer:
     ) -> None:
         stacked = _stack([item.request for item in items]) if _batched(model) else None
         if stacked is None and len(items) > 1:
-            for item in items:  # each its own request (they still meet in the batcher)
-                await self._infer([item], outcomes, model)
+            # Each its own request, all at once: they meet in the model's batcher.
+            await asyncio.gather(*(self._infer([item], outcomes, model) for item in items))
             return
         request, rows = stacked if stacked is not None else (items[0].request, None)
         call = Call("stream", items[0].request_id, endpoint=Endpoint.INFER)
@@ -322,27 +323,32 @@ def _batched(model: LoadedModel) -> bool:
 
 def _layout(request: InferRequest) -> tuple[Any, ...] | None:
     """What must be equal for requests to stack, or None when `request` cannot stack."""
-    if request.parameters or request.outputs is not None or not request.inputs:
+    if request.parameters or not request.inputs:
         return None
-    first = request.inputs[0].shape
-    if not first or any(
-        not t.shape or t.shape[0] != first[0] or t.parameters for t in request.inputs
-    ):
+    rows = request.inputs[0].shape[:1]
+    if not rows or any(t.shape[:1] != rows or t.parameters for t in request.inputs):
         return None
-    return tuple((t.name, t.datatype, t.shape[1:]) for t in request.inputs)
+    outputs = None
+    if request.outputs is not None:
+        if any(o.parameters for o in request.outputs):
+            return None
+        outputs = tuple((o.name, o.binary) for o in request.outputs)
+    inputs = tuple((t.name, t.datatype, t.shape[1:]) for t in request.inputs)
+    return inputs, outputs, request.binary_output
 
 
 def _stack(requests: list[InferRequest]) -> tuple[InferRequest, list[int]] | None:
     """`requests` as one request along the batch dimension, and each one's row count."""
-    layout = _layout(requests[0])
+    first = requests[0]
+    layout = _layout(first)
     if layout is None or any(_layout(r) != layout for r in requests[1:]):
         return None
     rows = [r.inputs[0].shape[0] for r in requests]
     inputs = []
-    for j, tensor in enumerate(requests[0].inputs):
+    for j, tensor in enumerate(first.inputs):
         data = np.concatenate([r.inputs[j].data for r in requests])
         inputs.append(Tensor(tensor.name, tensor.datatype, data.shape, data))
-    return InferRequest(inputs), rows
+    return InferRequest(inputs, outputs=first.outputs, binary_output=first.binary_output), rows
 
 
 def _split(response: InferResponse, rows: list[int]) -> list[InferResponse]:
