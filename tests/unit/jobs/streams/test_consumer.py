@@ -123,6 +123,7 @@ def consume(
     until: int,
     dead_url: str | None = None,
     observer: Observer | None = None,
+    message_format_name: str = "json",
     **options: Any,
 ) -> StreamStats:
     """Run a consumer until it has acknowledged `until` messages, then stop it (drain)."""
@@ -135,7 +136,7 @@ def consume(
             dataplane,
             redis_source(source_url, group="g", consumer="c1", reclaim_after=30),
             redis_sink(sink_url),
-            message_format("json"),
+            message_format(message_format_name),
             StreamOptions("iris", **options),
             dead_letters=None if dead_url is None else redis_sink(dead_url),
             telemetry=observer,
@@ -374,3 +375,36 @@ def test_a_sink_that_is_away_pauses_consumption_and_loses_nothing(
     assert seen["received"] - seen["acknowledged"] <= 50
     assert stats.acknowledged == 300
     assert answered >= 300  # a produce cut off by the outage may have landed: at least once
+
+
+def test_oip_requests_naming_their_outputs_stack_and_the_odd_one_is_answered_alone(
+    registry: Registry, redis_url: str, streams: dict[str, str]
+) -> None:
+    """OIP requests stack when they name the same outputs; one asking for other outputs is
+    its own request, sent beside the stack, and answers with only what it asked for."""
+    records = rows(40)
+
+    def request(i: int, outputs: list[str]) -> bytes:
+        features = [records[i][f] for f in FEATURES]
+        tensor = {"name": "input-0", "shape": [1, 4], "datatype": "FP32", "data": features}
+        return orjson.dumps(
+            {"id": f"r{i}", "inputs": [tensor], "outputs": [{"name": n} for n in outputs]}
+        )
+
+    values = [request(i, ["predict", "predict_proba"]) for i in range(40)]
+    values[9] = request(9, ["predict"])
+    produce(f"{redis_url}?stream={streams['in']}", values)
+    stats = consume(
+        registry,
+        f"{redis_url}?stream={streams['in']}",
+        f"{redis_url}?stream={streams['out']}",
+        until=40,
+        message_format_name="oip",
+    )
+    assert stats.answered == 40
+    answers = [orjson.loads(a["value"]) for a in read(redis_url, streams["out"])]
+    assert [a["id"] for a in answers] == [f"r{i}" for i in range(40)]
+    want = model_answers(records).column("predict").to_pylist()
+    assert [a["outputs"][0]["data"][0] for a in answers] == want
+    assert [o["name"] for o in answers[9]["outputs"]] == ["predict"]
+    assert [o["name"] for o in answers[10]["outputs"]] == ["predict", "predict_proba"]
