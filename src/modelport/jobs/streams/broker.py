@@ -13,6 +13,7 @@ refused credential, a stream that does not exist and may not be created).
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -114,3 +115,17 @@ class Sink(Protocol):
 def is_transient(error: BaseException) -> bool:
     """True for a failure the same call may not meet again: the broker or the model not ready."""
     return isinstance(error, NotReady | Overloaded | DeadlineExceeded)
+
+
+def tls_refusal(error: BaseException) -> str | None:
+    """Why a TLS handshake was refused (a certificate that does not verify, a protocol the
+    server will not speak), found among `error`'s causes: a failure no retry cures. None for
+    anything else, a connection cut in the middle of a handshake included."""
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) and not isinstance(
+            seen, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
+        ):
+            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return None

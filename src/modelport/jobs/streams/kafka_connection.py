@@ -21,7 +21,7 @@ import aiokafka.errors as kx
 from aiokafka.conn import create_conn
 
 from modelport.errors import InvalidInput, ModelportError
-from modelport.jobs.streams.broker import BrokerUnavailable
+from modelport.jobs.streams.broker import BrokerUnavailable, tls_refusal
 from modelport.jobs.streams.kafka_address import KafkaAddress
 
 DEFAULT_TIMEOUT: Final = 10.0
@@ -172,7 +172,7 @@ class KafkaConnection:
                 f"the Kafka broker at {server} does not take SASL {a.sasl_mechanism} "
                 f"({self.where}): check sasl_mechanism=, and that this listener takes SASL at all"
             )
-        if (reason := _tls_error(error)) is not None:
+        if (reason := tls_refusal(error)) is not None:
             return InvalidInput(
                 f"the TLS handshake with the Kafka broker at {server} failed ({reason}) for "
                 f"{self.where}: check ca=, cert= and key=, and that the port serves TLS"
@@ -231,7 +231,7 @@ class KafkaConnection:
                 "reclaim delay): choose one within the brokers' group.min.session.timeout.ms and "
                 "group.max.session.timeout.ms (6 s and 30 min by default)"
             )
-        if (reason := _tls_error(error)) is not None:
+        if (reason := tls_refusal(error)) is not None:
             return InvalidInput(
                 f"the TLS handshake with the Kafka cluster of {where} failed ({reason}): check "
                 "ca=, cert= and key="
@@ -251,15 +251,3 @@ class KafkaConnection:
 def milliseconds(seconds: float) -> int:
     """`seconds` as whole milliseconds, at least 1."""
     return max(1, round(seconds * 1000))
-
-
-def _tls_error(error: BaseException) -> str | None:
-    """The reason of a TLS failure that no retry cures, found in `error`'s causes; else None."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError) and not isinstance(
-            seen, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
-        ):
-            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
-        seen = seen.__cause__ or seen.__context__
-    return None

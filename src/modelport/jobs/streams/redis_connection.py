@@ -21,7 +21,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from modelport.errors import InvalidInput, ModelportError
-from modelport.jobs.streams.broker import BrokerUnavailable
+from modelport.jobs.streams.broker import BrokerUnavailable, tls_refusal
 from modelport.jobs.streams.redis_address import RedisAddress
 
 DEFAULT_TIMEOUT: Final = 10.0
@@ -113,7 +113,7 @@ class RedisConnection:
                 f"the Redis user of {where} may not run {command} on {a.stream!r}: grant it in "
                 f"the server's ACL ({detail})"
             )
-        if (tls := _tls_error(error)) is not None:
+        if (tls := tls_refusal(error)) is not None:
             return InvalidInput(
                 f"the TLS handshake with the Redis server of {where} failed ({tls}): check ca=, "
                 "cert= and key=, and that the port serves TLS"
@@ -160,18 +160,6 @@ class RedisConnection:
                     f"the Redis server at {self.address.endpoint} ({self.option}) did not answer "
                     f"{command} within {self.timeout + extra:g} s"
                 ) from None
-
-
-def _tls_error(error: BaseException) -> str | None:
-    """The reason of a TLS failure that no retry cures, found in `error`'s causes; else None."""
-    seen: BaseException | None = error
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError) and not isinstance(
-            seen, ssl.SSLEOFError | ssl.SSLZeroReturnError | ssl.SSLSyscallError
-        ):
-            return getattr(seen, "verify_message", None) or seen.reason or str(seen)
-        seen = seen.__cause__ or seen.__context__
-    return None
 
 
 def _check_tls_files(address: RedisAddress, option: str) -> None:
