@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
 import numpy as np
 import orjson
 
-Arrays = dict[str, np.ndarray[Any, Any] | None]
 Row = dict[str, Any]
+Tensors = Mapping[str, np.ndarray[Any, Any] | None]
 T = TypeVar("T")
 
 REDACTED: Final = "[redacted]"
@@ -52,7 +52,7 @@ def to_json(value: Any) -> str:
     return orjson.dumps(value, default=_json_default, option=_JSON_OPTIONS).decode()
 
 
-def _tensors(arrays: Arrays | None) -> str | None:
+def _tensors(arrays: Tensors | None) -> str | None:
     if arrays is None:
         return None
     if all(name.isascii() and "\x00" not in name and a is not None for name, a in arrays.items()):
@@ -99,7 +99,7 @@ class Fields(Generic[T]):
 
 
 @dataclass(slots=True)
-class LogRecord(Fields[Arrays]):
+class LogRecord(Fields[Tensors]):
     """One answered inference as the server hands it to the log (arrays stay numpy)."""
 
 
@@ -134,6 +134,69 @@ def encode_record(record: LogRecord) -> Row:
         name: encode(value)
         for (name, encode), value in zip(_ENCODERS, _values(record), strict=True)
     }
+
+
+@dataclass(frozen=True, slots=True)
+class LogBatch:
+    """Requests answered by one inference, as the server hands them to the log: a row each
+    (its request id, caller and rows of the tensors), the other fields shared."""
+
+    at: float
+    model: str
+    version: int | None
+    digest: str
+    protocol: str
+    latency_ms: float
+    status: str
+    request_ids: Sequence[str]
+    callers: Sequence[str]
+    inputs: Tensors | None
+    """Stacked along the first dimension; already redacted (a name maps to None)."""
+    outputs: Tensors | None
+    spans: Sequence[slice]
+    """Each request's part of the tensors' first dimension."""
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+
+def encode_batch(batch: LogBatch) -> list[Row]:
+    """A row per request of `batch`, as `encode_record` makes them (the shared fields encoded
+    once)."""
+    shared = encode_record(
+        LogRecord(
+            "",
+            batch.at,
+            batch.model,
+            batch.version,
+            batch.digest,
+            batch.protocol,
+            "",
+            None,
+            None,
+            batch.latency_ms,
+            batch.status,
+            "",
+        )
+    )
+    return [
+        {
+            **shared,
+            "request_id": clean_text(request_id),
+            "caller": clean_text(caller),
+            "inputs": _tensor_rows(batch.inputs, span),
+            "outputs": _tensor_rows(batch.outputs, span),
+        }
+        for request_id, caller, span in zip(
+            batch.request_ids, batch.callers, batch.spans, strict=True
+        )
+    ]
+
+
+def _tensor_rows(arrays: Tensors | None, span: slice) -> str | None:
+    if arrays is None:
+        return None
+    return _tensors({name: None if a is None else a[span] for name, a in arrays.items()})
 
 
 def is_row(row: Any) -> bool:

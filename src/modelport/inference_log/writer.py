@@ -23,7 +23,7 @@ from typing import Final
 from modelport.errors import InvalidInput
 from modelport.inference_log.journal import Journal, Segment
 from modelport.inference_log.location import open_store
-from modelport.inference_log.record import LogRecord, Row, encode_record
+from modelport.inference_log.record import LogBatch, LogRecord, Row, encode_batch, encode_record
 from modelport.inference_log.sink import LogSink
 from modelport.inference_log.store import LogStore
 
@@ -63,7 +63,9 @@ class InferenceLog:
         self._lock = threading.Lock()
         self._changed = threading.Condition(self._lock)
         self._wake = threading.Event()
-        self._pending: deque[LogRecord] = deque()
+        self._pending: deque[LogRecord | LogBatch] = deque()
+        self._queued = 0
+        """Rows in `_pending`."""
         self._backlog = 0
         self._dropped = 0
         self._rejected = 0
@@ -85,16 +87,19 @@ class InferenceLog:
 
     # -- the request path ------------------------------------------------------------------
 
-    def submit(self, record: LogRecord) -> bool:
-        """Queue `record`; False (counted in `dropped`) when the backlog is at capacity."""
+    def submit(self, record: LogRecord | LogBatch) -> bool:
+        """Queue `record` (a batch: its rows, all or none); False (counted in `dropped`) when
+        the backlog has no room for it."""
+        rows = _size(record)
         with self._lock:
-            if self._closing or self._backlog >= self._capacity:
-                self._dropped += 1
+            if self._closing or self._backlog + rows > self._capacity:
+                self._dropped += rows
                 return False
-            self._backlog += 1
-            self._accepted += 1
+            self._backlog += rows
+            self._accepted += rows
+            self._queued += rows
             self._pending.append(record)
-            wake = len(self._pending) >= self._batch_rows and not self._wake.is_set()
+            wake = self._queued >= self._batch_rows and not self._wake.is_set()
         if wake:
             self._wake.set()
         return True
@@ -229,26 +234,39 @@ class InferenceLog:
         if self._held and (self._journal.waiting or self._sink.down):
             self._journal_held()
 
-    def _take(self) -> deque[LogRecord]:
+    def _take(self) -> deque[LogRecord | LogBatch]:
         with self._lock:
             taken, self._pending = self._pending, deque()
+            self._queued = 0
         return taken
 
-    def _encode(self, records: deque[LogRecord]) -> None:
+    def _encode(self, records: deque[LogRecord | LogBatch]) -> None:
         for record in records:
-            self._taken += 1
+            rows: Sequence[Row | None]
             try:
-                row: Row | None = encode_record(record)
+                rows = (
+                    encode_batch(record)
+                    if isinstance(record, LogBatch)
+                    else [encode_record(record)]
+                )
             except Exception as exc:
-                row = None
+                count = _size(record)
+                rows = [None] * count
+                first = record.request_ids[0] if isinstance(record, LogBatch) else record.request_id
                 logger.error(
-                    "cannot record request %s of model %s: %s", record.request_id, record.model, exc
+                    "cannot record request %s%s of model %s: %s",
+                    first,
+                    f" and the {count - 1} answered with it" if count > 1 else "",
+                    record.model,
+                    exc,
                 )
                 with self._changed:
-                    self._rejected += 1
-                    self._backlog -= 1
+                    self._rejected += count
+                    self._backlog -= count
                     self._changed.notify_all()
-            self._held.append((self._taken, row))
+            for row in rows:
+                self._taken += 1
+                self._held.append((self._taken, row))
 
     def _deliver_held(self) -> None:
         while self._held and time.monotonic() < self._stop_by:
@@ -377,6 +395,11 @@ class InferenceLog:
                 self._journal.directory,
             )
         self._journal.close()
+
+
+def _size(record: LogRecord | LogBatch) -> int:
+    """How many rows `record` is."""
+    return len(record) if isinstance(record, LogBatch) else 1
 
 
 def _prefix(chunk: Sequence[_Entry], done: int) -> int:

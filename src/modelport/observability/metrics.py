@@ -62,13 +62,13 @@ class Family:
         """Set the gauge without labels."""
         self.values[()] = [value, time.time()]
 
-    def observe(self, key: Labels, value: float) -> None:
-        """Count one observation in the histogram series `key`."""
+    def observe(self, key: Labels, value: float, count: int = 1) -> None:
+        """Count `count` observations of `value` in the histogram series `key`."""
         entry = self.values.get(key)
         if entry is None:
             entry = self.values[key] = [0] * (len(self.buckets) + 1) + [0.0]
-        entry[bisect.bisect_left(self.buckets, value)] += 1
-        entry[-1] += value
+        entry[bisect.bisect_left(self.buckets, value)] += count
+        entry[-1] += value * count
 
 
 class _Child:
@@ -221,14 +221,21 @@ class Metrics:
     # -- the hot path ----------------------------------------------------------------------
 
     def request(
-        self, model: str, version: str, protocol: str, endpoint: str, code: str, seconds: float
+        self,
+        model: str,
+        version: str,
+        protocol: str,
+        endpoint: str,
+        code: str,
+        seconds: float,
+        count: int = 1,
     ) -> None:
-        """Count one answered request and its latency."""
+        """Count `count` requests answered together, each in `seconds`."""
         key = (model, version, protocol, endpoint)
         counts = self.requests.values
         full = (*key, code)
-        counts[full] = counts.get(full, 0.0) + 1.0
-        self.duration.observe(key, seconds)
+        counts[full] = counts.get(full, 0.0) + count
+        self.duration.observe(key, seconds, count)
 
     def batch(self, model: str, version: int, rows: int, queued: int) -> None:
         """One model call of `rows` rows, with `queued` requests still waiting."""

@@ -15,12 +15,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
 from modelport.config import ServeSettings, TracingSettings
 from modelport.errors import NotFound, Overloaded, Unsupported
 from modelport.inference_log.location import inference_log_targets, open_store
-from modelport.inference_log.record import LogRecord
+from modelport.inference_log.record import LogBatch, LogRecord, Tensors
 from modelport.inference_log.store import LogStore
 from modelport.inference_log.writer import InferenceLog
 from modelport.model_policy import ModelPolicy
@@ -32,7 +30,7 @@ from modelport.observability.tracing import Tracing
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.executor import Executor
-from modelport.serving.telemetry import Arrays, Call
+from modelport.serving.telemetry import Answered, Call
 
 log = logging.getLogger("modelport.observer")
 
@@ -158,17 +156,33 @@ class Observer:
 
     # -- StreamTelemetry -------------------------------------------------------------------
 
-    def answered(self, calls: Sequence[Call]) -> None:
-        """Messages answered by one stacked inference: each a request; drift watches their
-        inputs in one observation."""
-        inferences = [call for call in calls if self._finish(call, "ok")]
-        if not inferences or inferences[0].inputs is None:
-            return
-        first = inferences[0]
-        monitor = self._drift.get((first.model, first.version or 0))
+    def answered(self, answered: Answered) -> None:
+        """Requests answered by one stacked inference (a stream's messages): counted, logged
+        and recorded each as a request; their inputs watched for drift in one observation."""
+        ended = time.perf_counter()
+        seconds = ended - answered.started
+        key = (answered.model, answered.version)
+        if self._metrics is not None:
+            self._metrics.request(
+                answered.model,
+                str(answered.version),
+                answered.protocol,
+                Endpoint.INFER,
+                "ok",
+                seconds,
+                len(answered.request_ids),
+            )
+        if self._access is not None or self._tracing is not None:
+            for call in answered.calls():
+                if self._access is not None:
+                    self._access.record(call, "ok", seconds)
+                if self._tracing is not None:
+                    self._tracing.record(call, "ok", ended)
+        if self._log is not None:
+            self._record_answered(answered, seconds, self._logged.get(key))
+        monitor = self._drift.get(key)
         if monitor is not None:
-            inputs = [c.inputs for c in inferences if c.inputs is not None]
-            monitor.observe({n: np.concatenate([i[n] for i in inputs]) for n in inputs[0]})
+            monitor.observe(answered.inputs)
 
     def refused(self, call: Call, code: str) -> None:
         """A message refused by validation or the model, as a failed request."""
@@ -225,6 +239,32 @@ class Observer:
         )
         assert self._log is not None
         self._log.submit(record)
+
+    def _record_answered(self, answered: Answered, seconds: float, logged: _Logged | None) -> None:
+        if logged is not None and logged.rate < 1.0:
+            count = len(answered.request_ids)
+            kept = [i for i in range(count) if random.random() < logged.rate]  # noqa: S311 (sampling, not secrecy)
+            if not kept:
+                return
+            answered = answered.subset(kept)
+        redact = logged.redact if logged is not None else frozenset()
+        assert self._log is not None
+        self._log.submit(
+            LogBatch(
+                at=answered.at,
+                model=answered.model,
+                version=answered.version,
+                digest=answered.digest,
+                protocol=answered.protocol,
+                latency_ms=seconds * 1000,
+                status="ok",
+                request_ids=answered.request_ids,
+                callers=answered.callers,
+                inputs=_redacted(answered.inputs, redact),
+                outputs=_redacted(answered.outputs, redact),
+                spans=answered.spans(),
+            )
+        )
 
     def batch(self, model: str, version: int, rows: int, queued: int) -> None:
         """Observe a model call's size and the queue behind it."""
@@ -358,7 +398,7 @@ class Observer:
             metrics.flush()
 
 
-def _redacted(arrays: Arrays | None, redact: frozenset[str]) -> dict[str, Any] | None:
+def _redacted(arrays: Tensors | None, redact: frozenset[str]) -> Tensors | None:
     if arrays is None or not redact:
         return arrays
     return {name: (None if name in redact else a) for name, a in arrays.items()}

@@ -7,6 +7,8 @@ tests) pays nothing. The real one lives in `modelport.observability`.
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import random
 import time
 from dataclasses import dataclass, field
@@ -78,6 +80,74 @@ class Call:
     """Filled in by the batcher when the telemetry traces (`Telemetry.traces`)."""
     time_left: float | None = None
     """Seconds the client gave the request (a gRPC deadline) at arrival; None: no deadline."""
+
+
+@dataclass(slots=True)
+class Answered:
+    """Requests answered by one stacked inference (the messages of a stream consumer): what
+    they share once, each one's request id and caller, and the stacked tensors, of which each
+    request holds its `rows` (one row each when None)."""
+
+    protocol: str
+    model: str
+    version: int
+    digest: str
+    started: float
+    """`time.perf_counter()` when the inference began."""
+    at: float
+    """Unix time of the same moment."""
+    request_ids: list[str]
+    callers: list[str]
+    inputs: Arrays
+    outputs: Arrays
+    rows: list[int] | None = None
+    """Rows of each request; None: one each, or all of them when there is one request (of
+    whatever shape)."""
+
+    def spans(self) -> list[slice]:
+        """Each request's part of the tensors' first dimension."""
+        if self.rows is None and len(self.request_ids) == 1:
+            return [slice(None)]
+        counts = self.rows if self.rows is not None else [1] * len(self.request_ids)
+        ends = list(itertools.accumulate(counts))
+        return [slice(end - count, end) for count, end in zip(counts, ends, strict=True)]
+
+    def subset(self, kept: list[int]) -> Answered:
+        """Only the requests numbered `kept` (ascending)."""
+        if len(kept) == len(self.request_ids):
+            return self
+        spans = self.spans()  # several requests: each span is a range of rows
+        taken = [np.arange(spans[i].start, spans[i].stop) for i in kept]
+        rows = np.concatenate(taken)
+        return dataclasses.replace(
+            self,
+            request_ids=[self.request_ids[i] for i in kept],
+            callers=[self.callers[i] for i in kept],
+            inputs={name: a[rows] for name, a in self.inputs.items()},
+            outputs={name: a[rows] for name, a in self.outputs.items()},
+            rows=[len(t) for t in taken],
+        )
+
+    def calls(self) -> list[Call]:
+        """Each request as an inference `Call` of its own (for the access log and traces)."""
+        return [
+            Call(
+                self.protocol,
+                request_id,
+                caller=caller,
+                endpoint=Endpoint.INFER,
+                started=self.started,
+                at=self.at,
+                model=self.model,
+                version=self.version,
+                digest=self.digest,
+                inputs={name: a[span] for name, a in self.inputs.items()},
+                outputs={name: a[span] for name, a in self.outputs.items()},
+            )
+            for request_id, caller, span in zip(
+                self.request_ids, self.callers, self.spans(), strict=True
+            )
+        ]
 
 
 class Telemetry(Protocol):

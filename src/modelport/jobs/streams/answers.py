@@ -14,6 +14,8 @@ inference-log record each, with the message's own request id.
 from __future__ import annotations
 
 import asyncio
+import functools
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +31,7 @@ from modelport.protocol.types import InferRequest, InferResponse, Tensor
 from modelport.serving.catalog import LoadedModel
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
-from modelport.serving.telemetry import Call
+from modelport.serving.telemetry import Answered, Call
 
 log = logging.getLogger("modelport.stream")
 
@@ -131,15 +133,12 @@ class Answerer:
         if values is None:
             return False
         headers = self._headers(model)
-        calls = []
-        for k, ((index, message), value, request_id) in enumerate(
-            zip(pending, values, ids, strict=True)
-        ):
+        for (index, message), value, request_id in zip(pending, values, ids, strict=True):
             own = dict(headers)
             own[REQUEST_ID] = request_id.encode()
             outcomes[index] = Outcome(output=Record(value, message.key, own))
-            calls.append(self._call(call, message, request_id, model, request, response, k))
-        self._telemetry.answered(calls)
+        messages = [m for _, m in pending]
+        self._telemetry.answered(_answered(call, model, messages, ids, request, response, None))
         return True
 
     def _headers(self, model: LoadedModel) -> dict[str, bytes]:
@@ -149,33 +148,6 @@ class Answerer:
             "x-model-sha256": model.version.digest.encode(),
             "content-type": self._format.content_type.encode(),
         }
-
-    @staticmethod
-    def _call(
-        call: Call,
-        message: Message,
-        request_id: str,
-        model: LoadedModel,
-        request: InferRequest,
-        response: InferResponse,
-        row: int | None,
-    ) -> Call:
-        """Row `row` of a stacked inference (None: the whole of one) as the request of its
-        own message."""
-        rows = slice(None) if row is None else slice(row, row + 1)
-        return Call(
-            "stream",
-            request_id,
-            caller=where(message),
-            endpoint=Endpoint.INFER,
-            started=call.started,
-            at=call.at,
-            model=model.name,
-            version=model.number,
-            digest=model.version.digest,
-            inputs={t.name: t.data[rows] for t in request.inputs},
-            outputs={t.name: t.data[rows] for t in response.outputs},
-        )
 
     def _decode(
         self, messages: Sequence[Message], outcomes: list[Outcome | None], model: LoadedModel
@@ -230,12 +202,22 @@ class Answerer:
             outcomes[items[0].index] = dead_letter(items[0].message, "predict", _internal(exc))
             return
         answers = [response] if rows is None else _split(response, rows)
-        calls: list[Call] = []
+        encoded = []
         for item, answer in zip(items, answers, strict=True):
             answer.parameters["modelport.request_id"] = item.request_id
             answer.id = item.request_id if item.request.id is None else item.request.id
-            outcomes[item.index] = self._encoded(item, answer, call, model, calls)
-        self._telemetry.answered(calls)
+            outcome = outcomes[item.index] = self._encoded(item, answer, model)
+            encoded.append(outcome.output is not None)
+        if all(encoded):
+            messages, ids = [i.message for i in items], [i.request_id for i in items]
+            self._telemetry.answered(_answered(call, model, messages, ids, request, response, rows))
+            return
+        for item, answer, ok in zip(items, answers, encoded, strict=True):
+            if ok:  # beside answers that were dead-lettered: each on its own
+                own = _answered(
+                    call, model, [item.message], [item.request_id], item.request, answer, None
+                )
+                self._telemetry.answered(own)
 
     async def _halves(
         self, items: list[_Item], outcomes: list[Outcome | None], model: LoadedModel
@@ -244,14 +226,7 @@ class Answerer:
         await self._infer(items[:half], outcomes, model)
         await self._infer(items[half:], outcomes, model)
 
-    def _encoded(
-        self,
-        item: _Item,
-        answer: InferResponse,
-        call: Call,
-        model: LoadedModel,
-        calls: list[Call],
-    ) -> Outcome:
+    def _encoded(self, item: _Item, answer: InferResponse, model: LoadedModel) -> Outcome:
         try:
             value = self._format.encode(answer, model)
         except ModelportError as exc:
@@ -259,9 +234,6 @@ class Answerer:
         except Exception as exc:
             log.exception("stream: encoding the answer to %s failed", where(item.message))
             return dead_letter(item.message, "encode", _internal(exc))
-        calls.append(
-            self._call(call, item.message, item.request_id, model, item.request, answer, None)
-        )
         headers = self._headers(model)
         headers[REQUEST_ID] = item.request_id.encode()
         return Outcome(output=Record(value, item.message.key, headers))
@@ -296,14 +268,34 @@ def dead_letter(
 
 
 def origin_id(message: Message) -> str:
-    """The request id of a message that brings none: 32 hex digits derived from where it was
-    read (source, partition, position), so a redelivered message's answer carries the same id
-    as its first answer, and a reader deduplicates answers by it."""
-    import hashlib
+    """The request id of a message that brings none, derived from where it was read, so a
+    redelivered message's answer carries the same id as its first answer, and a reader
+    deduplicates answers by it.
 
+    32 hex digits: 16 name the source and partition (a hash), 16 the position in it. A
+    position that is a number (a Kafka offset, a JetStream sequence) or a Redis entry id is
+    written in its own order, so the ids of one partition ascend as it is read: the inference
+    log's request-id index then appends instead of splitting pages (a fifth of the cost of
+    writing a random id). Any other position is hashed.
+    """
     origin = message.origin
-    where_read = f"{origin.source}\0{origin.partition}\0{origin.position}".encode()
-    return hashlib.blake2b(where_read, digest_size=16).hexdigest()
+    return _partition_id(origin.source, origin.partition) + _position_id(origin.position)
+
+
+@functools.lru_cache(maxsize=1024)
+def _partition_id(source: str, partition: int | None) -> str:
+    return hashlib.blake2b(f"{source}\0{partition}".encode(), digest_size=8).hexdigest()
+
+
+def _position_id(position: str) -> str:
+    """16 hex digits for `position`, in the order of positions where the broker has one."""
+    first, dash, second = position.partition("-")
+    if _digits(first) and not dash and int(first) < 1 << 64:
+        return f"{int(first):016x}"
+    if _digits(first) and _digits(second) and int(first) < 1 << 44 and int(second) < 1 << 20:
+        # A Redis entry id: milliseconds and a sequence, 44 bits and 20 of the 64.
+        return f"{int(first) << 20 | int(second):016x}"
+    return hashlib.blake2b(position.encode(), digest_size=8).hexdigest()
 
 
 def where(message: Message) -> str:
@@ -311,6 +303,36 @@ def where(message: Message) -> str:
     origin = message.origin
     partition = "" if origin.partition is None else f"[{origin.partition}]"
     return f"{origin.source}{partition}@{origin.position}"
+
+
+def _answered(
+    call: Call,
+    model: LoadedModel,
+    messages: list[Message],
+    request_ids: list[str],
+    request: InferRequest,
+    response: InferResponse,
+    rows: list[int] | None,
+) -> Answered:
+    """The messages answered by `response` (each its `rows`, one each when None) for the
+    telemetry."""
+    return Answered(
+        "stream",
+        model.name,
+        model.number,
+        model.version.digest,
+        call.started,
+        call.at,
+        request_ids,
+        [where(m) for m in messages],
+        {t.name: t.data for t in request.inputs},
+        {t.name: t.data for t in response.outputs},
+        rows,
+    )
+
+
+def _digits(text: str) -> bool:
+    return text.isascii() and text.isdigit()
 
 
 def _batched(model: LoadedModel) -> bool:

@@ -6,16 +6,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Protocol
 
-from modelport.serving.telemetry import Call
+from modelport.serving.telemetry import Answered, Call
 
 
 class StreamTelemetry(Protocol):
     """Hooks the consumer calls; each must be cheap and never raise."""
 
-    def answered(self, calls: Sequence[Call]) -> None:
-        """Messages answered by one stacked inference, a call each (request id, inputs,
-        outputs): counted, logged and recorded as requests; their inputs watched for drift
-        together."""
+    def answered(self, answered: Answered) -> None:
+        """Messages answered by one stacked inference (each its request id, caller and rows):
+        counted, logged and recorded as requests; their inputs watched for drift together."""
 
     def refused(self, call: Call, code: str) -> None:
         """A message the model or validation refused (`code`: the error kind)."""
@@ -37,8 +36,8 @@ class StreamTelemetry(Protocol):
 class NoStreamTelemetry:
     """Stream telemetry that records nothing."""
 
-    def answered(self, calls: Sequence[Call]) -> None:
-        """Ignores the calls."""
+    def answered(self, answered: Answered) -> None:
+        """Ignores the answers."""
 
     def refused(self, call: Call, code: str) -> None:
         """Ignores the call."""

@@ -408,3 +408,21 @@ def test_oip_requests_naming_their_outputs_stack_and_the_odd_one_is_answered_alo
     assert [a["outputs"][0]["data"][0] for a in answers] == want
     assert [o["name"] for o in answers[9]["outputs"]] == ["predict"]
     assert [o["name"] for o in answers[10]["outputs"]] == ["predict", "predict_proba"]
+
+
+def test_request_ids_of_one_partition_ascend_in_its_order() -> None:
+    def ids(source: str, partition: int | None, positions: list[str]) -> list[str]:
+        return [
+            origin_id(Message(b"v", None, {}, Origin(source, partition, p), 1)) for p in positions
+        ]
+
+    for positions in (
+        ["0", "1", "2", "10", "255", "256", "99999999"],
+        ["1-0", "1-1", "2-0", "17-3"],
+    ):
+        made = ids("s", 0, positions)
+        assert made == sorted(made)
+        assert len(set(made)) == len(made)
+    # Other partitions and sources have ids of their own; other positions are hashed.
+    assert ids("s", 0, ["7"]) != ids("s", 1, ["7"]) != ids("t", 0, ["7"])
+    assert len({*ids("s", None, ["x", "y", "1-x", "-1", "١"])}) == 5

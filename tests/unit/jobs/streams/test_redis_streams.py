@@ -524,3 +524,29 @@ async def test_tls_files_that_cannot_be_read_are_invalid_input(
         sink = redis_sink(tls.url("s", tls=True, **options))
         with pytest.raises(InvalidInput, match="cannot load the TLS files"):
             await sink.open()
+
+
+@pytest.mark.parametrize("kind", ["plain", "tls"])
+def test_commands_are_packed_into_the_bytes_redis_py_sends(kind: str) -> None:
+    import redis.asyncio as aioredis
+
+    from modelport.jobs.streams import redis_connection
+
+    packed = (
+        redis_connection._PackedConnection()
+        if kind == "plain"
+        else redis_connection._PackedSSLConnection()
+    )
+    plain = aioredis.Connection()
+    commands = [
+        ("XADD", "s", "*", b"value", b"\x00\xff" * 3000, b"key", 7, b"f", 0.1),
+        ("XGROUP CREATE", "s", "g", "$", "MKSTREAM"),
+        (b"CLIENT SETNAME", "caf\u00e9"),
+        ("SET", "k", memoryview(b"a view"), 10**20, 1e300),  # hiredis refuses views
+    ]
+    for command in commands:
+        assert b"".join(packed.pack_command(*command)) == b"".join(plain.pack_command(*command))
+    assert b"".join(packed.pack_commands(commands)) == b"".join(plain.pack_commands(commands))
+    assert b"".join(packed.pack_commands(commands[:3])) == b"".join(
+        plain.pack_commands(commands[:3])
+    )
