@@ -9,8 +9,9 @@ row and the export schema all follow its order.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import operator
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Generic, TypeVar
 
@@ -154,7 +155,8 @@ class LogBatch:
     """Stacked along the first dimension; already redacted (a name maps to None)."""
     outputs: Tensors | None
     spans: Sequence[slice]
-    """Each request's part of the tensors' first dimension."""
+    """Each request's part of the tensors' first dimension, one after another from row 0
+    (or `slice(None)`: a single request holding the tensors whole)."""
 
     def __len__(self) -> int:
         return len(self.request_ids)
@@ -179,24 +181,73 @@ def encode_batch(batch: LogBatch) -> list[Row]:
             "",
         )
     )
+    inputs = _row_tensors(batch.inputs, batch.spans)
+    outputs = _row_tensors(batch.outputs, batch.spans)
     return [
         {
             **shared,
             "request_id": clean_text(request_id),
             "caller": clean_text(caller),
-            "inputs": _tensor_rows(batch.inputs, span),
-            "outputs": _tensor_rows(batch.outputs, span),
+            "inputs": request_inputs,
+            "outputs": request_outputs,
         }
-        for request_id, caller, span in zip(
-            batch.request_ids, batch.callers, batch.spans, strict=True
+        for request_id, caller, request_inputs, request_outputs in zip(
+            batch.request_ids, batch.callers, inputs, outputs, strict=True
         )
     ]
 
 
-def _tensor_rows(arrays: Tensors | None, span: slice) -> str | None:
+def _row_tensors(arrays: Tensors | None, spans: Sequence[slice]) -> Sequence[str | None]:
+    """Each span's part of `arrays`, as `_tensors` writes it."""
     if arrays is None:
-        return None
-    return _tensors({name: None if a is None else a[span] for name, a in arrays.items()})
+        return [None] * len(spans)
+    count = len(spans)
+    # Spans follow one another from row 0: ending at row `count`, each is one row.
+    one_each = arrays and spans[-1].stop == count
+    if one_each and all(_splittable(n, a, count) for n, a in arrays.items()):
+        # Each tensor written once and cut into rows; the rows' JSON joined by newlines
+        # (which JSON text never holds raw) and decoded at once: a third of the cost.
+        names = [orjson.dumps(name) for name in arrays]
+        glue = [b"{" + names[0] + b":", *(b"," + name + b":" for name in names[1:]), b"}\n"]
+        columns = [_json_rows(a) for a in arrays.values() if a is not None]
+        pieces: list[Iterable[bytes]] = [itertools.repeat(glue[0])]
+        for column, after in zip(columns, glue[1:], strict=True):
+            pieces += [column, itertools.repeat(after)]
+        text = b"".join(itertools.chain.from_iterable(zip(*pieces, strict=False))).decode()
+        return text.split("\n")[:-1]
+    if spans[0] == slice(None):  # one request: the tensors whole, of whatever shape
+        return [_tensors(arrays)]
+    return [
+        _tensors({name: None if a is None else a[span] for name, a in arrays.items()})
+        for span in spans
+    ]
+
+
+def _splittable(name: str, array: np.ndarray[Any, Any] | None, rows: int) -> bool:
+    """Whether `_json_rows` can write `array` (as `_tensors` would, under `name`)."""
+    return (
+        array is not None
+        and name.isascii()
+        and "\x00" not in name
+        and array.dtype.kind in "biuf"
+        and array.dtype.isnative
+        and array.ndim >= 1
+        and array.shape[0] == rows
+        and array.size > 0
+        and array.flags.c_contiguous
+    )
+
+
+def _json_rows(array: np.ndarray[Any, Any]) -> list[bytes]:
+    """`array[i:i + 1]` as JSON for each row i, from one JSON text of the whole: numbers hold
+    no brackets or commas, so the rows are where the brackets one level down meet."""
+    depth = array.ndim - 1
+    body = orjson.dumps(array, option=_JSON_OPTIONS)[1:-1]
+    parts = body.split(b"]" * depth + b"," + b"[" * depth)
+    if depth:
+        parts[0], parts[-1] = parts[0][depth:], parts[-1][:-depth]
+    opening, closing = b"[" * (depth + 1), b"]" * (depth + 1)
+    return [opening + part + closing for part in parts]
 
 
 def is_row(row: Any) -> bool:

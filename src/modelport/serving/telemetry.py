@@ -141,13 +141,20 @@ class Answered:
                 model=self.model,
                 version=self.version,
                 digest=self.digest,
-                inputs={name: a[span] for name, a in self.inputs.items()},
-                outputs={name: a[span] for name, a in self.outputs.items()},
+                inputs=_part(self.inputs, span),
+                outputs=_part(self.outputs, span),
             )
             for request_id, caller, span in zip(
                 self.request_ids, self.callers, self.spans(), strict=True
             )
         ]
+
+
+def _part(arrays: Arrays, span: slice) -> Arrays:
+    """`span` of each of `arrays` (whole, of whatever shape, for `slice(None)`)."""
+    if span == slice(None):
+        return arrays
+    return {name: a[span] for name, a in arrays.items()}
 
 
 class Telemetry(Protocol):

@@ -12,8 +12,11 @@ from modelport.inference_log.location import open_store
 from modelport.inference_log.record import (
     COLUMNS,
     REDACTED,
+    LogBatch,
     LogRecord,
     StoredRecord,
+    Tensors,
+    encode_batch,
     encode_record,
     is_row,
 )
@@ -79,3 +82,76 @@ def test_a_record_encodes_to_a_row_of_plain_values() -> None:
     assert not is_row({**row, "version": "3"})
     assert not is_row({k: v for k, v in row.items() if k != "error"})
     assert not is_row([row])
+
+
+def _batch(inputs: Tensors | None, outputs: Tensors | None, spans: list[slice]) -> LogBatch:
+    ids = [f"r{i}" for i in range(len(spans))]
+    callers = [f"s@{i}\x00" for i in range(len(spans))]
+    return LogBatch(5.0, "iris", 2, "d", "stream", 1.5, "ok", ids, callers, inputs, outputs, spans)
+
+
+def _one_by_one(batch: LogBatch) -> list[dict[str, object]]:
+    def part(arrays: Tensors | None, span: slice) -> dict[str, object] | None:
+        if arrays is None:
+            return None
+        if span == slice(None):
+            return dict(arrays)
+        return {n: None if a is None else a[span] for n, a in arrays.items()}
+
+    return [
+        encode_record(
+            LogRecord(
+                rid,
+                batch.at,
+                batch.model,
+                batch.version,
+                batch.digest,
+                batch.protocol,
+                caller,
+                part(batch.inputs, span),
+                part(batch.outputs, span),
+                batch.latency_ms,
+                batch.status,
+                "",
+            )
+        )
+        for rid, caller, span in zip(batch.request_ids, batch.callers, batch.spans, strict=True)
+    ]
+
+
+def test_a_batch_encodes_to_the_rows_of_its_requests_one_by_one() -> None:
+    rng = np.random.default_rng(0)
+    rows = [slice(i, i + 1) for i in range(5)]
+    floats = rng.normal(size=(5, 4)).astype(np.float32)
+    floats[1, 2], floats[3, 0] = np.nan, np.inf
+    tensors: list[Tensors] = [
+        {"input": floats, "label": np.arange(5), "flag": np.arange(5) % 2 == 0},
+        {
+            "deep": rng.integers(0, 9, size=(5, 2, 3)).astype(np.uint8),
+            "half": floats[:, :2].astype(np.float16),
+        },
+        {'we"ird\\': np.arange(5.0)},  # names JSON must escape
+        {"text": np.array(list("abcde"), dtype=object)},  # not numbers: one by one
+        {"view": floats[:, ::2]},  # not contiguous
+        {"secret": None, "x": np.arange(5)},  # redacted
+        {"empty": np.zeros((5, 0))},
+        {},
+    ]
+    for arrays in tensors:
+        for outputs in (None, {"y": np.arange(5) * 2}):
+            batch = _batch(arrays, outputs, rows)
+            encoded = encode_batch(batch)
+            assert encoded == _one_by_one(batch)
+            assert [list(row) for row in encoded] == [list(COLUMNS)] * 5
+            assert all(is_row(row) for row in encoded)
+    # Requests of several rows, and one request holding the tensors whole.
+    several = _batch({"x": floats}, {"y": floats * 2}, [slice(0, 2), slice(2, 3), slice(3, 5)])
+    whole = _batch({"x": floats[0]}, {"y": np.array(3, dtype=np.float32)}, [slice(None)])
+    for batch in (several, whole):
+        assert encode_batch(batch) == _one_by_one(batch)
+    assert (
+        encode_batch(several)[0]["inputs"]
+        == encode_record(LogRecord("r0", 0, "", 1, "", "", "", {"x": floats[:2]}, None, 0, "", ""))[
+            "inputs"
+        ]
+    )

@@ -14,6 +14,7 @@ import pytest
 from modelport.errors import NotReady
 from modelport.inference_log.location import open_store
 from modelport.inference_log.record import LogRecord, Row, encode_record
+from modelport.inference_log.store import RowsRejected
 
 
 def row(request_id: str) -> Row:
@@ -77,3 +78,14 @@ def test_sqlite_store_starts_a_new_file_when_the_old_one_is_removed(tmp_path: Pa
         store.write([row("new")])
         assert [r.request_id for r in store.read()] == ["new"]
     assert path.is_file()
+
+
+def test_a_write_of_many_rows_is_one_transaction_in_order(tmp_path: Path) -> None:
+    # More rows than one INSERT statement holds: several statements, one transaction.
+    with open_store(str(tmp_path / "log.sqlite")) as store:
+        store.write([row(f"r{i}") for i in range(250)])
+        bad = [row(f"s{i}") for i in range(200)]
+        bad[150]["latency_ms"] = None  # NOT NULL: the whole write is refused
+        with pytest.raises(RowsRejected, match="NOT NULL"):
+            store.write(bad)
+        assert [r.request_id for r in store.read()] == [f"r{i}" for i in range(250)]

@@ -32,7 +32,7 @@ from modelport.observability.observer import Observer
 from modelport.protocol.signature import Signature, TensorSpec
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.executor import Executor
-from modelport.serving.telemetry import Call
+from modelport.serving.telemetry import Answered, Call
 
 SIGNATURE = Signature((TensorSpec("x", "FP32", (-1, 2)),), (TensorSpec("label", "INT64", (-1,)),))
 
@@ -244,3 +244,67 @@ def test_what_is_switched_off_says_so(tmp_path: Path, executor: Executor) -> Non
         asyncio.run(obs.feedback("iris", {"request_ids": ["r-1"], "labels": [1]}))
     obs.close()
     assert not (tmp_path / "registry" / LOG_FILE).exists()
+
+
+def answered(count: int, *, number: int = 1, rows: list[int] | None = None) -> Answered:
+    """`count` stream messages answered by one inference (a row each unless `rows`)."""
+    total = count if rows is None else sum(rows)
+    return Answered(
+        "stream", "iris", number, f"{number:064x}", 0.0, 1000.0,
+        [f"m-{i}" for i in range(count)], [f"in@{i}" for i in range(count)],
+        {"x": np.arange(total * 2, dtype=np.float32).reshape(total, 2)},
+        {"label": np.arange(total)}, rows,
+    )  # fmt: skip
+
+
+def test_messages_answered_together_are_each_a_request(tmp_path: Path, executor: Executor) -> None:
+    stream = io.StringIO()
+    obs = observer(tmp_path, executor, stream)
+    obs.answered(answered(3))
+    obs.answered(answered(2, rows=[1, 2]))
+    text = page(obs)
+    obs.close()
+
+    assert (
+        'modelport_requests_total{model="iris",version="1",protocol="stream",endpoint="infer",'
+        'code="ok"} 5.0'
+    ) in text
+    assert "modelport_request_duration_seconds_count{" in text
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert [(r["request_id"], r["endpoint"]) for r in lines] == [
+        (f"m-{i}", "infer") for i in (0, 1, 2, 0, 1)
+    ]
+    records = logged(tmp_path)
+    assert [(r.request_id, r.caller, r.protocol, r.status) for r in records] == [
+        (f"m-{i}", f"in@{i}", "stream", "ok") for i in (0, 1, 2, 0, 1)
+    ]
+    assert [r.inputs["x"] for r in records[:3] if r.inputs] == [
+        [[0.0, 1.0]],
+        [[2.0, 3.0]],
+        [[4.0, 5.0]],
+    ]
+    assert [r.outputs for r in records[3:]] == [{"label": [0]}, {"label": [1, 2]}]
+
+
+def test_messages_answered_together_are_sampled_and_redacted_each(
+    tmp_path: Path, executor: Executor
+) -> None:
+    models = ModelsSettings(overrides={"iris": ModelSettings(log_redact=("x",))})
+    obs = observer(tmp_path, executor, access_log=False)
+    loaded(obs, version(1, log_sample_rate="0.5"), 0.1, models)
+    loaded(obs, version(2, log_sample_rate="0"), 0.1, models)
+    for _ in range(20):
+        obs.answered(answered(10, rows=[1, 2] * 5))
+    obs.answered(answered(10, number=2))
+    obs.close()
+
+    records = logged(tmp_path)
+    # Half of 200 on average: far outside this range once in about 10^11 runs.
+    assert 40 < len(records) < 160
+    assert {r.version for r in records} == {1}
+    assert all(r.inputs == {"x": REDACTED} for r in records)
+    # Each kept message keeps its own rows.
+    for r in records:
+        index = int(r.request_id.removeprefix("m-"))
+        start = index // 2 * 3 + index % 2
+        assert r.outputs == {"label": list(range(start, start + 1 + index % 2))}
