@@ -38,7 +38,7 @@ from modelport.jobs.streams.kafka_topics import (
     kafka_source,
 )
 
-from .kafka_broker import KafkaBroker, TlsProxy, free_port, skip_unless_available
+from .kafka_broker import HOST, KafkaBroker, TlsProxy, free_port, skip_unless_available
 from .nats_broker import TlsFiles
 
 pytestmark = pytest.mark.anyio
@@ -307,6 +307,36 @@ async def test_records_of_a_key_keep_their_order(broker: KafkaBroker, topic: str
         assert numbers == [i for i in range(1000) if f"k{i % 5}".encode() == k]
     for offsets in by_partition(received).values():
         assert offsets == list(range(len(offsets)))
+
+
+async def test_a_key_goes_to_the_partition_any_kafka_producer_puts_it_in(
+    broker: KafkaBroker, topic: str
+) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    keys = [f"key-{i}".encode() for i in range(40)]
+    sink, src = kafka_sink(broker.url(topic), timeout=TIMEOUT), source(broker.url(topic), "g")
+    plain = AIOKafkaProducer(bootstrap_servers=f"{HOST}:{broker.port}")
+    await opened(sink, src)
+    await plain.start()
+    try:
+        await sink.send([Record(b"sink", key) for key in keys])
+        await sink.send([Record(b"loose", None, {"n": b"%d" % i}) for i in range(30)])
+        for key in keys:
+            await (await plain.send(topic, b"plain", key=key))
+        received = await receive_all(src, 2 * len(keys) + 30, ack=True)
+    finally:
+        await plain.stop()
+        await closed(sink, src)
+    placed: dict[tuple[bytes, bytes | None], int | None] = {
+        (m.value, m.key): m.origin.partition for m in received
+    }
+    assert {placed[b"sink", key] for key in keys} == {0, 1, 2, 3}
+    assert all(placed[b"sink", key] == placed[b"plain", key] for key in keys)
+    # Records without a key, sent together, go to one partition together, in order.
+    loose = [m for m in received if m.value == b"loose"]
+    assert len({m.origin.partition for m in loose}) == 1
+    assert [int(m.headers["n"]) for m in loose] == list(range(30))
 
 
 async def test_a_large_record_is_invalid_input(broker: KafkaBroker, topic: str) -> None:
