@@ -36,7 +36,7 @@ from modelport.transports.rest_request import (
     Send,
     segments,
 )
-from modelport.transports.routes import MethodNotAllowed, Route, Router
+from modelport.transports.routes import ErrorBody, MethodNotAllowed, Route, Router
 from modelport.transports.swagger_ui import SWAGGER_UI
 
 log = logging.getLogger("modelport.rest")
@@ -150,13 +150,13 @@ class RestApp:
         except ModelportError as exc:
             call.kind = exc.kind.value
             call.error = exc.message
-            status, headers, body = _error(exc)
+            status, headers, body = _error(exc, request.error_body)
         except Exception:
             log.exception("internal error handling request %s", request.request_id)
             error = internal_error(request.request_id)
             call.kind = error.kind.value
             call.error = error.message
-            status, headers, body = _error(error)
+            status, headers, body = _error(error, request.error_body)
         if cross_origin is not None and status != 204:
             headers.extend(cors_headers(cross_origin))
         elif request.origin is not None:
@@ -260,12 +260,16 @@ def _is_preflight(scope: Scope) -> bool:
     return any(key == _PREFLIGHT_METHOD for key, _ in scope["headers"])
 
 
-def _error(exc: ModelportError) -> Response:
-    if isinstance(exc, MethodNotAllowed):
+def _error(exc: ModelportError, shaped: ErrorBody | None) -> Response:
+    """The status of `exc`'s kind, and its body in the shape of the route's protocol."""
+    status = 405 if isinstance(exc, MethodNotAllowed) else STATUS[exc.kind]
+    if shaped is not None:
+        body = shaped(exc, status)
+    else:
         body = orjson.dumps({"error": exc.message, "code": exc.kind.value})
-        return 405, [JSON, (b"allow", exc.allowed.encode())], body
-    status = STATUS[exc.kind]
     headers = [JSON]
-    if isinstance(exc, Overloaded):
+    if isinstance(exc, MethodNotAllowed):
+        headers.append((b"allow", exc.allowed.encode()))
+    elif isinstance(exc, Overloaded):
         headers.append((b"retry-after", retry_after(exc).encode()))
-    return status, headers, orjson.dumps({"error": exc.message, "code": exc.kind.value})
+    return status, headers, body

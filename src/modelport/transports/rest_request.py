@@ -14,7 +14,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
-from modelport.errors import InvalidInput, TooLarge
+from modelport.errors import InvalidInput, ModelportError, TooLarge
 from modelport.serving.requests import REQUEST_ID_PATTERN
 from modelport.serving.telemetry import Call, new_request_id
 
@@ -41,11 +41,14 @@ class Request:
     """
 
     __slots__ = (
+        "accept",
         "api_key",
         "authorization",
         "call",
         "content_encoding",
         "content_length",
+        "content_type",
+        "error_body",
         "header_length",
         "host",
         "max_body",
@@ -68,6 +71,10 @@ class Request:
         self.api_key: str | None = None
         self.host: bytes | None = None
         self.origin: bytes | None = None
+        self.content_type: bytes | None = None
+        self.accept: bytes | None = None
+        self.error_body: Callable[[ModelportError, int], bytes] | None = None
+        """How the matched route's protocol shapes an error body (None: the OIP's)."""
         request_id: str | None = None
         for key, value in scope["headers"]:
             # A repeated header means its values joined by commas (RFC 9110, 5.3), which the
@@ -80,6 +87,10 @@ class Request:
                 self.header_length = _joined(self.header_length, value)
             elif key == b"content-length":
                 self.content_length = value
+            elif key == b"content-type":
+                self.content_type = _joined(self.content_type, value)
+            elif key == b"accept":
+                self.accept = _joined(self.accept, value)
             elif key == b"content-encoding":
                 self.content_encoding = _joined(self.content_encoding, value.strip().lower())
             elif key == REQUEST_ID and _SAFE_ID.fullmatch(value):

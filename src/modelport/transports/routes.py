@@ -11,12 +11,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, ModelportError
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
 from modelport.transports.rest_request import Request, Response
 
 Handler = Callable[[Request], Awaitable[Response]]
+ErrorBody = Callable[[ModelportError, int], bytes]
+"""A protocol's error body for an error answered with an HTTP status (JSON)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,11 @@ class Route:
     checks_itself: bool = False
     """The handler checks the method and the permission itself, in an order of its own;
     the route then takes every method."""
+    protocol: str = "rest"
+    """The protocol the request is counted under (the `protocol` label and log field), e.g.
+    "rest" for the OIP, "tfserving", "sagemaker"."""
+    error_body: ErrorBody | None = None
+    """How the protocol shapes an error's body; None: the OIP's `{"error", "code"}`."""
 
 
 class MethodNotAllowed(InvalidInput):
@@ -104,12 +111,15 @@ class Router:
         if methods is None:
             return None
         request.call.endpoint = methods.endpoint
-        if methods.loose is not None:
-            return methods.loose
-        method: str = request.scope["method"]
-        route = methods.by_method.get(method)
+        route = methods.loose
         if route is None:
-            raise MethodNotAllowed(method, methods.allowed)
+            method: str = request.scope["method"]
+            route = methods.by_method.get(method)
+            if route is None:
+                raise MethodNotAllowed(method, methods.allowed)
+        request.call.endpoint = route.endpoint
+        request.call.protocol = route.protocol
+        request.error_body = route.error_body
         return route
 
     def methods(self, parts: list[str]) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from modelport.errors import ModelportError
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
 from modelport.transports.rest_request import Request, Response
@@ -76,3 +77,28 @@ def test_mistakes_in_the_table_are_refused() -> None:
         Router([route("GET", "/a"), route("GET", "/a")])
     with pytest.raises(ValueError, match="parameter"):
         Router([route("GET", "/a/{x}"), route("GET", "/a/{y}/b")])
+
+
+def test_each_method_of_a_path_names_its_own_endpoint_protocol_and_errors() -> None:
+    def shaped(error: ModelportError, status: int) -> bytes:
+        return b"%d %s" % (status, error.message.encode())
+
+    router = Router(
+        [
+            Route(
+                "GET", "/v1/models/{m}", Endpoint.METADATA, Action.METADATA, handler, protocol="tf"
+            ),
+            Route(
+                "POST", "/v1/models/{m}", Endpoint.INFER, Action.INFER, handler, protocol="tf",
+                error_body=shaped,
+            ),
+        ]
+    )  # fmt: skip
+    found, request = find(router, "POST", ["v1", "models", "iris:predict"])
+    assert found is not None
+    assert (request.call.endpoint, request.call.protocol) == (Endpoint.INFER, "tf")
+    assert request.error_body is shaped
+    found, request = find(router, "GET", ["v1", "models", "iris"])
+    assert (request.call.endpoint, request.call.protocol, request.error_body) == (
+        Endpoint.METADATA, "tf", None,
+    )  # fmt: skip
