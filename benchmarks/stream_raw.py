@@ -25,6 +25,7 @@ content-type; the request id derived from the message's origin as modelport deri
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import signal
 import sys
@@ -41,10 +42,21 @@ SHA256 = "8248bc9e228670b29b80e9d0a94dda2185c394793a1da6773d50bb9275b65911"
 PROBA = [0.98157287, 0.018427128, 1.4781146e-8]
 
 
+@functools.lru_cache(maxsize=64)
+def _partition_id(source: str, partition: int | None) -> str:
+    return hashlib.blake2b(f"{source}\0{partition}".encode(), digest_size=8).hexdigest()
+
+
 def request_id(source: str, partition: int | None, position: str | int) -> str:
-    """32 hex digits of the message's origin, as modelport's consumer derives them."""
-    where = f"{source}\0{partition}\0{position}".encode()
-    return hashlib.blake2b(where, digest_size=16).hexdigest()
+    """32 hex digits of the message's origin, as modelport's consumer derives them: 16 of the
+    source and partition, 16 of the position (a Kafka offset, or a Redis entry id's
+    milliseconds and sequence)."""
+    if isinstance(position, int):
+        ordered = position
+    else:
+        millis, _, sequence = position.partition("-")
+        ordered = int(millis) << 20 | int(sequence)
+    return f"{_partition_id(source, partition)}{ordered:016x}"
 
 
 def answer(value: bytes, rid: str) -> tuple[bytes, dict[str, bytes]]:
