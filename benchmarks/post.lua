@@ -1,6 +1,7 @@
 -- wrk script for `make bench`: POST one OIP JSON body, report one parseable line in done().
 -- The body comes from the file named by the BODY_FILE environment variable; the path comes
--- from the URL given to wrk.
+-- from the URL given to wrk. CONTENT_TYPE (default application/json), ACCEPT and
+-- TARGET_MODEL (sent as X-Amzn-SageMaker-Target-Model) are optional.
 
 local path = os.getenv("BODY_FILE")
 if path == nil then
@@ -10,7 +11,13 @@ local file = assert(io.open(path, "rb"))
 wrk.method = "POST"
 wrk.body = file:read("*a")
 file:close()
-wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Content-Type"] = os.getenv("CONTENT_TYPE") or "application/json"
+if os.getenv("ACCEPT") then
+  wrk.headers["Accept"] = os.getenv("ACCEPT")
+end
+if os.getenv("TARGET_MODEL") then
+  wrk.headers["X-Amzn-SageMaker-Target-Model"] = os.getenv("TARGET_MODEL")
+end
 
 function done(summary, latency, requests)
   local seconds = summary.duration / 1e6
