@@ -385,14 +385,17 @@ async def test_a_server_that_does_not_answer_is_unavailable(server: RedisServer)
                 await sink.send(records(1, 1))
         finally:
             server.resume()
-        # The server read both commands before it paused, and runs them once it resumes (before
-        # a later connection's PING): v0 was delivered in an answer that was lost, v1 written.
+        # The server runs both commands once it resumes (before a later connection's PING): v0
+        # was delivered in an answer that was lost, v1 written. The two came on two connections,
+        # which a resumed server may serve in either order: when the XADD ran first, the lost
+        # answer held v1 too.
         assert server.client().ping()
         pending = server.client().xpending_range("in", GROUP, "-", "+", 10)
-        assert [p["consumer"] for p in pending] == [b"c1"]
+        assert {p["consumer"] for p in pending} == {b"c1"}
+        assert len(pending) in (1, 2)
         got = await receive_until(src, 2)
     assert values(got) == [b"v0", b"v1"]
-    assert [m.attempt for m in got] == [2, 1]
+    assert [m.attempt for m in got] == [2, len(pending)]
 
 
 async def test_reclaiming_is_looked_for_at_most_every_half_reclaim_after(
