@@ -119,7 +119,7 @@ def test_two_models_of_one_name_are_refused(artifacts: Path, tmp_path: Path) -> 
     message = refused(str(tmp_path / "a"), str(tmp_path / "b" / "iris.skops"))
     assert "two models would both be named 'iris' (a/iris.skops and b/iris.skops)" in message
     message = refused(str(tmp_path / "a"), str(tmp_path / "b"), "--model-name", "x")
-    assert "--model-name names the one model of PATH, but the paths hold 2 models" in message
+    assert "--model-name applies to the one model of PATH, but the paths hold 2 models" in message
 
 
 def write_slow_model(path: Path, started: Path) -> Path:

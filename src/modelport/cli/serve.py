@@ -136,6 +136,14 @@ observability_options = option_group(
     "(iris for iris.skops; an MLflow model directory: its name).",
 )
 @click.option(
+    "--format",
+    "fmt",
+    metavar="F",
+    default=None,
+    help="With a PATH that holds one model file: its format, as `models push --format` takes "
+    "it. Default: told from the file's name and content.",
+)
+@click.option(
     "--trust-pickle",
     is_flag=True,
     help="With PATH: allow pickle, joblib and cloudpickle files, as `models push --trust-pickle`"
@@ -276,6 +284,7 @@ observability_options = option_group(
 def serve(
     paths: tuple[Path, ...],
     model_name: str | None,
+    fmt: str | None,
     trust_pickle: bool,
     config_file: Path | None,
     workers: str | None,
@@ -338,13 +347,16 @@ def serve(
                 paths,
                 stack,
                 model_name=model_name,
+                format=fmt,
                 trust_pickle=trust_pickle or trust_pickle_from_environment(),
                 own_registry=own_registry,
                 echo=click.echo,
             )
-        elif model_name is not None or trust_pickle:
-            flag = "--model-name" if model_name is not None else "--trust-pickle"
-            raise InvalidInput(f"{flag} applies to the models of a PATH; give the PATH")
+        else:
+            given = {"--model-name": model_name, "--format": fmt, "--trust-pickle": trust_pickle}
+            for flag, value in given.items():
+                if value:
+                    raise InvalidInput(f"{flag} applies to the models of a PATH; give the PATH")
         status = run(settings, announce=lambda line: click.echo(line, nl=True))
     sys.exit(status)
 

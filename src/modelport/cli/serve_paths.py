@@ -34,6 +34,7 @@ def serve_paths(
     stack: contextlib.ExitStack,
     *,
     model_name: str | None,
+    format: str | None,
     trust_pickle: bool,
     own_registry: bool,
     echo: Callable[[str], None],
@@ -53,7 +54,7 @@ def serve_paths(
             "--model picks models of a registry; with PATH the server serves what PATH holds "
             "(leave out --model, or PATH)"
         )
-    found = find_models(paths, model_name)
+    found = find_models(paths, model_name, format)
     location = settings.registry
     if not own_registry:
         location = stack.enter_context(

@@ -9,6 +9,7 @@ subdirectory holding an MLmodel file, is one model. Files that are no model (a R
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,8 @@ class PathModel:
     """The model file, or the MLflow model directory."""
     mlflow: bool
     """True when `path` is an MLflow model directory (imported as `models import-mlflow`)."""
+    format: str | None = None
+    """The model file's format as `models push --format` takes it; None: told from the file."""
 
     @property
     def shown(self) -> str:
@@ -39,22 +42,33 @@ class PathModel:
         return f"{parent}/{self.path.name}" if parent else self.path.name
 
 
-def find_models(paths: Sequence[Path], model_name: str | None = None) -> list[PathModel]:
+def find_models(
+    paths: Sequence[Path], model_name: str | None = None, format: str | None = None
+) -> list[PathModel]:
     """The models `paths` hold, each named after its file's stem (an MLflow directory: its name).
 
-    `model_name` names the model instead, and is only allowed when the paths hold exactly one.
-    InvalidInput for a path that is neither a model file nor a directory holding models, a
-    name that is not a valid model name, and two models that would get the same name.
+    `model_name` names the model instead, and `format` gives a model file's format (for a
+    file whose name does not tell it); each is only allowed when the paths hold exactly one
+    model. InvalidInput for a path that is neither a model file nor a directory holding
+    models, a name that is not a valid model name, and two models that would get the same name.
     """
     found = [model for path in paths for model in _models_in(path)]
-    if model_name is not None:
-        if len(found) != 1:
+    for flag, value in (("--model-name", model_name), ("--format", format)):
+        if value is not None and len(found) != 1:
             names = ", ".join(m.shown for m in found)
             raise InvalidInput(
-                f"--model-name names the one model of PATH, but the paths hold {len(found)} "
-                f"models ({names}); leave it out to name each model after its file"
+                f"{flag} applies to the one model of PATH, but the paths hold {len(found)} "
+                f"models ({names}); leave it out, or give one model's PATH"
             )
-        found = [PathModel(check_model_name(model_name), found[0].path, found[0].mlflow)]
+    if format is not None:
+        if found[0].mlflow:
+            raise InvalidInput(
+                "--format applies to a model file; an MLflow model directory's MLmodel file "
+                "names its format"
+            )
+        found = [dataclasses.replace(found[0], format=format)]
+    if model_name is not None:
+        found = [dataclasses.replace(found[0], name=check_model_name(model_name))]
     for model in found:
         _check_name(model)
     seen: dict[str, PathModel] = {}
@@ -99,6 +113,7 @@ def register_models(
                     model.path,
                     name=model.name,
                     created_by=created_by,
+                    format=model.format,
                     trust_pickle=trust_pickle,
                 )
         except Conflict:

@@ -122,3 +122,19 @@ def test_an_mlflow_directory_is_imported_with_its_provenance(
     )
     (mv,) = register_models(registry, find_models([tmp_path / "models"]), created_by="tests")
     assert (mv.name, mv.source, mv.metadata["mlflow.flavor"]) == ("churn", "model.skops", "sklearn")
+
+
+def test_a_format_is_given_for_one_model_file_whose_name_does_not_tell_it(
+    registry: Registry, skops_file: Path, tmp_path: Path
+) -> None:
+    odd = copy(skops_file, tmp_path / "iris.model")
+    with pytest.raises(InvalidInput, match=r"cannot tell the format of 'iris\.model'.*--format"):
+        register_models(registry, find_models([odd]), created_by="tests")
+    (mv,) = register_models(registry, find_models([odd], format="sklearn"), created_by="tests")
+    assert (mv.name, mv.format) == ("iris", "sklearn")
+    with pytest.raises(InvalidInput, match="--format applies to the one model of PATH"):
+        find_models([odd, skops_file.parent], format="sklearn")
+    (tmp_path / "mlflow").mkdir()
+    (tmp_path / "mlflow" / "MLmodel").write_text("flavors: {}\n")
+    with pytest.raises(InvalidInput, match="--format applies to a model file"):
+        find_models([tmp_path / "mlflow"], format="sklearn")
