@@ -44,6 +44,57 @@ def environment() -> dict[str, str]:
     return {"registry": registry} if registry else {}
 
 
+SAGEMAKER_MODEL_DIR: Final = "/opt/ml/model"
+"""Where SageMaker puts the model (model.tar.gz, unpacked) in a serving container."""
+SAGEMAKER_MODEL_DIR_ENV: Final = "MODELPORT_SAGEMAKER_MODEL_DIR"
+"""Names another directory to take for SageMaker's model directory (for tests and trials)."""
+SAGEMAKER_PORT_ENV: Final = "SAGEMAKER_BIND_TO_PORT"
+"""The port SageMaker asks a container to listen on, when not its default 8080."""
+SAGEMAKER_PORT: Final = 8080
+TRUST_PICKLE_ENV: Final = "MODELPORT_TRUST_PICKLE"
+"""Set to 1 (or true, yes): what `--trust-pickle` says, for platforms that start the
+container with fixed arguments (SageMaker runs it with `serve` alone)."""
+_YES: Final = ("1", "true", "yes", "on")
+_NO: Final = ("", "0", "false", "no", "off")
+
+
+@dataclass(frozen=True, slots=True)
+class SageMakerContainer:
+    """What SageMaker's contract for a serving container gives: the model directory, the port."""
+
+    model_dir: str
+    port: int = SAGEMAKER_PORT
+
+
+def sagemaker_container() -> SageMakerContainer | None:
+    """SageMaker's contract when its model directory exists, else None.
+
+    The directory is $MODELPORT_SAGEMAKER_MODEL_DIR, else /opt/ml/model; the port is
+    $SAGEMAKER_BIND_TO_PORT, else 8080. InvalidInput when that variable is not a port number.
+    """
+    model_dir = os.environ.get(SAGEMAKER_MODEL_DIR_ENV) or SAGEMAKER_MODEL_DIR
+    if not os.path.isdir(model_dir):
+        return None
+    port_text = os.environ.get(SAGEMAKER_PORT_ENV, "").strip()
+    if not port_text:
+        return SageMakerContainer(model_dir)
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        raise InvalidInput(
+            f"{SAGEMAKER_PORT_ENV} must be a port number (1-65535), got {port_text!r}"
+        )
+    return SageMakerContainer(model_dir, int(port_text))
+
+
+def trust_pickle_from_environment() -> bool:
+    """Whether $MODELPORT_TRUST_PICKLE says pickle-family artifacts are trusted."""
+    value = os.environ.get(TRUST_PICKLE_ENV, "").strip().lower()
+    if value in _YES:
+        return True
+    if value in _NO:
+        return False
+    raise InvalidInput(f"{TRUST_PICKLE_ENV} must be 1 or 0 (true/false, yes/no), got {value!r}")
+
+
 LOG_LEVELS = ("debug", "info", "warning", "error")
 """The values `log_level` takes."""
 LOG_FORMATS = ("auto", "json", "text")

@@ -86,11 +86,16 @@ def load_config_file(path: Path) -> dict[str, Any]:
 
 
 def build_serve_settings(
-    flags: Mapping[str, Any], config_file: Path | None = None
+    flags: Mapping[str, Any],
+    config_file: Path | None = None,
+    *,
+    platform: Mapping[str, Any] | None = None,
 ) -> ServeSettings:
-    """Merge defaults < config file < environment < flags (flags that are None are unset).
+    """Merge defaults < config file < platform < environment < flags (flags that are None
+    are unset).
 
-    `flags` and the config file's `[serve]` table are flat (`http_port`, `tls_cert`, ...);
+    `flags`, `platform` (what a hosting platform's contract asks for, such as SageMaker's
+    port) and the config file's `[serve]` table are flat (`http_port`, `tls_cert`, ...);
     each key lands in its group.
     """
     values: dict[str, Any] = {}
@@ -104,9 +109,17 @@ def build_serve_settings(
             overrides[name] = model_settings(table, f"[models.{name}]")
     if "workers" in values and isinstance(values["workers"], str):
         values["workers"] = parse_workers(values["workers"])
+    values.update(platform or {})
     values.update(environment())
     values.update({k: v for k, v in flags.items() if v is not None})
     return _serve_settings(values, overrides)
+
+
+def registry_given(flags: Mapping[str, Any], config_file: Path | None = None) -> bool:
+    """Whether the flags, the environment or the config file's `[serve]` table name a registry."""
+    if flags.get("registry") is not None or "registry" in environment():
+        return True
+    return config_file is not None and "registry" in load_config_file(config_file).get("serve", {})
 
 
 def model_settings(values: Mapping[str, Any], where: str) -> ModelSettings:

@@ -36,6 +36,10 @@ from modelport.transports.rest import RestApp
 
 DRAIN_SECONDS = 1.0
 """How long a stopping server waits for keep-alive connections to end after their next answer."""
+GRACEFUL_SHUTDOWN_SECONDS = 10
+"""How long in-flight REST requests may then take before uvicorn cancels them. With
+DRAIN_SECONDS and gRPC's grace period, a stop fits the 30 seconds SageMaker (and Kubernetes'
+default terminationGracePeriodSeconds) allows between SIGTERM and SIGKILL."""
 
 
 class _Server(uvicorn.Server):
@@ -188,6 +192,6 @@ def uvicorn_config(
         proxy_headers=False,
         log_level=logging.WARNING,
         log_config=None,
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         **({} if tls is None else uvicorn_options(tls)),
     )

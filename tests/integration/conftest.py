@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,20 @@ _READY = "modelport ready:"
 class ServerProcess:
     """One `modelport serve` subprocess; its merged stdout/stderr is kept for failure reports."""
 
-    def __init__(self, args: Sequence[str]) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "MODELPORT_REGISTRY"}
-        env["PYTHONUNBUFFERED"] = "1"
+    def __init__(
+        self, args: Sequence[str], *, env: Mapping[str, str] | None = None, ports: bool = True
+    ) -> None:
+        """`env` is added to the server's environment; `ports=False` leaves out the
+        `--http-port 0 --grpc-port 0` every other server gets (for platforms that name the
+        port in the environment)."""
+        environ = {k: v for k, v in os.environ.items() if k != "MODELPORT_REGISTRY"}
+        environ["PYTHONUNBUFFERED"] = "1"
+        environ.update(env or {})
         # gRPC stays off unless a test asks for it (a later --grpc-port wins).
         self.args = [
             sys.executable,
-            *("-m", "modelport", "serve", "--http-port", "0", "--grpc-port", "0"),
+            *("-m", "modelport", "serve"),
+            *(("--http-port", "0", "--grpc-port", "0") if ports else ()),
             *args,
         ]
         self.output: list[str] = []
@@ -65,7 +72,7 @@ class ServerProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=env,
+            env=environ,
         )
         # The reader drains the pipe for the whole life of the process, so a chatty server
         # can never block on a full pipe.
@@ -185,13 +192,14 @@ ServerFactory = Callable[..., ServerProcess]
 def start_server() -> Iterator[ServerFactory]:
     """Start `modelport serve ARGS...` on port 0 and wait for it; each is stopped at the end.
 
-    Call with `ready=False` to get the process before it is ready (then call wait_ready).
+    Call with `ready=False` to get the process before it is ready (then call wait_ready);
+    `env=` and `ports=` go to ServerProcess.
     Teardown checks that every server still running exits 0 on SIGTERM.
     """
     started: list[ServerProcess] = []
 
-    def start(*args: str, ready: bool = True) -> ServerProcess:
-        server = ServerProcess(args)
+    def start(*args: str, ready: bool = True, **options: Any) -> ServerProcess:
+        server = ServerProcess(args, **options)
         started.append(server)
         return server.wait_ready() if ready else server
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 
 from modelport.config import (
+    SAGEMAKER_MODEL_DIR_ENV,
+    SAGEMAKER_PORT_ENV,
+    TRUST_PICKLE_ENV,
     AuthSettings,
     BrowserSettings,
     InferenceLogSettings,
@@ -16,10 +20,13 @@ from modelport.config import (
     MetricsSettings,
     ModelSettings,
     ModelsSettings,
+    SageMakerContainer,
     ServeSettings,
     TlsSettings,
     TracingSettings,
     environment,
+    sagemaker_container,
+    trust_pickle_from_environment,
 )
 from modelport.errors import InvalidInput
 
@@ -162,3 +169,32 @@ def test_allowed_hosts_are_names_without_a_port(host: str) -> None:
 def test_cors_origins_are_scheme_host_and_port(origin: str) -> None:
     with pytest.raises(InvalidInput, match="cors_origins takes origins like"):
         BrowserSettings(cors_origins=(origin,))
+
+
+def test_the_sagemaker_contract_applies_where_its_model_directory_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SAGEMAKER_MODEL_DIR_ENV, str(tmp_path / "missing"))
+    monkeypatch.setenv(SAGEMAKER_PORT_ENV, "9090")
+    assert sagemaker_container() is None
+    monkeypatch.setenv(SAGEMAKER_MODEL_DIR_ENV, str(tmp_path))
+    assert sagemaker_container() == SageMakerContainer(str(tmp_path), 9090)
+    monkeypatch.delenv(SAGEMAKER_PORT_ENV)
+    assert sagemaker_container() == SageMakerContainer(str(tmp_path), 8080)
+    for bad in ("http", "0", "70000"):
+        monkeypatch.setenv(SAGEMAKER_PORT_ENV, bad)
+        with pytest.raises(InvalidInput, match="SAGEMAKER_BIND_TO_PORT must be a port number"):
+            sagemaker_container()
+
+
+def test_trusting_pickles_from_the_environment_takes_yes_or_no(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(TRUST_PICKLE_ENV, raising=False)
+    assert trust_pickle_from_environment() is False
+    for value, expected in (("1", True), ("TRUE", True), ("yes", True), ("0", False), ("", False)):
+        monkeypatch.setenv(TRUST_PICKLE_ENV, value)
+        assert trust_pickle_from_environment() is expected
+    monkeypatch.setenv(TRUST_PICKLE_ENV, "maybe")
+    with pytest.raises(InvalidInput, match="MODELPORT_TRUST_PICKLE must be 1 or 0"):
+        trust_pickle_from_environment()

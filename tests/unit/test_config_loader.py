@@ -13,6 +13,7 @@ from modelport.config import LimitSettings, ModelSettings, ServeSettings
 from modelport.config_loader import (
     build_serve_settings,
     load_config_file,
+    registry_given,
     serve_default,
     serve_keys,
     shown_default,
@@ -128,6 +129,30 @@ def test_defaults_then_file_then_environment_then_flags(
     assert settings.registry == "from-flag"
     assert settings.listen.http_port == 9000  # a flag that is None is not given
     assert settings.listen.grpc_port == 0
+
+
+def test_a_platform_sits_above_the_file_and_below_environment_and_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = config(tmp_path, '[serve]\nhttp_port = 9000\nhost = "127.0.0.2"\n')
+    platform = {"http_port": 9100, "host": "0.0.0.0", "registry": "from-platform"}
+    settings = build_serve_settings({}, path, platform=platform)
+    assert (settings.listen.http_port, settings.listen.host) == (9100, "0.0.0.0")
+    monkeypatch.setenv("MODELPORT_REGISTRY", "from-env")
+    settings = build_serve_settings({"http_port": 9200}, path, platform=platform)
+    assert (settings.listen.http_port, settings.registry) == (9200, "from-env")
+
+
+def test_a_registry_is_given_by_a_flag_the_environment_or_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MODELPORT_REGISTRY", raising=False)
+    plain = config(tmp_path, "[serve]\nhttp_port = 9000\n")
+    assert not registry_given({"registry": None}, plain)
+    assert registry_given({"registry": "r"})
+    assert registry_given({}, config(tmp_path, '[serve]\nregistry = "r"\n'))
+    monkeypatch.setenv("MODELPORT_REGISTRY", "r")
+    assert registry_given({})
 
 
 def test_model_tables_become_overrides(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ def main() -> None:
     Quick start:
       modelport demo                 # train and register the demo models
       modelport serve                # serve them on http://127.0.0.1:8080
+      modelport serve model.skops    # or serve a model file (or a folder) directly
       curl localhost:8080/v2/models/iris
       modelport batch iris rows.parquet --output scores/   # score a file
       modelport stream iris --source URL --sink URL        # answer a topic

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,15 @@ from modelport.config import (
     METRICS_TLS_MODES,
     OVERFLOW_POLICIES,
     TRACE_EXPORTERS,
+    TRUST_PICKLE_ENV,
     current_user,
     parse_workers,
     registry_location,
+    sagemaker_container,
+    trust_pickle_from_environment,
 )
-from modelport.config_loader import build_serve_settings
+from modelport.config_loader import build_serve_settings, registry_given
+from modelport.errors import InvalidInput
 
 model_options = option_group(
     [
@@ -120,6 +125,30 @@ observability_options = option_group(
 
 
 @click.command()
+@click.argument(
+    "paths", metavar="[PATH]...", nargs=-1, type=click.Path(exists=True, path_type=Path)
+)
+@click.option(
+    "--model-name",
+    metavar="NAME",
+    default=None,
+    help="With a PATH that holds one model: serve it under NAME. Default: the file's stem "
+    "(iris for iris.skops; an MLflow model directory: its name).",
+)
+@click.option(
+    "--format",
+    "fmt",
+    metavar="F",
+    default=None,
+    help="With a PATH that holds one model file: its format, as `models push --format` takes "
+    "it. Default: told from the file's name and content.",
+)
+@click.option(
+    "--trust-pickle",
+    is_flag=True,
+    help="With PATH: allow pickle, joblib and cloudpickle files, as `models push --trust-pickle`"
+    f" does (or set {TRUST_PICKLE_ENV}=1). Loading one runs code: only for files you trust.",
+)
 @registry_option
 @setting_option("host", "--host", help="Address to bind.")
 @setting_option("http_port", "--http-port", type=int, help="REST port (0 picks a free one).")
@@ -252,25 +281,82 @@ observability_options = option_group(
     type=float,
     help="Requests a caller may send at once before --rate-limit applies.",
 )
-def serve(config_file: Path | None, workers: str | None, **flags: Any) -> None:
-    """Serve the registry's models over the Open Inference Protocol (REST and gRPC).
+def serve(
+    paths: tuple[Path, ...],
+    model_name: str | None,
+    fmt: str | None,
+    trust_pickle: bool,
+    config_file: Path | None,
+    workers: str | None,
+    **flags: Any,
+) -> None:
+    """Serve models over the Open Inference Protocol (REST and gRPC): a registry's, or PATH's.
+
+    \b
+      modelport serve                       # the registry's models (./.modelport by default)
+      modelport serve iris.skops            # one file, served as model "iris"
+      modelport serve iris_model.pkl --trust-pickle --model-name iris
+      modelport serve models/ other.onnx    # every model in models/, and other.onnx
+      modelport serve /mnt/models --model-name iris
+
+    Without PATH it serves the models of the registry. It follows the registry while it
+    runs: new versions and alias moves (`models alias`, `models rollback`) take effect within
+    about a second, with no restart.
+
+    PATH is a model file of any format `models push` takes, an MLflow model directory (with an
+    MLmodel file), or a directory such as KServe's /mnt/models: each model file in it (and
+    each MLflow directory) is one model, named after its file's stem; --model-name names a
+    PATH that holds one model. The models are registered as `models push` registers them,
+    with the same trust rules (pickle-family files need --trust-pickle), in --registry, else
+    in a temporary registry that is removed at exit, and only they are served.
+
+    In a SageMaker container (`serve` alone, with /opt/ml/model present and no registry
+    named) it serves the models in /opt/ml/model on port 8080 ($SAGEMAKER_BIND_TO_PORT) of
+    every address, with gRPC off and no credential of its own: SageMaker authenticates the
+    calls to the endpoint. SIGTERM drains within SageMaker's 30 seconds.
 
     Prints where it listens, then a "ready" line once the models are loaded.
-    Follows the registry while it runs: new versions and alias moves (`models alias`,
-    `models rollback`) take effect within about a second, with no restart.
     Every inference is recorded in the inference log (`modelport logs`); metrics are at
     /metrics. Ctrl-C (or SIGTERM) finishes in-flight requests, writes their records and stops.
     """
+    from modelport.cli.serve_paths import sagemaker_settings, serve_paths
     from modelport.observability.access_log import configure_logging
     from modelport.server import serve as run
 
-    with reported():
+    with reported(), contextlib.ExitStack() as stack:
         # Every other option is named as its setting; None means "not given".
         for repeatable in ("models", "allowed_hosts", "cors_origins"):
             flags[repeatable] = flags[repeatable] or None
         flags["workers"] = None if workers is None else parse_workers(workers)
-        settings = build_serve_settings(flags, config_file)
+        own_registry = registry_given(flags, config_file)
+        platform = None
+        container = None if paths or own_registry else sagemaker_container()
+        if container is not None:
+            paths = (Path(container.model_dir),)
+            platform = sagemaker_settings(container)
+        settings = build_serve_settings(flags, config_file, platform=platform)
         configure_logging(settings.logging.level, settings.logging.format, sys.stderr)
+        if container is not None:
+            click.echo(
+                f"SageMaker container: serving the models in {container.model_dir} on port "
+                f"{settings.listen.http_port}"
+            )
+        if paths:
+            settings = serve_paths(
+                settings,
+                paths,
+                stack,
+                model_name=model_name,
+                format=fmt,
+                trust_pickle=trust_pickle or trust_pickle_from_environment(),
+                own_registry=own_registry,
+                echo=click.echo,
+            )
+        else:
+            given = {"--model-name": model_name, "--format": fmt, "--trust-pickle": trust_pickle}
+            for flag, value in given.items():
+                if value:
+                    raise InvalidInput(f"{flag} applies to the models of a PATH; give the PATH")
         status = run(settings, announce=lambda line: click.echo(line, nl=True))
     sys.exit(status)
 
