@@ -75,10 +75,10 @@ def error_of(reply: httpx.Response | requests.Response, status: int, code: str) 
     return message
 
 
-def test_ping_is_200_with_mlflow_s_answer(http: httpx.Client) -> None:
+def test_ping_is_200_when_ready(http: httpx.Client) -> None:
     reply = http.get("/ping")
     assert reply.status_code == 200
-    assert reply.content == b"\n"
+    assert reply.json() == {"ready": True}
     assert "x-request-id" in reply.headers
 
 

@@ -50,7 +50,9 @@ from modelport.transports.routes import Handler, Route
 TARGET_MODEL: Final = b"x-amzn-sagemaker-target-model"
 _FORMATS: Final = ("dataframe_split", "dataframe_records", "instances", "inputs")
 _ANSWERS: Final = (JSON_TYPE, CSV_TYPE, AVRO_TYPE)
-_PING: Final = b"\n"
+_PING: Final = orjson.dumps({"ready": True})
+"""What /ping answers when ready (SageMaker reads only the status; MLflow sends a bare line
+break as JSON, which is not JSON)."""
 _MLFLOW: Final = "invocations"
 """The protocol label of MLflow's routes (SageMaker's multi-model ones are "sagemaker")."""
 _CSV: Final = (b"content-type", b"text/csv; charset=utf-8")
