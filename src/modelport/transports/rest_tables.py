@@ -40,6 +40,7 @@ from modelport.serving.record_mapping import RecordMapping, output_records
 JSON_TYPE: Final = "application/json"
 CSV_TYPE: Final = "text/csv"
 AVRO_TYPE: Final = "application/avro"
+_FLOATS: Final = frozenset({"FP16", "FP32", "FP64"})
 _MAPPINGS_KEPT: Final = 64
 """How many resolved mappings a `Tables` keeps (per version and header)."""
 
@@ -195,6 +196,9 @@ def predictions_json(response: InferResponse, extra: dict[str, Any] | None = Non
 
 def predictions_csv(response: InferResponse) -> bytes:
     """One CSV line per row: the outputs' values in order, a `[-1, K]` output as K cells."""
+    quick = _csv_numbers(response)
+    if quick is not None:
+        return quick
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     for record in output_records(response, native=True):
@@ -206,6 +210,22 @@ def predictions_csv(response: InferResponse) -> bytes:
                 line.append(_cell(value))
         writer.writerow(line)
     return out.getvalue().encode()
+
+
+def _csv_numbers(response: InferResponse) -> bytes | None:
+    """`predictions_csv` for finite numbers and booleans in 1-D or 2-D outputs, written by
+    orjson a whole output at a time; None for anything else (the csv module writes it)."""
+    lines: list[list[bytes]] = []
+    for tensor in response.outputs:
+        data = np.asarray(tensor.data)
+        if data.dtype.kind not in "biuf" or data.ndim not in (1, 2) or len(data) == 0:
+            return None
+        if data.dtype.kind == "f" and not np.isfinite(data).all():
+            return None
+        rows = data.reshape(len(data), -1)
+        text = orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY)
+        lines.append(text[2:-2].split(b"],["))
+    return b"".join(b",".join(cells) + b"\n" for cells in zip(*lines, strict=True))
 
 
 def predictions_avro(response: InferResponse, version: ModelVersion) -> bytes:
@@ -264,6 +284,10 @@ def _placed(
     """Records from positional rows: each row's values cut into the inputs' columns."""
     fixed = sum(1 if c.width is None else c.width for c in columns)
     any_width = len(columns) == 1 and columns[0].width == -1
+    if cells and all(c.spec.datatype in _FLOATS for c in columns):
+        quick = _placed_floats(rows, columns, None if any_width else fixed)
+        if quick is not None:
+            return quick
     records: list[dict[str, Any]] = []
     width: int | None = None
     for index, row in enumerate(rows):
@@ -297,6 +321,31 @@ def _placed(
                 at += count
         records.append(record)
     return records
+
+
+def _placed_floats(
+    rows: Sequence[Any], columns: list[_Column], width: int | None
+) -> list[dict[str, Any]] | None:
+    """`_placed` for text cells that all feed floating-point inputs, read by numpy in one go;
+    None when a row or cell does not fit (the checked path then names it)."""
+    try:
+        values = np.array(rows, dtype=np.float64)
+    except (ValueError, TypeError):
+        return None
+    if values.ndim != 2 or values.shape[1] == 0 or (width is not None and values.shape[1] != width):
+        return None
+    parts: list[list[Any]] = []
+    at = 0
+    for column in columns:
+        if column.width is None:
+            parts.append(values[:, at].tolist())
+            at += 1
+        else:
+            count = values.shape[1] if column.width == -1 else column.width
+            parts.append(values[:, at : at + count].tolist())
+            at += count
+    names = [c.spec.name for c in columns]
+    return [dict(zip(names, row, strict=True)) for row in zip(*parts, strict=True)]
 
 
 def _named(
