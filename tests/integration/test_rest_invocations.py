@@ -21,6 +21,7 @@ import requests
 from mlflow.pyfunc.scoring_server.client import ScoringServerClient
 
 from .conftest import ServerFactory, ServerProcess
+from .test_security import make_keys
 
 pytestmark = pytest.mark.integration
 
@@ -296,3 +297,25 @@ def test_multi_model_api(solo_http: httpx.Client, expected: dict[str, Any]) -> N
     nameless = solo_http.post("/models", json={"url": url})
     assert "model_name" in error_of(nameless, 400, "BAD_REQUEST")
     assert solo_http.get("/models/no-such-model").status_code == 404
+
+
+def test_the_same_guard_answers_in_mlflow_s_shape(
+    start_server: ServerFactory, registry_dir: Path
+) -> None:
+    keys = make_keys(registry_dir)
+    server = start_server("--registry", str(registry_dir), "--require-auth")
+    document = {"dataframe_split": {"data": ROWS}}
+    with httpx.Client(base_url=server.url, timeout=30.0) as http:
+        assert http.get("/ping").status_code == 200
+        anonymous = http.post("/invocations", json=document)
+        assert "x-api-key" in error_of(anonymous, 401, "UNAUTHENTICATED")
+        infer = {"x-api-key": keys["infer"]}
+        reply = http.post("/invocations", json=document, headers=infer)
+        assert reply.status_code == 200, reply.text
+        assert [p["predict"] for p in reply.json()["predictions"]] == [0, 2]
+        refused = http.delete("/models/iris", headers=infer)
+        assert "admin" in error_of(refused, 403, "PERMISSION_DENIED")
+        unloaded = http.delete("/models/iris", headers={"x-api-key": keys["admin"]})
+        assert unloaded.status_code == 200, unloaded.text
+    assert server.stop() == 0
+    assert "unload iris version 1 by admin-key@127.0.0.1: done" in server.log()
