@@ -232,6 +232,7 @@ def test_avro_round_trip(solo_http: httpx.Client, expected: dict[str, Any]) -> N
         (b"1,2,3,4\n1,2,3\n", "text/csv", "CSV row 2 has 3 value(s)"),
         (b"1,2,three,4\n", "text/csv", "CSV row 1, column 3"),
         (b"1,2,3,4\n", "text/csv; charset=latin-1", "UTF-8"),
+        (b'{"columns": ["a"], "data": [[1]]}', "application/json; format=pandas-split", "format"),
         (b"not avro", "application/avro", "Avro object container file"),
         (b"a=1", "application/x-www-form-urlencoded", "text/csv"),
     ],

@@ -125,6 +125,13 @@ class InvocationsEndpoints:
         charset = params.pop("charset", "utf-8")
         if charset not in ("utf-8", "utf8"):
             raise InvalidInput(f"the body must be UTF-8, not charset {charset!r}")
+        if params:
+            # MLflow 1 took `format=pandas-split` and the like; MLflow 2 refuses them too.
+            raise InvalidInput(
+                f"Content-Type parameter(s) {', '.join(sorted(params))} are not taken (MLflow 2's "
+                "protocol): send plain application/json with the rows under dataframe_split, "
+                "dataframe_records, instances or inputs"
+            )
         body = await request.body()
         if kind in ("", JSON_TYPE):
             infer = self._json_request(body, version)
