@@ -314,10 +314,12 @@ def _placed(
                 at += 1
             else:
                 count = len(row) if column.width == -1 else column.width
-                record[spec.name] = [
-                    _value(v, spec, cells, number, at + k, what)
-                    for k, v in enumerate(row[at : at + count])
-                ]
+                values = row[at : at + count]
+                if cells:
+                    values = [
+                        _value(v, spec, True, number, at + k, what) for k, v in enumerate(values)
+                    ]
+                record[spec.name] = values
                 at += count
         records.append(record)
     return records
