@@ -298,6 +298,7 @@ def test_multi_model_api(solo_http: httpx.Client, expected: dict[str, Any]) -> N
     nameless = solo_http.post("/models", json={"url": url})
     assert "model_name" in error_of(nameless, 400, "BAD_REQUEST")
     assert solo_http.get("/models/no-such-model").status_code == 404
+    assert 'protocol="sagemaker"' in solo_http.get("/metrics").text
 
 
 def test_the_same_guard_answers_in_mlflow_s_shape(

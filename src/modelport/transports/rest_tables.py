@@ -15,6 +15,7 @@ the input takes numbers, is InvalidInput naming the row (1 is the first line of 
 from __future__ import annotations
 
 import csv
+import importlib.util
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,11 +24,12 @@ from typing import Any, Final
 import numpy as np
 import orjson
 
-from modelport.errors import InvalidInput
+from modelport.errors import InvalidInput, Unsupported
 from modelport.protocol.signature import TensorSpec
 from modelport.protocol.types import InferRequest, InferResponse, Parameters
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.avro_records import (
+    AVRO_EXTRA,
     output_fields,
     output_schema,
     parse_schema,
@@ -154,6 +156,7 @@ class Tables:
         self, body: bytes, version: ModelVersion, parameters: Parameters | None = None
     ) -> InferRequest:
         """The request for an Avro object container file of records."""
+        require_avro()
         container = read_container(body)
         fields = parse_schema(container.schema, "the body's writer schema").fields
         if fields is None:
@@ -174,6 +177,12 @@ class Tables:
                 self._mappings.clear()
             self._mappings[key] = mapping
         return mapping
+
+
+def require_avro() -> None:
+    """Unsupported, naming the extra to install, when fastavro is missing."""
+    if importlib.util.find_spec("fastavro") is None:
+        raise Unsupported(f"Avro bodies need the fastavro library: {AVRO_EXTRA}")
 
 
 # -- answers -------------------------------------------------------------------------------
@@ -230,6 +239,7 @@ def _csv_numbers(response: InferResponse) -> bytes | None:
 
 def predictions_avro(response: InferResponse, version: ModelVersion) -> bytes:
     """An Avro container file of one answer record per row (`avro_records.output_schema`)."""
+    require_avro()
     schema = parse_schema(output_schema(version), f"the answer schema of {version.name!r}")
     fields = output_fields(version)
     provenance = {
