@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from modelport._version import __version__
+from modelport.transports.openapi_invocations import PATHS as INVOCATIONS_PATHS
 from modelport.transports.openapi_schemas import COUNT, REQUEST_ID, SCHEMAS, STRING, Schema, ref
 
 HEADER_LENGTH: Final = "Inference-Header-Content-Length"
@@ -349,7 +350,15 @@ _PATHS: Final[dict[str, Schema]] = {
     ),
 }
 
-_TAGS: Final = ("health", "metadata", "inference", "monitoring", "repository", "documentation")
+_TAGS: Final = (
+    "health",
+    "metadata",
+    "inference",
+    "monitoring",
+    "repository",
+    "documentation",
+    "mlflow-sagemaker",
+)
 _DOCUMENT: Final[Schema] = {
     "openapi": "3.1.0",
     "info": {
@@ -361,7 +370,7 @@ _DOCUMENT: Final[Schema] = {
         "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
     },
     "tags": [{"name": name} for name in _TAGS],
-    "paths": _PATHS,
+    "paths": {**_PATHS, **INVOCATIONS_PATHS},
     "components": {
         "schemas": SCHEMAS,
         "responses": _RESPONSES,

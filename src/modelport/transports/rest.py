@@ -24,6 +24,7 @@ from modelport.serving.requests import admit, internal_error, retry_after
 from modelport.serving.telemetry import NoTelemetry, Telemetry
 from modelport.transports.browser import BrowserPolicy, cors_headers, preflight_headers
 from modelport.transports.openapi import OPENAPI
+from modelport.transports.rest_invocations import InvocationsEndpoints
 from modelport.transports.rest_oip import OipEndpoints
 from modelport.transports.rest_request import (
     HTML,
@@ -91,7 +92,13 @@ class RestApp:
         self._max_body = max_body_bytes
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
-        self.router = Router([*self._pages(), *OipEndpoints(dataplane).routes()])
+        self.router = Router(
+            [
+                *self._pages(),
+                *OipEndpoints(dataplane).routes(),
+                *InvocationsEndpoints(dataplane).routes(),
+            ]
+        )
         """Every route of the API, matched in one walk of the path."""
         self._draining = False
 

@@ -25,7 +25,7 @@ from modelport.protocol.datatypes import DATATYPES
 from modelport.protocol.signature import TensorSpec
 from modelport.protocol.types import InferRequest, InferResponse, RequestedOutput, Tensor
 from modelport.serving.dataplane import DataPlane
-from modelport.transports import openapi, swagger_ui
+from modelport.transports import openapi, openapi_invocations, swagger_ui
 from modelport.transports.rest import RestApp
 from modelport.transports.routes import Route
 
@@ -63,6 +63,15 @@ def validator(document: dict[str, Any], name: str) -> OAS31Validator:
     return OAS31Validator({"components": document["components"], "$ref": schema_ref(name)})
 
 
+def resolved(document: dict[str, Any], item: dict[str, Any]) -> dict[str, Any]:
+    """`item`, or the component its `$ref` names."""
+    if "$ref" not in item:
+        return item
+    _, kind, name = item["$ref"].removeprefix("#/").split("/")
+    found: dict[str, Any] = document["components"][kind][name]
+    return found
+
+
 def schema_ref(name: str) -> str:
     return f"#/components/schemas/{name}"
 
@@ -98,12 +107,11 @@ def test_operation_ids_are_unique(document: dict[str, Any]) -> None:
 
 
 def test_path_parameters_match_the_path(document: dict[str, Any]) -> None:
-    parameters = document["components"]["parameters"]
     for _, path, operation in operations(document):
         declared = {
-            parameters[p["$ref"].rpartition("/")[2]]["name"]
-            for p in operation["parameters"]
-            if parameters[p["$ref"].rpartition("/")[2]]["in"] == "path"
+            p["name"]
+            for p in (resolved(document, p) for p in operation["parameters"])
+            if p["in"] == "path"
         }
         assert declared == set(re.findall(r"\{(\w+)\}", path)), path
 
@@ -111,14 +119,19 @@ def test_path_parameters_match_the_path(document: dict[str, Any]) -> None:
 def test_every_operation_documents_its_errors(
     document: dict[str, Any], open_paths: set[str]
 ) -> None:
-    responses = document["components"]["responses"]
     for _, path, operation in operations(document):
         codes = set(operation["responses"])
         assert {"200", "400", "500", "503"} <= codes, path
         assert ({"401", "403"} <= codes) is (path not in open_paths), path
+        # Each protocol's errors have its own body: MLflow's on its paths, else the OIP's.
+        shape = (
+            openapi_invocations.ERROR
+            if path in openapi_invocations.PATHS
+            else {"$ref": schema_ref("Error")}
+        )
         for code in codes - {"200"}:
-            error = responses[operation["responses"][code]["$ref"].rpartition("/")[2]]
-            assert error["content"]["application/json"]["schema"] == {"$ref": schema_ref("Error")}
+            error = resolved(document, operation["responses"][code])
+            assert error["content"]["application/json"]["schema"] == shape, (path, code)
 
 
 def test_open_endpoints_need_no_credential(document: dict[str, Any], open_paths: set[str]) -> None:
@@ -145,12 +158,18 @@ def test_examples_fit_their_schemas_and_the_infer_example_decodes(
         if "example" not in media:
             continue
         found += 1
-        name = media["schema"]["$ref"].rpartition("/")[2]
-        validator(document, name).validate(media["example"])
+        schema = media["schema"]
+        if "$ref" in schema:
+            validator(document, schema["$ref"].rpartition("/")[2]).validate(media["example"])
+        else:
+            OAS31Validator({"components": document["components"], **schema}).validate(
+                media["example"]
+            )
         if path.endswith("/infer"):
             request = codec_json.decode_request(json.dumps(media["example"]).encode())
             assert request.inputs[0].data.shape == (1, 4)
-    assert found == 6  # two infer paths, feedback, index, load, unload
+    # two infer paths, feedback, index, load, unload; /invocations, its /models form, /models
+    assert found == 9
 
 
 def response() -> InferResponse:
