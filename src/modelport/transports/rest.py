@@ -36,6 +36,7 @@ from modelport.transports.rest_request import (
     Send,
     segments,
 )
+from modelport.transports.rest_tfserving import TfServingEndpoints
 from modelport.transports.routes import ErrorBody, MethodNotAllowed, Route, Router
 from modelport.transports.swagger_ui import SWAGGER_UI
 
@@ -91,7 +92,13 @@ class RestApp:
         self._max_body = max_body_bytes
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
-        self.router = Router([*self._pages(), *OipEndpoints(dataplane).routes()])
+        self.router = Router(
+            [
+                *self._pages(),
+                *OipEndpoints(dataplane).routes(),
+                *TfServingEndpoints(dataplane).routes(),
+            ]
+        )
         """Every route of the API, matched in one walk of the path."""
         self._draining = False
 

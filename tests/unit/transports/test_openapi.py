@@ -118,7 +118,10 @@ def test_every_operation_documents_its_errors(
         assert ({"401", "403"} <= codes) is (path not in open_paths), path
         for code in codes - {"200"}:
             error = responses[operation["responses"][code]["$ref"].rpartition("/")[2]]
-            assert error["content"]["application/json"]["schema"] == {"$ref": schema_ref("Error")}
+            # The OIP's Error, or another protocol's own error shape (e.g. MessageError).
+            schema = error["content"]["application/json"]["schema"]
+            assert schema["$ref"].startswith(schema_ref("")), path
+            assert schema["$ref"].endswith("Error"), path
 
 
 def test_open_endpoints_need_no_credential(document: dict[str, Any], open_paths: set[str]) -> None:
@@ -144,13 +147,13 @@ def test_examples_fit_their_schemas_and_the_infer_example_decodes(
         media = operation.get("requestBody", {}).get("content", {}).get("application/json", {})
         if "example" not in media:
             continue
-        found += 1
+        found += path.startswith("/v2/")
         name = media["schema"]["$ref"].rpartition("/")[2]
         validator(document, name).validate(media["example"])
         if path.endswith("/infer"):
             request = codec_json.decode_request(json.dumps(media["example"]).encode())
             assert request.inputs[0].data.shape == (1, 4)
-    assert found == 6  # two infer paths, feedback, index, load, unload
+    assert found == 6  # OIP: two infer paths, feedback, index, load, unload
 
 
 def response() -> InferResponse:

@@ -1,0 +1,274 @@
+"""The OpenAPI description of the row-format protocols: TF Serving REST / KServe v1.
+
+`PATHS`, `SCHEMAS`, `RESPONSES` and `PARAMETERS` are merged into the document by `openapi`.
+Their errors are the protocols' own `{"error": "..."}` (the `MessageError` responses), with
+the status codes of the error table.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from modelport.transports.openapi_schemas import COUNT, STRING, Schema, ref
+
+_ERRORS: Final[dict[str, str]] = {
+    "400": "The body is malformed or does not fit the model's signature.",
+    "401": "No valid credential (the server runs with --require-auth).",
+    "403": "The credential lacks the scope this endpoint needs.",
+    "404": "Unknown model, version or label, or unknown method after the colon.",
+    "413": "The request body (after decompression) is larger than the server accepts.",
+    "429": "Too many requests; retry later.",
+    "500": "A genuine fault; the server log has details under the x-request-id.",
+    "501": "Not offered (:classify, :regress, :explain, a body format the server lacks).",
+    "503": "Not ready (the model is loading or failed to load), or overloaded.",
+    "504": "The request ran past its deadline.",
+}
+_COMMON: Final = ("400", "500", "503", "504")
+_GUARDED: Final = ("401", "403", "429")
+_REQUEST_ID: Final[Schema] = {"$ref": "#/components/headers/RequestId"}
+_PROVENANCE: Final[dict[str, Schema]] = {
+    "x-request-id": _REQUEST_ID,
+    "x-model-version": {
+        "description": "The model version that answered.",
+        "required": True,
+        "schema": STRING,
+    },
+    "x-model-sha256": {
+        "description": "The SHA-256 digest of that version's artifact.",
+        "required": True,
+        "schema": STRING,
+    },
+}
+
+_ANY: Final[Schema] = {}
+_VALUES: Final[Schema] = {"type": "array"}
+_STATUS_ENTRY: Final[Schema] = {
+    "type": "object",
+    "required": ["version", "state", "status"],
+    "properties": {
+        "version": STRING,
+        "state": STRING,
+        "status": {
+            "type": "object",
+            "properties": {"error_code": STRING, "error_message": STRING},
+        },
+    },
+}
+SCHEMAS: Final[dict[str, Schema]] = {
+    "MessageError": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {"type": "string", "description": "What went wrong and how to fix it."}
+        },
+    },
+    "TfModelStatus": {
+        "type": "object",
+        "required": ["model_version_status"],
+        "properties": {"model_version_status": {"type": "array", "items": _STATUS_ENTRY}},
+    },
+    "TfModelMetadata": {
+        "type": "object",
+        "required": ["model_spec", "metadata"],
+        "properties": {
+            "model_spec": {
+                "type": "object",
+                "required": ["name", "version"],
+                "properties": {"name": STRING, "signature_name": STRING, "version": STRING},
+            },
+            "metadata": {"type": "object"},
+        },
+    },
+    "TfPredictRequest": {
+        "type": "object",
+        "description": 'The row format ("instances": one entry per row) or the columnar '
+        'format ("inputs": a tensor, or an object of tensors by input name). BYTES values '
+        'may be {"b64": "<base64>"}.',
+        "properties": {
+            "signature_name": STRING,
+            "instances": _VALUES,
+            "inputs": _ANY,
+        },
+    },
+    "TfPredictResponse": {
+        "type": "object",
+        "description": '"predictions" for the row format (per row: the single output, or an '
+        'object by output name); "outputs" for the columnar format.',
+        "properties": {"predictions": _VALUES, "outputs": _ANY},
+    },
+}
+
+RESPONSES: Final[dict[str, Schema]] = {
+    f"MessageError{code}": {
+        "description": description,
+        "headers": {
+            "x-request-id": _REQUEST_ID,
+            "Retry-After": {
+                "description": "Seconds to wait before retrying (overloaded, rate limited).",
+                "schema": COUNT,
+            },
+        },
+        "content": {"application/json": {"schema": ref("MessageError")}},
+    }
+    for code, description in _ERRORS.items()
+}
+
+PARAMETERS: Final[dict[str, Schema]] = {
+    "TfModelName": {
+        "name": "model_name",
+        "in": "path",
+        "required": True,
+        "schema": STRING,
+        "example": "iris",
+    },
+    "TfModelNameVerb": {
+        "name": "model_name",
+        "in": "path",
+        "required": True,
+        "description": "The model name and the method: NAME:predict.",
+        "schema": STRING,
+        "example": "iris:predict",
+    },
+    "TfModelVersion": {
+        "name": "model_version",
+        "in": "path",
+        "required": True,
+        "schema": STRING,
+        "example": "1",
+    },
+    "TfModelVersionVerb": {
+        "name": "model_version",
+        "in": "path",
+        "required": True,
+        "description": "The version number and the method: V:predict.",
+        "schema": STRING,
+        "example": "1:predict",
+    },
+    "TfModelLabel": {
+        "name": "model_label",
+        "in": "path",
+        "required": True,
+        "description": "A label: a registry alias.",
+        "schema": STRING,
+        "example": "stable",
+    },
+    "TfModelLabelVerb": {
+        "name": "model_label",
+        "in": "path",
+        "required": True,
+        "description": "A label (a registry alias) and the method: LABEL:predict.",
+        "schema": STRING,
+        "example": "stable:predict",
+    },
+}
+
+
+def operation(
+    operation_id: str,
+    tag: str,
+    summary: str,
+    ok: Schema,
+    *,
+    scope: str | None,
+    errors: tuple[str, ...] = (),
+    path: tuple[str, ...] = (),
+    body: Schema | None = None,
+    example: Any = None,
+    headers: dict[str, Schema] | None = None,
+) -> Schema:
+    """One operation answering JSON, with `MessageError` errors; `scope` None: open."""
+    if scope is None:
+        access = "Open to everyone, even with --require-auth."
+        codes = {*_COMMON, *errors}
+    else:
+        access = f"Needs the `{scope}` scope when the server runs with --require-auth."
+        codes = {*_COMMON, *_GUARDED, *errors}
+    result: Schema = {
+        "operationId": operation_id,
+        "tags": [tag],
+        "summary": summary,
+        "description": f"{summary} {access}",
+        "parameters": [
+            {"$ref": f"#/components/parameters/{name}"} for name in (*path, "RequestId")
+        ],
+        "responses": {
+            "200": {
+                "description": "The answer.",
+                "headers": headers or {"x-request-id": _REQUEST_ID},
+                "content": {"application/json": {"schema": ok}},
+            },
+            **{c: {"$ref": f"#/components/responses/MessageError{c}"} for c in sorted(codes)},
+        },
+    }
+    if scope is None:
+        result["security"] = []
+    if body is not None:
+        media: Schema = {"schema": body}
+        if example is not None:
+            media["example"] = example
+        result["requestBody"] = {"required": True, "content": {"application/json": media}}
+    return result
+
+
+_IRIS_ROWS: Final = {"instances": [[5.1, 3.5, 1.4, 0.2]]}
+_PLACES: Final = (
+    ("", "/v1/models/{model_name}", ("TfModelName",), ("TfModelNameVerb",)),
+    (
+        "Version",
+        "/v1/models/{model_name}/versions/{model_version}",
+        ("TfModelName", "TfModelVersion"),
+        ("TfModelName", "TfModelVersionVerb"),
+    ),
+    (
+        "Label",
+        "/v1/models/{model_name}/labels/{model_label}",
+        ("TfModelName", "TfModelLabel"),
+        ("TfModelName", "TfModelLabelVerb"),
+    ),
+)
+
+
+def _tf_paths() -> dict[str, Schema]:
+    paths: dict[str, Schema] = {}
+    for infix, place, names, verbs in _PLACES:
+        paths[place] = {
+            "get": operation(
+                f"tfServingStatus{infix}",
+                "tfserving",
+                "TF Serving model status: each loaded version, AVAILABLE.",
+                ref("TfModelStatus"),
+                scope="metadata",
+                errors=("404",),
+                path=names,
+            ),
+            "post": operation(
+                f"tfServingPredict{infix}",
+                "tfserving",
+                "TF Serving / KServe v1 predict (the path ends in :predict; :classify, "
+                ":regress and :explain answer 501).",
+                ref("TfPredictResponse"),
+                scope="infer",
+                errors=("404", "413", "501"),
+                path=verbs,
+                body=ref("TfPredictRequest"),
+                example=_IRIS_ROWS,
+                headers=_PROVENANCE,
+            ),
+        }
+        paths[f"{place}/metadata"] = {
+            "get": operation(
+                f"tfServingMetadata{infix}",
+                "tfserving",
+                "TF Serving model metadata: the model spec and its signature_def.",
+                ref("TfModelMetadata"),
+                scope="metadata",
+                errors=("404",),
+                path=names,
+            )
+        }
+    return paths
+
+
+PATHS: Final[dict[str, Schema]] = _tf_paths()
+TAGS: Final = ("tfserving",)
