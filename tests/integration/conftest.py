@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,13 +48,18 @@ _READY = "modelport ready:"
 class ServerProcess:
     """One `modelport serve` subprocess; its merged stdout/stderr is kept for failure reports."""
 
-    def __init__(self, args: Sequence[str]) -> None:
+    def __init__(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> None:
+        """`env`: further environment variables; with AIP_HTTP_PORT (Vertex AI's port) the
+        server is not given --http-port 0, so that the variable decides."""
+        extra = dict(env or {})
         env = {k: v for k, v in os.environ.items() if k != "MODELPORT_REGISTRY"}
+        env.update(extra)
         env["PYTHONUNBUFFERED"] = "1"
+        port = () if "AIP_HTTP_PORT" in extra else ("--http-port", "0")
         # gRPC stays off unless a test asks for it (a later --grpc-port wins).
         self.args = [
             sys.executable,
-            *("-m", "modelport", "serve", "--http-port", "0", "--grpc-port", "0"),
+            *("-m", "modelport", "serve", *port, "--grpc-port", "0"),
             *args,
         ]
         self.output: list[str] = []
@@ -185,13 +190,16 @@ ServerFactory = Callable[..., ServerProcess]
 def start_server() -> Iterator[ServerFactory]:
     """Start `modelport serve ARGS...` on port 0 and wait for it; each is stopped at the end.
 
-    Call with `ready=False` to get the process before it is ready (then call wait_ready).
+    Call with `ready=False` to get the process before it is ready (then call wait_ready);
+    `env={...}` adds environment variables.
     Teardown checks that every server still running exits 0 on SIGTERM.
     """
     started: list[ServerProcess] = []
 
-    def start(*args: str, ready: bool = True) -> ServerProcess:
-        server = ServerProcess(args)
+    def start(
+        *args: str, ready: bool = True, env: Mapping[str, str] | None = None
+    ) -> ServerProcess:
+        server = ServerProcess(args, env)
         started.append(server)
         return server.wait_ready() if ready else server
 

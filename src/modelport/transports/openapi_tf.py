@@ -270,5 +270,60 @@ def _tf_paths() -> dict[str, Schema]:
     return paths
 
 
-PATHS: Final[dict[str, Schema]] = _tf_paths()
-TAGS: Final = ("tfserving",)
+_VERTEX_PREDICT: Final = operation(
+    "vertexPredict",
+    "vertex",
+    'Vertex AI prediction: {"instances": [...], "parameters": {...}} in, predictions and the '
+    "deployed model's ids out. Answered at $AIP_PREDICT_ROUTE when set (by the only model "
+    "served, or vertex_model).",
+    ref("VertexPredictResponse"),
+    scope="infer",
+    errors=("404", "413"),
+    body=ref("VertexPredictRequest"),
+    example=_IRIS_ROWS,
+    headers=_PROVENANCE,
+)
+_VERTEX: Final[dict[str, Schema]] = {
+    "/vertex/health": {
+        "get": operation(
+            "vertexHealth",
+            "vertex",
+            "Vertex AI health check ($AIP_HEALTH_ROUTE when set): 200 once the models are loaded.",
+            {"type": "object"},
+            scope=None,
+        )
+    },
+    "/vertex/predict": {"post": _VERTEX_PREDICT},
+    "/vertex/models/{model_name}": {
+        "post": {
+            **_VERTEX_PREDICT,
+            "operationId": "vertexPredictNamed",
+            "summary": "Vertex AI prediction by the model named in the path (NAME:predict).",
+            "description": "Vertex AI prediction by the model named in the path "
+            "(NAME:predict). Needs the `infer` scope when the server runs with --require-auth.",
+            "parameters": [
+                {"$ref": "#/components/parameters/TfModelNameVerb"},
+                {"$ref": "#/components/parameters/RequestId"},
+            ],
+        }
+    },
+}
+SCHEMAS["VertexPredictRequest"] = {
+    "type": "object",
+    "required": ["instances"],
+    "properties": {"instances": _VALUES, "parameters": {"type": "object"}},
+}
+SCHEMAS["VertexPredictResponse"] = {
+    "type": "object",
+    "required": ["predictions", "deployedModelId", "model", "modelDisplayName", "modelVersionId"],
+    "properties": {
+        "predictions": _VALUES,
+        "deployedModelId": STRING,
+        "model": STRING,
+        "modelDisplayName": STRING,
+        "modelVersionId": STRING,
+    },
+}
+
+PATHS: Final[dict[str, Schema]] = {**_tf_paths(), **_VERTEX}
+TAGS: Final = ("tfserving", "vertex")
