@@ -1,4 +1,6 @@
-"""The OpenAPI description of the row-format protocols: TF Serving REST / KServe v1.
+"""The OpenAPI description of the row-format protocols: TF Serving / KServe v1, Vertex AI, Azure ML.
+
+Vertex AI's and Azure ML's routes are described at their defaults (`config.ProtocolSettings`).
 
 `PATHS`, `SCHEMAS`, `RESPONSES` and `PARAMETERS` are merged into the document by `openapi`.
 Their errors are the protocols' own `{"error": "..."}` (the `MessageError` responses), with
@@ -325,5 +327,80 @@ SCHEMAS["VertexPredictResponse"] = {
     },
 }
 
-PATHS: Final[dict[str, Schema]] = {**_tf_paths(), **_VERTEX}
-TAGS: Final = ("tfserving", "vertex")
+_DEPLOYMENT: Final[Schema] = {
+    "name": "azureml-model-deployment",
+    "in": "header",
+    "description": "Azure ML's deployment header; when it names a model served here, that "
+    "model answers.",
+    "schema": STRING,
+}
+PARAMETERS["AzureDeployment"] = _DEPLOYMENT
+SCHEMAS["AzureScoringRequest"] = {
+    "type": "object",
+    "description": '"input_data": the split orientation {"columns", "index", "data"}, a list '
+    'of records or rows, or tensors by input name; or "instances" (a list of rows). '
+    '"params": parameters of the inference request.',
+    "properties": {
+        "input_data": {"type": ["object", "array"]},
+        "instances": _VALUES,
+        "params": {"type": "object"},
+    },
+}
+SCHEMAS["AzureScoringResponse"] = {
+    "description": 'One prediction per row (a list) for "input_data"; {"predictions": [...]} '
+    'for "instances".',
+    "type": ["array", "object"],
+}
+_AZURE_SCORE: Final = operation(
+    "azureScore",
+    "azureml",
+    "Azure ML scoring (the deployment's scoring_route, azure_scoring_route): by the model the "
+    "azureml-model-deployment header names, else azure_model, else the only one served.",
+    ref("AzureScoringResponse"),
+    scope="infer",
+    errors=("404", "413"),
+    body=ref("AzureScoringRequest"),
+    example={
+        "input_data": {
+            "columns": ["sepal_length", "sepal_width", "petal_length", "petal_width"],
+            "index": [0],
+            "data": [[5.1, 3.5, 1.4, 0.2]],
+        }
+    },
+    headers=_PROVENANCE,
+)
+_AZURE_SCORE["parameters"].insert(0, {"$ref": "#/components/parameters/AzureDeployment"})
+SCHEMAS["AzureLive"] = {
+    "type": "object",
+    "required": ["live"],
+    "properties": {"live": {"const": True}},
+}
+SCHEMAS["AzureReady"] = {
+    "type": "object",
+    "required": ["ready"],
+    "properties": {"ready": {"const": True}},
+}
+_AZURE: Final[dict[str, Schema]] = {
+    "/score": {"post": _AZURE_SCORE},
+    "/": {
+        "get": operation(
+            "azureLive",
+            "azureml",
+            "Azure ML liveness probe (azure_liveness_route): the process answers.",
+            ref("AzureLive"),
+            scope=None,
+        )
+    },
+    "/ready": {
+        "get": operation(
+            "azureReady",
+            "azureml",
+            "Azure ML readiness probe (azure_readiness_route): 200 once the models are loaded.",
+            ref("AzureReady"),
+            scope=None,
+        )
+    },
+}
+
+PATHS: Final[dict[str, Schema]] = {**_tf_paths(), **_VERTEX, **_AZURE}
+TAGS: Final = ("tfserving", "vertex", "azureml")

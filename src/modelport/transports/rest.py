@@ -25,6 +25,7 @@ from modelport.serving.requests import admit, internal_error, retry_after
 from modelport.serving.telemetry import NoTelemetry, Telemetry
 from modelport.transports.browser import BrowserPolicy, cors_headers, preflight_headers
 from modelport.transports.openapi import OPENAPI
+from modelport.transports.rest_azure import AzureEndpoints
 from modelport.transports.rest_oip import OipEndpoints
 from modelport.transports.rest_request import (
     HTML,
@@ -103,6 +104,7 @@ class RestApp:
                 *OipEndpoints(dataplane).routes(),
                 *TfServingEndpoints(dataplane).routes(),
                 *VertexEndpoints(dataplane, protocols).routes(),
+                *AzureEndpoints(dataplane, protocols).routes(),
             ]
         )
         """Every route of the API, matched in one walk of the path."""
