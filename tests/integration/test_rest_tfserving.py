@@ -254,3 +254,9 @@ def test_labels_are_registry_aliases_and_requests_are_counted_and_logged(
     np.testing.assert_array_equal(
         np.asarray(good[0].inputs["input-0"], np.float32), np.float32([SETOSA])
     )
+
+
+def test_a_wrong_method_is_405_in_tf_serving_shape(http: httpx.Client) -> None:
+    response = http.post("/v1/models/iris/metadata", json={})
+    assert response.headers["allow"] == "GET"
+    _error(response, 405, "GET")
