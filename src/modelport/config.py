@@ -38,10 +38,31 @@ def current_user() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def environment() -> dict[str, str]:
-    """The `[serve]` settings the environment gives: `registry` from $MODELPORT_REGISTRY."""
+VERTEX_ENV: Final = {
+    "AIP_HEALTH_ROUTE": "vertex_health_route",
+    "AIP_PREDICT_ROUTE": "vertex_predict_route",
+    "AIP_DEPLOYED_MODEL_ID": "vertex_deployed_model_id",
+}
+"""The variables Vertex AI sets for a custom container, and the `[serve]` keys they give."""
+
+
+def environment() -> dict[str, str | int]:
+    """The `[serve]` settings the environment gives: `registry` from $MODELPORT_REGISTRY; on
+    Vertex AI the HTTP port from $AIP_HTTP_PORT and the routes of VERTEX_ENV."""
+    values: dict[str, str | int] = {}
     registry = os.environ.get(REGISTRY_ENV)
-    return {"registry": registry} if registry else {}
+    if registry:
+        values["registry"] = registry
+    port = os.environ.get("AIP_HTTP_PORT")
+    if port:
+        if not port.isdigit():
+            raise InvalidInput(f"AIP_HTTP_PORT must be a port number, got {port!r}")
+        values["http_port"] = int(port)
+    for name, key in VERTEX_ENV.items():
+        value = os.environ.get(name)
+        if value:
+            values[key] = value
+    return values
 
 
 SAGEMAKER_MODEL_DIR: Final = "/opt/ml/model"
@@ -399,6 +420,47 @@ class ModelsSettings:
             raise InvalidInput(f"max_queue must be at least 1, got {self.max_queue}")
 
 
+_ROUTE: Final = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*")
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSettings:
+    """Where the cloud platforms' protocols (Vertex AI, Azure ML) are answered, and for which
+    model when their paths name none ("": the only model served)."""
+
+    vertex_health_route: str = "/vertex/health"
+    """Vertex AI's health check ($AIP_HEALTH_ROUTE on Vertex)."""
+    vertex_predict_route: str = "/vertex/predict"
+    """Vertex AI's predict route ($AIP_PREDICT_ROUTE on Vertex)."""
+    vertex_model: str = ""
+    """The model the Vertex predict route answers with."""
+    vertex_deployed_model_id: str = ""
+    """The `deployedModelId` of Vertex answers ($AIP_DEPLOYED_MODEL_ID on Vertex)."""
+    azure_scoring_route: str = "/score"
+    """Azure ML's scoring route (the deployment's scoring_route)."""
+    azure_liveness_route: str = "/"
+    """Azure ML's liveness probe (the deployment's liveness_route)."""
+    azure_readiness_route: str = "/ready"
+    """Azure ML's readiness probe (the deployment's readiness_route)."""
+    azure_model: str = ""
+    """The model the Azure scoring route answers with."""
+
+    def __post_init__(self) -> None:
+        for key in (
+            "vertex_health_route",
+            "vertex_predict_route",
+            "azure_scoring_route",
+            "azure_liveness_route",
+            "azure_readiness_route",
+        ):
+            route = getattr(self, key)
+            if not _ROUTE.fullmatch(route) or "//" in route:
+                raise InvalidInput(
+                    f"{key} must be a URL path starting with / (no braces, query or "
+                    f"fragment), got {route!r}"
+                )
+
+
 @dataclass(frozen=True, slots=True)
 class ServeSettings:
     """Everything `modelport serve` needs, one group per concern."""
@@ -414,6 +476,7 @@ class ServeSettings:
     tracing: TracingSettings = field(default_factory=TracingSettings)
     inference_log: InferenceLogSettings = field(default_factory=InferenceLogSettings)
     models: ModelsSettings = field(default_factory=ModelsSettings)
+    protocols: ProtocolSettings = field(default_factory=ProtocolSettings)
 
     def __post_init__(self) -> None:
         # The one check across groups: the metrics port's TLS comes from the TLS settings.

@@ -224,7 +224,14 @@ def _serve(
     if count == 1:
         own = [sock] if metrics_sock is None else [sock, metrics_sock]
         run_worker(
-            dataplane, observer, limits, own, lambda: announce(ready), grpc_address, protection
+            dataplane,
+            observer,
+            limits,
+            own,
+            lambda: announce(ready),
+            grpc_address,
+            protection,
+            protocols=settings.protocols,
         )
         return 0
 
@@ -239,6 +246,7 @@ def _serve(
             grpc_address,
             protection,
             follow=False,
+            protocols=settings.protocols,
         )
 
     on_exit = None if observer.metrics is None else observer.metrics.process_gone

@@ -19,7 +19,7 @@ from typing import Literal
 
 import uvicorn
 
-from modelport.config import LimitSettings
+from modelport.config import LimitSettings, ProtocolSettings
 from modelport.errors import InvalidInput
 from modelport.metrics_listener import MetricsListener
 from modelport.observability.observer import Observer
@@ -106,11 +106,13 @@ def run_worker(
     protection: Protection | None = None,
     *,
     follow: bool = True,
+    protocols: ProtocolSettings | None = None,
 ) -> None:
     """Serve REST on `sockets` (the API, then /metrics and health if it has its own port), and
     gRPC on `grpc_address` if given, until SIGINT or SIGTERM; with TLS and the guard of
     `protection`, and messages as large as `limits` allow. `follow`: this process follows
     the registry itself (False in the workers of a supervisor, whose parent follows it).
+    `protocols`: where the cloud platforms' protocols answer (defaults when None).
 
     All run on one event loop, so they share the dataplane and its batchers.
     """
@@ -167,6 +169,7 @@ def run_worker(
         metrics_port=sockets[1].getsockname()[1] if len(sockets) > 1 else 0,
         guard=protection.guard,
         browser=protection.browser,
+        protocols=protocols,
     )
     if len(sockets) > 1:
         config = uvicorn_config(app, protection.metrics_tls, lifespan="off")

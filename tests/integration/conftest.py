@@ -53,15 +53,17 @@ class ServerProcess:
     ) -> None:
         """`env` is added to the server's environment; `ports=False` leaves out the
         `--http-port 0 --grpc-port 0` every other server gets (for platforms that name the
-        port in the environment)."""
+        port in the environment), and with AIP_HTTP_PORT (Vertex AI's port) in `env` the
+        server is not given --http-port 0, so that the variable decides."""
         environ = {k: v for k, v in os.environ.items() if k != "MODELPORT_REGISTRY"}
         environ["PYTHONUNBUFFERED"] = "1"
         environ.update(env or {})
+        http = () if "AIP_HTTP_PORT" in (env or {}) else ("--http-port", "0")
         # gRPC stays off unless a test asks for it (a later --grpc-port wins).
         self.args = [
             sys.executable,
             *("-m", "modelport", "serve"),
-            *(("--http-port", "0", "--grpc-port", "0") if ports else ()),
+            *((*http, "--grpc-port", "0") if ports else ()),
             *args,
         ]
         self.output: list[str] = []

@@ -204,8 +204,8 @@ def test_wrong_method_is_405(http: httpx.Client, method: str, path: str, allowed
 @pytest.mark.parametrize(
     "path",
     [
-        "/",
-        "/v1/models/iris:predict",
+        "/nothing",
+        "/v1/models",
         "/v2/nothing",
         "/v2/health/dead",
         "/v2/models/iris/infer/extra",

@@ -20,6 +20,7 @@ from modelport.config import (
     MetricsSettings,
     ModelSettings,
     ModelsSettings,
+    ProtocolSettings,
     SageMakerContainer,
     ServeSettings,
     TlsSettings,
@@ -47,6 +48,7 @@ def test_serve_settings_are_composed_of_one_group_per_concern() -> None:
         "tracing": TracingSettings,
         "inference_log": InferenceLogSettings,
         "models": ModelsSettings,
+        "protocols": ProtocolSettings,
     }
     assert (settings.listen.host, settings.listen.http_port, settings.listen.grpc_port) == (
         "127.0.0.1",
@@ -198,3 +200,26 @@ def test_trusting_pickles_from_the_environment_takes_yes_or_no(
     monkeypatch.setenv(TRUST_PICKLE_ENV, "maybe")
     with pytest.raises(InvalidInput, match="MODELPORT_TRUST_PICKLE must be 1 or 0"):
         trust_pickle_from_environment()
+
+
+def test_vertex_ai_variables_give_the_port_and_routes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("MODELPORT_REGISTRY", raising=False)
+    monkeypatch.setenv("AIP_HTTP_PORT", "8085")
+    monkeypatch.setenv("AIP_HEALTH_ROUTE", "/health")
+    monkeypatch.setenv("AIP_PREDICT_ROUTE", "/v1/endpoints/7/deployedModels/9:predict")
+    monkeypatch.setenv("AIP_DEPLOYED_MODEL_ID", "9")
+    assert environment() == {
+        "http_port": 8085,
+        "vertex_health_route": "/health",
+        "vertex_predict_route": "/v1/endpoints/7/deployedModels/9:predict",
+        "vertex_deployed_model_id": "9",
+    }
+    monkeypatch.setenv("AIP_HTTP_PORT", "port")
+    with pytest.raises(InvalidInput, match="AIP_HTTP_PORT must be a port number"):
+        environment()
+
+
+@pytest.mark.parametrize("route", ["predict", "/a/{b}", "/a?b", "//x", ""])
+def test_protocol_routes_are_paths(route: str) -> None:
+    with pytest.raises(InvalidInput, match="vertex_predict_route must be a URL path"):
+        ProtocolSettings(vertex_predict_route=route)

@@ -14,6 +14,7 @@ from typing import Any, Final
 import orjson
 
 from modelport._version import __version__
+from modelport.transports import openapi_tf
 from modelport.transports.openapi_invocations import PATHS as INVOCATIONS_PATHS
 from modelport.transports.openapi_schemas import COUNT, REQUEST_ID, SCHEMAS, STRING, Schema, ref
 
@@ -369,12 +370,12 @@ _DOCUMENT: Final[Schema] = {
         'metrics. Every error is {"error": "<what to fix>", "code": "<kind>"}.',
         "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"},
     },
-    "tags": [{"name": name} for name in _TAGS],
-    "paths": {**_PATHS, **INVOCATIONS_PATHS},
+    "tags": [{"name": name} for name in (*_TAGS, *openapi_tf.TAGS)],
+    "paths": {**_PATHS, **openapi_tf.PATHS, **INVOCATIONS_PATHS},
     "components": {
-        "schemas": SCHEMAS,
-        "responses": _RESPONSES,
-        "parameters": _PARAMETERS,
+        "schemas": {**SCHEMAS, **openapi_tf.SCHEMAS},
+        "responses": {**_RESPONSES, **openapi_tf.RESPONSES},
+        "parameters": {**_PARAMETERS, **openapi_tf.PARAMETERS},
         "headers": {
             "RequestId": {
                 "description": "The request id: the client's x-request-id if safe, else new.",

@@ -16,6 +16,7 @@ from typing import Final
 
 import orjson
 
+from modelport.config import ProtocolSettings
 from modelport.errors import ErrorKind, ModelportError, NotFound, Overloaded
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
@@ -24,6 +25,7 @@ from modelport.serving.requests import admit, internal_error, retry_after
 from modelport.serving.telemetry import NoTelemetry, Telemetry
 from modelport.transports.browser import BrowserPolicy, cors_headers, preflight_headers
 from modelport.transports.openapi import OPENAPI
+from modelport.transports.rest_azure import AzureEndpoints
 from modelport.transports.rest_invocations import InvocationsEndpoints
 from modelport.transports.rest_oip import OipEndpoints
 from modelport.transports.rest_request import (
@@ -37,6 +39,8 @@ from modelport.transports.rest_request import (
     Send,
     segments,
 )
+from modelport.transports.rest_tfserving import TfServingEndpoints
+from modelport.transports.rest_vertex import VertexEndpoints
 from modelport.transports.routes import ErrorBody, MethodNotAllowed, Route, Router
 from modelport.transports.swagger_ui import SWAGGER_UI
 
@@ -81,6 +85,7 @@ class RestApp:
         metrics_port: int = 0,
         guard: Guard | None = None,
         browser: BrowserPolicy | None = None,
+        protocols: ProtocolSettings | None = None,
     ) -> None:
         self._dp = dataplane
         self._browser = browser if browser is not None else BrowserPolicy()
@@ -92,11 +97,16 @@ class RestApp:
         self._max_body = max_body_bytes
         self._on_startup = on_startup
         self._on_shutdown = on_shutdown
+        protocols = protocols if protocols is not None else ProtocolSettings()
+        """Where the cloud platforms' protocols answer."""
         self.router = Router(
             [
                 *self._pages(),
                 *OipEndpoints(dataplane).routes(),
                 *InvocationsEndpoints(dataplane).routes(),
+                *TfServingEndpoints(dataplane).routes(),
+                *VertexEndpoints(dataplane, protocols).routes(),
+                *AzureEndpoints(dataplane, protocols).routes(),
             ]
         )
         """Every route of the API, matched in one walk of the path."""

@@ -53,13 +53,15 @@ class MethodNotAllowed(InvalidInput):
 class _Methods:
     """The routes of one path, by method."""
 
-    __slots__ = ("allowed", "by_method", "endpoint", "loose")
+    __slots__ = ("allowed", "by_method", "endpoint", "first", "loose")
 
     def __init__(self) -> None:
         self.by_method: dict[str, Route] = {}
         self.loose: Route | None = None
         self.endpoint = Endpoint.UNKNOWN
         self.allowed = ""
+        self.first: Route | None = None
+        """The path's first route: its protocol answers a method the path does not take."""
 
     def add(self, route: Route) -> None:
         if (
@@ -73,6 +75,8 @@ class _Methods:
         self.by_method[route.method] = route
         if not self.endpoint:
             self.endpoint = route.endpoint
+        if self.first is None:
+            self.first = route
         self.allowed = ", ".join(sorted(self.by_method))
 
 
@@ -111,6 +115,10 @@ class Router:
         if methods is None:
             return None
         request.call.endpoint = methods.endpoint
+        if methods.first is not None:
+            # A wrong method is answered in the path's protocol, and counted under it.
+            request.call.protocol = methods.first.protocol
+            request.error_body = methods.first.error_body
         route = methods.loose
         if route is None:
             method: str = request.scope["method"]

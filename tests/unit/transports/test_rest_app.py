@@ -162,7 +162,7 @@ def test_an_unsafe_request_id_is_replaced(app: RestApp) -> None:
 @pytest.mark.parametrize(
     ("path", "hint"),
     [
-        ("/", True),
+        ("/nothing", True),
         ("/v1/models", True),
         ("/v2/models", False),
         ("/v2/models/iris/versions", False),
