@@ -125,10 +125,27 @@ def test_mlflow_s_json_forms(
     assert_iris(reply.json()["predictions"], expected)
 
 
-@pytest.mark.parametrize("form", ["instances", "inputs"])
-def test_tensor_forms_are_not_offered_yet(solo_http: httpx.Client, form: str) -> None:
-    reply = solo_http.post("/invocations", json={form: ROWS})
-    assert "not offered yet" in error_of(reply, 501, "NOT_IMPLEMENTED")
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"instances": ROWS},  # TF Serving's row format, as MLflow documents it
+        {"instances": [dict(zip(FEATURES, row, strict=True)) for row in ROWS]},
+        {"inputs": ROWS},  # the columnar format: the only input's tensor
+        {"inputs": {"input-0": ROWS}},
+    ],
+    ids=["instances", "instances-objects", "inputs", "inputs-named"],
+)
+def test_tf_serving_forms_answer_predictions(
+    solo_http: httpx.Client, expected: dict[str, Any], document: dict[str, Any]
+) -> None:
+    reply = solo_http.post("/invocations", json=document)
+    assert reply.status_code == 200, reply.text
+    assert_iris(reply.json()["predictions"], expected)
+
+
+def test_a_ragged_instances_form_is_a_bad_request(solo_http: httpx.Client) -> None:
+    reply = solo_http.post("/invocations", json={"instances": [ROWS[0], ROWS[1][:3]]})
+    assert error_of(reply, 400, "BAD_REQUEST")
 
 
 def test_target_model_header_picks_the_model(http: httpx.Client, expected: dict[str, Any]) -> None:

@@ -103,6 +103,43 @@ def test_row_format_answers_one_prediction_object_per_instance(http: httpx.Clien
     assert _ok(named)["predictions"] == rows
 
 
+def test_csv_and_avro_bodies_on_predict(http: httpx.Client) -> None:
+    import io
+
+    import fastavro
+
+    features = ("sepal_length", "sepal_width", "petal_length", "petal_width")
+    csv = f"{','.join(features)}\n{','.join(map(str, SETOSA))}\n{','.join(map(str, VIRGINICA))}\n"
+    answer = http.post("/v1/models/iris:predict", content=csv, headers={"content-type": "text/csv"})
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"] == "text/csv; charset=utf-8"
+    assert [line.split(",")[0] for line in answer.text.splitlines()] == ["0", "2"]
+    assert len(answer.headers["x-model-sha256"]) == 64
+    schema = {
+        "type": "record",
+        "name": "Flower",
+        "fields": [{"name": f, "type": "float"} for f in features],
+    }
+    out = io.BytesIO()
+    rows = [dict(zip(features, row, strict=True)) for row in (SETOSA, VIRGINICA)]
+    fastavro.writer(out, fastavro.parse_schema(schema), rows)
+    avro = {"content-type": "application/avro"}
+    as_json = http.post("/v1/models/iris:predict", content=out.getvalue(), headers=avro)
+    assert [p["predict"] for p in _ok(as_json)["predictions"]] == [0, 2]
+    as_avro = http.post(
+        "/v1/models/iris:predict",
+        content=out.getvalue(),
+        headers={**avro, "accept": "application/avro"},
+    )
+    assert as_avro.status_code == 200, as_avro.text
+    assert [r["predict"] for r in fastavro.reader(io.BytesIO(as_avro.content))] == [0, 2]
+    # A CSV row of the wrong length is the client's mistake, in TF Serving's error shape.
+    short = http.post(
+        "/v1/models/iris:predict", content="5.1,3.5\n", headers={"content-type": "text/csv"}
+    )
+    _error(short, 400, "row")
+
+
 def test_columnar_format_answers_outputs_by_name(http: httpx.Client) -> None:
     rows = _ok(http.post("/v1/models/iris:predict", json={"instances": [SETOSA, VIRGINICA]}))
     bare = _ok(http.post("/v1/models/iris:predict", json={"inputs": [SETOSA, VIRGINICA]}))

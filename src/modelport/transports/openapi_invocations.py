@@ -33,7 +33,7 @@ _DESCRIPTIONS: Final[dict[str, str]] = {
     "413": "The request body is larger than the server accepts.",
     "429": "Too many requests; retry later.",
     "500": "A genuine fault; the server log has details under the x-request-id.",
-    "501": "The form is not offered yet.",
+    "501": "Not offered here (e.g. Avro bodies without the avro extra).",
     "503": "Not ready, or overloaded (see Retry-After).",
     "504": "The request ran past its deadline.",
 }
@@ -59,7 +59,8 @@ _PREDICTIONS: Final[Schema] = {
 _FORMS: Final[Schema] = {
     "type": "object",
     "description": "Exactly one of dataframe_split, dataframe_records, instances, inputs "
-    "(instances and inputs answer 501 for now); params are passed as request parameters.",
+    "(instances and inputs are TF Serving's row and columnar formats); params are passed as "
+    "request parameters.",
     "properties": {
         "dataframe_split": {
             "type": "object",

@@ -26,13 +26,13 @@ from modelport.errors import (
     ModelportError,
     NotFound,
     NotReady,
-    Unsupported,
 )
 from modelport.protocol.types import InferRequest, Parameters
 from modelport.registry.manifest import ModelVersion
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
+from modelport.transports.rest_instances import columnar_request, instances_request, mapping_for
 from modelport.transports.rest_request import JSON, Request, Response, json_response
 from modelport.transports.rest_tables import (
     AVRO_TYPE,
@@ -281,14 +281,12 @@ def _route(
 def tensor_forms(
     form: str, data: Any, version: ModelVersion, parameters: Parameters
 ) -> InferRequest:
-    """MLflow's `instances` and `inputs` forms (TF Serving's row and columnar formats).
-
-    Not offered yet: they will map through the TF Serving module's shared mapping.
-    """
-    raise Unsupported(
-        f"MLflow's {form!r} form is not offered yet; send dataframe_split or dataframe_records "
-        "(or text/csv)"
-    )
+    """MLflow's `instances` and `inputs` forms: TF Serving's row and columnar formats, mapped
+    as TF Serving's own routes map them."""
+    mapping = mapping_for(version)
+    if form == "instances":
+        return instances_request(data, mapping, parameters)
+    return columnar_request(data, mapping, parameters)
 
 
 def _parameters(value: Any) -> Parameters:

@@ -7,8 +7,9 @@ Paths: `/v1/models/NAME`, `/v1/models/NAME/versions/V` and `/v1/models/NAME/labe
 `{"error": "..."}`; the version and artifact digest ride in `x-model-version` and
 `x-model-sha256`, since the body has no place for them.
 
-A predict body is decoded by its Content-Type in one table, `BODY_DECODERS`: JSON here; other
-body formats (CSV, Avro) add a row there.
+A predict body is decoded by its Content-Type in one table, `BODY_DECODERS`: JSON (the row and
+columnar formats), CSV rows and Avro container files of records (as on /invocations,
+`rest_tables`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import orjson
 
 from modelport.errors import InvalidInput, ModelportError, NotFound, Unsupported
 from modelport.protocol.types import InferRequest, InferResponse
+from modelport.registry.manifest import ModelVersion
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
@@ -31,6 +33,15 @@ from modelport.transports.rest_instances import (
     predictions,
 )
 from modelport.transports.rest_request import JSON, Request, Response
+from modelport.transports.rest_tables import (
+    AVRO_TYPE,
+    CSV_TYPE,
+    JSON_TYPE,
+    Tables,
+    accepted,
+    predictions_avro,
+    predictions_csv,
+)
 from modelport.transports.routes import Handler, Route
 
 PROTOCOL: Final = "tfserving"
@@ -92,10 +103,46 @@ def json_body(body: bytes, mapping: RecordMapping, request: Request) -> tuple[In
     return infer, lambda r: _json_answer(r, {"predictions": predictions(r)})
 
 
+_TABLES: Final = Tables()
+_CSV: Final = (b"content-type", b"text/csv; charset=utf-8")
+_AVRO: Final = (b"content-type", AVRO_TYPE.encode())
+
+
+def csv_body(body: bytes, mapping: RecordMapping, request: Request) -> tuple[InferRequest, Answer]:
+    """A CSV predict body (rows, with or without a header line): a CSV answer unless Accept
+    asks for JSON or Avro."""
+    version = mapping.version
+    return _TABLES.csv_request(body, version), lambda r: _table_answer(
+        r, version, request, CSV_TYPE
+    )
+
+
+def avro_body(body: bytes, mapping: RecordMapping, request: Request) -> tuple[InferRequest, Answer]:
+    """An Avro object container file of records: a JSON answer unless Accept asks for Avro
+    or CSV."""
+    version = mapping.version
+    infer = _TABLES.avro_request(body, version)
+    return infer, lambda r: _table_answer(r, version, request, JSON_TYPE)
+
+
+def _table_answer(
+    response: InferResponse, version: ModelVersion, request: Request, default: str
+) -> Response:
+    answer = accepted(request.accept, (JSON_TYPE, CSV_TYPE, AVRO_TYPE)) or default
+    headers = provenance_headers(response)
+    if answer == CSV_TYPE:
+        return 200, [_CSV, *headers], predictions_csv(response)
+    if answer == AVRO_TYPE:
+        return 200, [_AVRO, *headers], predictions_avro(response, version)
+    return _json_answer(response, {"predictions": predictions(response)})
+
+
 BODY_DECODERS: Final[dict[bytes, BodyDecoder]] = {
     b"application/json": json_body,
     # What `curl -d` labels any body, as in TF Serving's own examples (which it reads as JSON).
     b"application/x-www-form-urlencoded": json_body,
+    CSV_TYPE.encode(): csv_body,
+    AVRO_TYPE.encode(): avro_body,
 }
 """Predict body decoders by media type (without parameters); no Content-Type means JSON."""
 
