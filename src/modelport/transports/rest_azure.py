@@ -35,8 +35,7 @@ from modelport.transports.rest_instances import (
     mapping_for,
     predictions,
 )
-from modelport.transports.rest_request import JSON, Request, Response
-from modelport.transports.rest_tfserving import provenance_headers
+from modelport.transports.rest_request import JSON, Request, Response, provenance_headers
 from modelport.transports.rest_vertex import default_model
 from modelport.transports.routes import Route
 

@@ -33,7 +33,13 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
 from modelport.transports.rest_instances import columnar_request, instances_request, mapping_for
-from modelport.transports.rest_request import JSON, Request, Response, json_response
+from modelport.transports.rest_request import (
+    JSON,
+    Request,
+    Response,
+    json_response,
+    provenance_headers,
+)
 from modelport.transports.rest_tables import (
     AVRO_TYPE,
     CSV_TYPE,
@@ -150,10 +156,7 @@ class InvocationsEndpoints:
         answer = accepted(request.accept, _ANSWERS)
         if answer is None:
             answer = CSV_TYPE if kind == CSV_TYPE else JSON_TYPE
-        headers = [
-            (b"x-model-version", str(response.model_version).encode()),
-            (b"x-model-sha256", str(response.parameters.get("modelport.sha256", "")).encode()),
-        ]
+        headers = provenance_headers(response)
         if answer == CSV_TYPE:
             return 200, [_CSV, *headers], predictions_csv(response)
         if answer == AVRO_TYPE:

@@ -15,6 +15,7 @@ from urllib.parse import unquote_to_bytes
 import orjson
 
 from modelport.errors import InvalidInput, ModelportError, TooLarge
+from modelport.protocol.types import InferResponse
 from modelport.serving.requests import REQUEST_ID_PATTERN
 from modelport.serving.telemetry import Call, new_request_id
 
@@ -160,6 +161,14 @@ def segments(scope: Scope) -> list[str]:
     if b"%" not in raw:
         return raw.decode("utf-8", "replace").split("/")
     return [unquote_to_bytes(p).decode("utf-8", "replace") for p in raw.split(b"/")]
+
+
+def provenance_headers(response: InferResponse) -> list[tuple[bytes, bytes]]:
+    """The version and artifact digest of the answer, for bodies with no place for them."""
+    return [
+        (b"x-model-version", response.model_version.encode()),
+        (b"x-model-sha256", str(response.parameters.get("modelport.sha256", "")).encode()),
+    ]
 
 
 def json_response(value: Any) -> Response:

@@ -32,7 +32,7 @@ from modelport.transports.rest_instances import (
     predict_request,
     predictions,
 )
-from modelport.transports.rest_request import JSON, Request, Response
+from modelport.transports.rest_request import JSON, Request, Response, provenance_headers
 from modelport.transports.rest_tables import (
     AVRO_TYPE,
     CSV_TYPE,
@@ -218,14 +218,6 @@ class TfServingEndpoints:
         infer, answer = decoder(body, mapping_for(model.version), request)
         response = await self._dp.infer(name, version, infer, request.request_id, request.call)
         return answer(response)
-
-
-def provenance_headers(response: InferResponse) -> list[tuple[bytes, bytes]]:
-    """The version and artifact digest of the answer, for bodies with no place for them."""
-    return [
-        (b"x-model-version", response.model_version.encode()),
-        (b"x-model-sha256", str(response.parameters.get("modelport.sha256", "")).encode()),
-    ]
 
 
 def _route(method: str, path: str, endpoint: Endpoint, action: Action, handler: Handler) -> Route:

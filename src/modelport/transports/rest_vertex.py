@@ -22,8 +22,7 @@ from modelport.serving.dataplane import DataPlane
 from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action
 from modelport.transports.rest_instances import instances_request, mapping_for, predictions
-from modelport.transports.rest_request import JSON, Request, Response
-from modelport.transports.rest_tfserving import provenance_headers
+from modelport.transports.rest_request import JSON, Request, Response, provenance_headers
 from modelport.transports.routes import Route
 
 PROTOCOL: Final = "vertex"
