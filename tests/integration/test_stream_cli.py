@@ -431,11 +431,12 @@ def test_sigterm_drains_then_a_restart_finishes_without_duplicates(
 def test_a_second_consumer_takes_over_what_a_killed_one_held(
     topics: Topics, start: Start, iris: Iris, record_property: Callable[[str, object], None]
 ) -> None:
-    total = 20_000
+    total, first = 60_000, 2_000
     source, group = topics.new("in", partitions=2), unique("scorers")
     # Each consumer answers into a sink of its own: who answered what is in plain sight.
     sinks = {"a": topics.new("out-a"), "b": topics.new("out-b")}
-    topics.produce(source, iris.records(total))
+    records = iris.records(total)
+    topics.produce(source, records[:first])
     a, b = (
         start(topics.source(source), topics.sink(sinks[name]), group=group, consumer=name)
         for name in ("a", "b")
@@ -446,6 +447,9 @@ def test_a_second_consumer_takes_over_what_a_killed_one_held(
         STARTED_WITHIN,
         [a, b],
     )
+    # The rest once both have joined: a consumer answers thousands a second, and one that
+    # had the topic to itself while the other joined could finish its share before the kill.
+    topics.produce(source, records[first:])
     assert a.kill() == -signal.SIGKILL
     killed = time.monotonic()
     answered_by_a = topics.count(sinks["a"])
