@@ -436,7 +436,13 @@ def test_a_second_consumer_takes_over_what_a_killed_one_held(
     # Each consumer answers into a sink of its own: who answered what is in plain sight.
     sinks = {"a": topics.new("out-a"), "b": topics.new("out-b")}
     records = iris.records(total)
-    topics.produce(source, records[:first])
+    # Kafka assigns each member a partition: the first to join has the topic to itself until
+    # the other joins, and at today's speed it would answer its whole share meanwhile, so the
+    # rest is produced once both answer. Redis and NATS hand messages to whoever asks, so
+    # there every message is there from the start (else one could take all of the first ones
+    # and the other never answer).
+    staged = isinstance(topics, KafkaTopics)
+    topics.produce(source, records[:first] if staged else records)
     a, b = (
         start(topics.source(source), topics.sink(sinks[name]), group=group, consumer=name)
         for name in ("a", "b")
@@ -447,9 +453,8 @@ def test_a_second_consumer_takes_over_what_a_killed_one_held(
         STARTED_WITHIN,
         [a, b],
     )
-    # The rest once both have joined: a consumer answers thousands a second, and one that
-    # had the topic to itself while the other joined could finish its share before the kill.
-    topics.produce(source, records[first:])
+    if staged:
+        topics.produce(source, records[first:])
     assert a.kill() == -signal.SIGKILL
     killed = time.monotonic()
     answered_by_a = topics.count(sinks["a"])
