@@ -131,6 +131,14 @@ class Metrics:
             _BY_VERSION,
             mode="livesum",
         )
+        self.requests_in_flight = Family(
+            "modelport_requests_in_flight",
+            "gauge",
+            "Inference requests received and not yet answered, in the whole server (all "
+            "workers), at the scrape: the per-pod load an autoscaler scales on.",
+            _BY_VERSION,
+            mode="recent",
+        )
         self.load_seconds = Family(
             "modelport_model_load_seconds",
             "gauge",

@@ -285,11 +285,17 @@ class Observer:
 
     # -- Reports ---------------------------------------------------------------------------
 
-    def metrics_page(self) -> bytes | None:
-        """Every process's metrics, this process's gauges refreshed first."""
+    def metrics_page(self, in_flight: Mapping[tuple[str, int], int] | None = None) -> bytes | None:
+        """Every process's metrics, this process's gauges refreshed first; `in_flight` is
+        (model, version) -> requests in flight in the whole server now."""
         if self._metrics is None:
             return None
         self._refresh(drift=True, flush=False)
+        if in_flight is not None:
+            series = self._metrics.requests_in_flight
+            series.values.clear()
+            for (name, number), count in in_flight.items():
+                series.labels(name, str(number)).set(count)
         return self._metrics.render()
 
     def drift(self, version: ModelVersion) -> dict[str, Any]:

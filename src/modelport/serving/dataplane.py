@@ -220,7 +220,10 @@ class DataPlane:
 
     def metrics_page(self) -> bytes:
         """The Prometheus text exposition of every server process; NotFound when metrics are off."""
-        page = self._reports.metrics_page()
+        # Read at the scrape from the server's shared counts, so every process's scrape shows
+        # the whole server's requests in flight as they are now.
+        in_flight = {(m.name, m.number): m.waiting() for m in self._catalog}
+        page = self._reports.metrics_page(in_flight)
         if page is None:
             raise NotFound("metrics are off on this server (it was started with --no-metrics)")
         return page

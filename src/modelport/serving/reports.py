@@ -18,8 +18,11 @@ from modelport.registry.manifest import ModelVersion
 class Reports(Protocol):
     """Queries about what the telemetry recorded; each may raise a ModelportError."""
 
-    def metrics_page(self) -> bytes | None:
-        """The Prometheus text exposition of every server process; None when metrics are off."""
+    def metrics_page(self, in_flight: Mapping[tuple[str, int], int]) -> bytes | None:
+        """The Prometheus text exposition of every server process; None when metrics are off.
+
+        `in_flight`: (model, version) -> inference requests in flight in the whole server now.
+        """
 
     def drift(self, version: ModelVersion) -> dict[str, Any]:
         """Drift of this process's recent inputs from the version's reference profile."""
@@ -34,7 +37,7 @@ class Reports(Protocol):
 class NoReports:
     """Reports of a server that records nothing."""
 
-    def metrics_page(self) -> bytes | None:
+    def metrics_page(self, in_flight: Mapping[tuple[str, int], int]) -> bytes | None:
         """Metrics are off."""
         return None
 

@@ -47,6 +47,7 @@ def test_every_family_is_described_even_before_anything_is_counted(tmp_path: Pat
         ["modelport_request_duration_seconds", "histogram"],
         ["modelport_batch_size", "histogram"],
         ["modelport_queue_depth", "gauge"],
+        ["modelport_requests_in_flight", "gauge"],
         ["modelport_model_load_seconds", "gauge"],
         ["modelport_inference_log_backlog", "gauge"],
         ["modelport_inference_log_dropped_total", "counter"],

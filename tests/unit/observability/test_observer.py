@@ -308,3 +308,25 @@ def test_messages_answered_together_are_sampled_and_redacted_each(
         index = int(r.request_id.removeprefix("m-"))
         start = index // 2 * 3 + index % 2
         assert r.outputs == {"label": list(range(start, start + 1 + index % 2))}
+
+
+def test_the_scrape_shows_the_requests_in_flight_it_is_told_and_only_those(
+    tmp_path: Path, executor: Executor
+) -> None:
+    obs = observer(tmp_path, executor, io.StringIO(), inference_log="off")
+    try:
+        first = obs.metrics_page({("iris", 1): 3, ("iris", 2): 0})
+        second = obs.metrics_page({("iris", 2): 5})
+    finally:
+        obs.close()
+    assert first is not None
+    assert second is not None
+    assert 'modelport_requests_in_flight{model="iris",version="1"} 3.0' in first.decode()
+    assert 'modelport_requests_in_flight{model="iris",version="2"} 0.0' in first.decode()
+    # A version no longer loaded leaves the page; the others show their count now.
+    shown = [
+        line
+        for line in second.decode().splitlines()
+        if line.startswith("modelport_requests_in_flight{")
+    ]
+    assert shown == ['modelport_requests_in_flight{model="iris",version="2"} 5.0']

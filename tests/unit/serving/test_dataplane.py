@@ -372,7 +372,8 @@ class Reporter:
     def __init__(self) -> None:
         self.asked: list[tuple[str, object]] = []
 
-    def metrics_page(self) -> bytes | None:
+    def metrics_page(self, in_flight: Any) -> bytes | None:
+        self.asked.append(("metrics", dict(in_flight)))
         return b"# metrics\n"
 
     def drift(self, version: ModelVersion) -> dict[str, Any]:
@@ -394,12 +395,21 @@ def test_reports_are_asked_for_the_version_that_serves(registry: Registry) -> No
         assert plane.metrics_page() == b"# metrics\n"
         assert run(plane.drift("summer", None)) == {"features": {}}
         model = run(plane.resolve("summer", None))
+        # The scrape is told the requests in flight now, per loaded version.
+        model.enter()
+        plane.metrics_page()
+        model.leave()
         assert run(plane.feedback(model, {"labels": [1]})) == {"rows": 1}
         with pytest.raises(NotReady):
             run(plane.drift("other", None))  # registered, not loaded
     finally:
         executor.shutdown()
-    assert reports.asked == [("drift", ("summer", 1)), ("feedback", ("summer", {"labels": [1]}))]
+    assert reports.asked == [
+        ("metrics", {("summer", 1): 0}),
+        ("drift", ("summer", 1)),
+        ("metrics", {("summer", 1): 1}),
+        ("feedback", ("summer", {"labels": [1]})),
+    ]
 
 
 def test_without_reports_metrics_are_not_found_and_drift_unsupported(
