@@ -48,6 +48,8 @@ class DataPlane:
         reports: Reports | None = None,
     ) -> None:
         self._lifecycle = lifecycle
+        self.stopping = False
+        """Set by `stop_accepting` once the server has begun to stop."""
         self._registry = lifecycle.registry
         self._catalog = lifecycle.catalog
         self._executor = lifecycle.executor
@@ -70,8 +72,13 @@ class DataPlane:
         return True
 
     def ready(self) -> bool:
-        """Start-up loading has finished."""
-        return self._lifecycle.ready
+        """Start-up loading has finished and the server is not stopping."""
+        return self._lifecycle.ready and not self.stopping
+
+    def stop_accepting(self) -> None:
+        """The server is stopping: from now on it is not ready, so that probes take it out
+        of a load balancer while it finishes what it has."""
+        self.stopping = True
 
     def server_metadata(self) -> ServerMetadata:
         """OIP server metadata: name, version and the extensions offered."""

@@ -113,12 +113,14 @@ class RestApp:
         self._draining = False
 
     def drain(self) -> None:
-        """From now on every answer closes its connection (the server is about to stop).
+        """From now on every answer closes its connection and readiness answers 503 (the
+        server is about to stop).
 
         A client then sends its next request on a new connection, to a server that stays,
         instead of on one that is about to be closed under it.
         """
         self._draining = True
+        self._dp.stop_accepting()
 
     def _pages(self) -> list[Route]:
         """The routes this module answers: the docs pages and the metrics page.

@@ -75,6 +75,8 @@ class OipEndpoints:
         """Start-up loading has finished, or NotReady."""
         if self._dp.ready():
             return 200, [JSON], _READY
+        if self._dp.stopping:
+            raise NotReady("the server is stopping: it finishes the requests it has")
         raise NotReady("the server is still loading its models")
 
     async def server_metadata(self, request: Request) -> Response:

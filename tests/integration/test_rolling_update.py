@@ -1,0 +1,118 @@
+"""What a replica does when Kubernetes replaces it: SIGTERM under load.
+
+The pod's preStop hook and terminationGracePeriodSeconds (deploy/kubernetes) are sized on this
+drain: readiness turns false at once (so the probe takes the replica out), the API port stops
+taking connections, and every request already in flight is answered before the process exits 0.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import httpx
+from tests.integration.conftest import eventually, free_port
+
+REQUESTS = 4
+"""Requests in flight when SIGTERM lands: one inside the model, the others queued behind it."""
+
+
+def write_gated_model(path: Path, started: Path, release: Path) -> Path:
+    """A python model whose first call says it started on the FIFO `started`; every call then
+    waits until the file `release` exists (so the test decides when the requests finish)."""
+    import cloudpickle
+
+    class Gated:
+        def __init__(self, started: str, release: str) -> None:
+            self.started = started
+            self.release = release
+            self.calls = 0
+
+        def predict(self, inputs: dict[str, Any]) -> dict[str, Any]:
+            import os
+            import time
+
+            self.calls += 1
+            if self.calls == 1:
+                with open(self.started, "wb") as fh:
+                    fh.write(b"1")
+            while not os.path.exists(self.release):
+                time.sleep(0.01)
+            return {"y": inputs["x"] * 2}
+
+    path.write_bytes(cloudpickle.dumps(Gated(str(started), str(release))))
+    return path
+
+
+def in_flight(url: str) -> float:
+    """The server's `modelport_requests_in_flight` of the gated model (0 when not shown)."""
+    for line in httpx.get(f"{url}/metrics").text.splitlines():
+        if line.startswith('modelport_requests_in_flight{model="gated"'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_sigterm_under_load_turns_readiness_off_refuses_new_and_answers_in_flight(
+    start_server: Callable[..., Any], tmp_path: Path
+) -> None:
+    from modelport.intake.push import push_artifact
+    from modelport.protocol.signature import Signature, TensorSpec
+    from modelport.registry.store import Registry
+
+    started, release = tmp_path / "started", tmp_path / "release"
+    os.mkfifo(started)
+    signature = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
+    with Registry.open(tmp_path / "registry") as store:
+        push_artifact(
+            store,
+            write_gated_model(tmp_path / "gated.cloudpickle", started, release),
+            name="gated",
+            format="python",
+            signature=signature,
+            trust_pickle=True,
+            created_by="tests",
+        )
+    metrics_port = free_port()
+    server = start_server(
+        "--registry", str(tmp_path / "registry"), "--metrics-port", str(metrics_port)
+    )
+    scrape = f"http://127.0.0.1:{metrics_port}"
+    probe = f"{scrape}/v2/health/ready"
+    assert httpx.get(probe).status_code == 200
+    body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
+
+    def infer() -> httpx.Response:
+        with httpx.Client(base_url=server.url, timeout=60) as http:
+            return http.post("/v2/models/gated/infer", json=body)
+
+    with ThreadPoolExecutor(REQUESTS) as pool:
+        pending = [pool.submit(infer)]
+        with started.open("rb") as fifo:  # blocks until the model holds the first request
+            assert fifo.read(1) == b"1"
+        pending += [pool.submit(infer) for _ in range(REQUESTS - 1)]
+        # The others are queued once the server counts them in flight.
+        # Polled: the server announces no request's arrival.
+        eventually(lambda: in_flight(scrape) == REQUESTS, f"{REQUESTS} requests in flight")
+
+        os.kill(server.pid, signal.SIGTERM)
+        # Polled: the signal is handled on the server's loop, at a moment it does not announce.
+        eventually(lambda: httpx.get(probe).status_code == 503, "readiness turning false")
+        ready = httpx.get(probe)
+        assert ready.json()["code"] == "not_ready"
+        assert "stopping" in ready.json()["error"]
+        try:
+            refused = httpx.post(f"{server.url}/v2/models/gated/infer", json=body, timeout=5)
+        except httpx.ConnectError:
+            refused = None
+        assert refused is None, f"a new connection was answered while stopping: {refused}"
+
+        # Let the model answer the first request and the queued ones.
+        release.touch()
+        responses = [p.result(timeout=60) for p in pending]
+    assert [r.status_code for r in responses] == [200] * REQUESTS, [r.text for r in responses]
+    assert all(r.json()["outputs"][0]["data"] == [2, 4] for r in responses)
+    assert server.stop(signal.SIGTERM) == 0
