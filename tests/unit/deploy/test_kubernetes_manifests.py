@@ -102,7 +102,8 @@ def test_args_parse_and_agree_with_ports_and_probes(tree: str) -> None:
         assert probe["httpGet"]["path"] in HEALTH_PATHS
         assert probe_port(probe, ports) == params["metrics_port"]
     assert probe_port(container["livenessProbe"], ports) == params["grpc_port"]
-    assert params["require_auth"] and params["host"] == "0.0.0.0"
+    assert params["require_auth"]
+    assert params["host"] == "0.0.0.0"
 
 
 def test_single_overlay_serves_its_volume_registry() -> None:
