@@ -236,4 +236,5 @@ def test_image_runs_as_10001_with_health_check_ports_and_labels(image: str) -> N
     assert config["Entrypoint"] == ["dumb-init", "--", "modelport"]
     assert not any(env.startswith("MODELPORT_REGISTRY=") for env in config["Env"])
     health = info.get("HealthCheck") or config.get("Healthcheck")
-    assert health and "modelport-healthcheck" in " ".join(health["Test"])
+    assert health
+    assert "modelport-healthcheck" in " ".join(health["Test"])
