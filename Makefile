@@ -103,13 +103,17 @@ else
 ENGINE_FLAGS ?=
 BUILD_FLAGS ?= --network host
 endif
+# A CA bundle for pip inside the build (a TLS-inspecting proxy), passed as a build secret.
+PIP_CERT ?= $(shell pip config get global.cert 2>/dev/null || echo $$PIP_CERT)
+SECRET_FLAGS := $(if $(PIP_CERT),--secret id=pip-cert$(comma)src=$(PIP_CERT))
+comma := ,
 MIRROR ?= $(shell awk '/^URIs:/{print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || echo http://deb.debian.org/debian)
 ROOTFS ?= /tmp/modelport-rootfs
 
 image:
 	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) --build-arg BASE=$(BASE) \
 		--build-arg EXTRAS=$(EXTRAS) --build-arg VERSION=$(VERSION) \
-		-f deploy/docker/Dockerfile -t $(IMAGE) .
+		$(SECRET_FLAGS) -f deploy/docker/Dockerfile -t $(IMAGE) .
 
 image-base:
 	debootstrap --variant=minbase --include=python3,python3-venv bookworm $(ROOTFS) $(MIRROR)
