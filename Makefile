@@ -105,8 +105,8 @@ BUILD_FLAGS ?= --network host
 endif
 # A CA bundle for pip inside the build (a TLS-inspecting proxy), passed as a build secret.
 PIP_CERT ?= $(shell pip config get global.cert 2>/dev/null || echo $$PIP_CERT)
-SECRET_FLAGS := $(if $(PIP_CERT),--secret id=pip-cert$(comma)src=$(PIP_CERT))
 comma := ,
+SECRET_FLAGS = $(if $(PIP_CERT),--secret id=pip-cert$(comma)src=$(PIP_CERT))
 MIRROR ?= $(shell awk '/^URIs:/{print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || echo http://deb.debian.org/debian)
 ROOTFS ?= /tmp/modelport-rootfs
 
