@@ -7,11 +7,13 @@ CLIENTS ?= .venv-clients
 REGISTRY ?= .modelport
 HTTP_PORT ?= 8080
 
-.PHONY: demo test lint typecheck imports proto proto-check unit install dev clients clean help
+.PHONY: image image-base demo test lint typecheck imports proto proto-check unit install dev clients clean help
 
 help:
 	@echo "make demo   - install, build the demo registry, serve it on 127.0.0.1:$(HTTP_PORT)"
 	@echo "make test   - install dev extras, run lint, type checks, import contracts and tests"
+	@echo "make image  - build the container image $(IMAGE) from $(BASE) with $(ENGINE)"
+	@echo "make image-base - build $(LOCAL_BASE) with debootstrap (for machines that cannot pull)"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -83,3 +85,36 @@ clean:
 .PHONY: bench
 bench: install
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))
+
+# The container image (deploy/docker/Dockerfile). BASE=localbase:bookworm builds from the
+# debootstrap base of `make image-base` where no registry can be reached.
+ENGINE ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
+VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' src/modelport/_version.py)
+IMAGE ?= modelport:$(VERSION)
+BASE ?= python:3.11-slim
+EXTRAS ?= all,stream,otel
+LOCAL_BASE ?= localbase:bookworm
+# Podman on kernels with hybrid cgroups and capped rlimits needs cgroupfs, runc and explicit
+# ulimits (nofile at most the hard limit); override ENGINE_FLAGS/BUILD_FLAGS where it does not.
+ifeq ($(notdir $(ENGINE)),podman)
+ENGINE_FLAGS ?= --cgroup-manager=cgroupfs --runtime runc
+BUILD_FLAGS ?= --network host --ulimit nofile=$(shell ulimit -Hn):$(shell ulimit -Hn) --ulimit nproc=4096:4096
+else
+ENGINE_FLAGS ?=
+BUILD_FLAGS ?= --network host
+endif
+# A CA bundle for pip inside the build (a TLS-inspecting proxy), passed as a build secret.
+PIP_CERT ?= $(shell pip config get global.cert 2>/dev/null || echo $$PIP_CERT)
+comma := ,
+SECRET_FLAGS = $(if $(PIP_CERT),--secret id=pip-cert$(comma)src=$(PIP_CERT))
+MIRROR ?= $(shell awk '/^URIs:/{print $$2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || echo http://deb.debian.org/debian)
+ROOTFS ?= /tmp/modelport-rootfs
+
+image:
+	$(ENGINE) $(ENGINE_FLAGS) build $(BUILD_FLAGS) --build-arg BASE=$(BASE) \
+		--build-arg EXTRAS=$(EXTRAS) --build-arg VERSION=$(VERSION) \
+		$(SECRET_FLAGS) -f deploy/docker/Dockerfile -t $(IMAGE) .
+
+image-base:
+	debootstrap --variant=minbase --include=python3,python3-venv bookworm $(ROOTFS) $(MIRROR)
+	tar -C $(ROOTFS) -c . | $(ENGINE) $(ENGINE_FLAGS) import - $(LOCAL_BASE)
