@@ -321,6 +321,25 @@ def client(server: ServerProcess) -> Iterator[triton.InferenceServerClient]:
     tc.close()
 
 
+def push_doubling_model(registry: Path, artifact: Path, name: str) -> None:
+    """Register the cloudpickled python model `artifact` as `name` in `registry`, with the
+    signature the tests' doubling models have: FP32 `x` [-1] in, FP32 `y` [-1] out."""
+    from modelport.intake.push import push_artifact
+    from modelport.registry.store import Registry
+
+    signature = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
+    with Registry.open(registry) as store:
+        push_artifact(
+            store,
+            artifact,
+            name=name,
+            format="python",
+            signature=signature,
+            trust_pickle=True,
+            created_by="tests",
+        )
+
+
 def echo_signature() -> Signature:
     """One [-1, 2] input per OIP datatype, `in-<type>`, echoed as `out-<type>`."""
     kinds = sorted(DATATYPES)

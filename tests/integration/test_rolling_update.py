@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from tests.integration.conftest import eventually, free_port
+from tests.integration.conftest import eventually, free_port, push_doubling_model
 
 REQUESTS = 4
 """Requests in flight when SIGTERM lands: one inside the model, the others queued behind it."""
@@ -59,23 +59,13 @@ def in_flight(url: str) -> float:
 def test_sigterm_under_load_turns_readiness_off_refuses_new_and_answers_in_flight(
     start_server: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from modelport.intake.push import push_artifact
-    from modelport.protocol.signature import Signature, TensorSpec
-    from modelport.registry.store import Registry
-
     started, release = tmp_path / "started", tmp_path / "release"
     os.mkfifo(started)
-    signature = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
-    with Registry.open(tmp_path / "registry") as store:
-        push_artifact(
-            store,
-            write_gated_model(tmp_path / "gated.cloudpickle", started, release),
-            name="gated",
-            format="python",
-            signature=signature,
-            trust_pickle=True,
-            created_by="tests",
-        )
+    push_doubling_model(
+        tmp_path / "registry",
+        write_gated_model(tmp_path / "gated.cloudpickle", started, release),
+        "gated",
+    )
     metrics_port = free_port()
     server = start_server(
         "--registry", str(tmp_path / "registry"), "--metrics-port", str(metrics_port)

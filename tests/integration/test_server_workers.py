@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+from tests.integration.conftest import push_doubling_model
 
 import modelport
 
@@ -121,23 +122,11 @@ def write_slow_model(path: Path, started: Path) -> Path:
 def test_sigterm_lets_in_flight_requests_finish(
     start_server: Callable[..., Any], tmp_path: Path, workers: str
 ) -> None:
-    from modelport.intake.push import push_artifact
-    from modelport.protocol.signature import Signature, TensorSpec
-    from modelport.registry.store import Registry
-
     started = tmp_path / "started"
     os.mkfifo(started)
-    signature = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
-    with Registry.open(tmp_path / "registry") as store:
-        push_artifact(
-            store,
-            write_slow_model(tmp_path / "slow.cloudpickle", started),
-            name="slow",
-            format="python",
-            signature=signature,
-            trust_pickle=True,
-            created_by="tests",
-        )
+    push_doubling_model(
+        tmp_path / "registry", write_slow_model(tmp_path / "slow.cloudpickle", started), "slow"
+    )
     server = start_server("--registry", str(tmp_path / "registry"), "--workers", workers)
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
     with ThreadPoolExecutor(1) as pool, httpx.Client(base_url=server.url, timeout=30) as http:
@@ -232,24 +221,14 @@ def write_blocking_model(path: Path, started: Path, release: Path) -> Path:
 def test_a_model_queue_bound_holds_across_workers(
     start_server: Callable[..., Any], tmp_path: Path
 ) -> None:
-    from modelport.intake.push import push_artifact
-    from modelport.protocol.signature import Signature, TensorSpec
-    from modelport.registry.store import Registry
-
     started, release = tmp_path / "started", tmp_path / "release"
     os.mkfifo(started)
     os.mkfifo(release)
-    signature = Signature((TensorSpec("x", "FP32", (-1,)),), (TensorSpec("y", "FP32", (-1,)),))
-    with Registry.open(tmp_path / "registry") as store:
-        push_artifact(
-            store,
-            write_blocking_model(tmp_path / "blocking.cloudpickle", started, release),
-            name="blocking",
-            format="python",
-            signature=signature,
-            trust_pickle=True,
-            created_by="tests",
-        )
+    push_doubling_model(
+        tmp_path / "registry",
+        write_blocking_model(tmp_path / "blocking.cloudpickle", started, release),
+        "blocking",
+    )
     config = tmp_path / "modelport.toml"
     config.write_text("[models.blocking]\nmax_queue = 1\n")
     server = start_server(
