@@ -96,9 +96,10 @@ EXTRAS ?= all,stream,otel
 LOCAL_BASE ?= localbase:bookworm
 # Podman on kernels with hybrid cgroups and capped rlimits needs cgroupfs, runc and explicit
 # ulimits (nofile at most the hard limit); override ENGINE_FLAGS/BUILD_FLAGS where it does not.
+# --format docker: the OCI image format has no HEALTHCHECK, and podman drops it there.
 ifeq ($(notdir $(ENGINE)),podman)
 ENGINE_FLAGS ?= --cgroup-manager=cgroupfs --runtime runc
-BUILD_FLAGS ?= --network host --ulimit nofile=$(shell ulimit -Hn):$(shell ulimit -Hn) --ulimit nproc=4096:4096
+BUILD_FLAGS ?= --format docker --network host --ulimit nofile=$(shell ulimit -Hn):$(shell ulimit -Hn) --ulimit nproc=4096:4096
 else
 ENGINE_FLAGS ?=
 BUILD_FLAGS ?= --network host
