@@ -1,14 +1,19 @@
 """The Kubernetes manifests under deploy/kubernetes render, validate, and agree with the server.
 
 Rendering uses the real `kubectl kustomize`; the args are parsed by modelport's own `serve`
-command, so a renamed flag or a moved port fails here rather than in a cluster.
+command, so a renamed flag or a moved port fails here rather than in a cluster. The KServe
+objects are checked against the kserve SDK's own types by tests/clients/kserve_validate.py, in
+the clients' venv (MODELPORT_CLIENTS_PYTHON): kserve's protobufs clash with modelport's.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
+import os
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,13 @@ TREES = ["base", "overlays/single", "overlays/shared", "overlays/kserve"]
 SERVER_TREES = ["base", "overlays/single", "overlays/shared"]
 KUBERNETES_VERSION = "1.32.0"
 HEALTH_PATHS = {"/v2/health/live", "/v2/health/ready"}
+CLIENTS_PYTHON = os.environ.get("MODELPORT_CLIENTS_PYTHON", "")
+KSERVE_VALIDATE = Path(__file__).resolve().parents[2] / "clients" / "kserve_validate.py"
+needs_kserve_sdk = pytest.mark.skipif(
+    not CLIENTS_PYTHON,
+    reason="MODELPORT_CLIENTS_PYTHON is unset: the kserve SDK lives in the clients venv "
+    "(`make clients`); `make test` points it there",
+)
 
 
 def render(tree: str) -> list[dict[str, Any]]:
@@ -149,3 +161,105 @@ def test_grace_period_covers_prestop_and_drain(tree: str) -> None:
     sleep = spec["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
     drain = worker.DRAIN_SECONDS + worker.GRACEFUL_SHUTDOWN_SECONDS + grpc_transport.GRACE_SECONDS
     assert spec["terminationGracePeriodSeconds"] >= sleep + drain
+
+
+def test_kserve_runtime_serves_the_formats_protocols_and_model() -> None:
+    docs = render("overlays/kserve")
+    spec = one(docs, "ClusterServingRuntime")["spec"]
+    formats = {f["name"] for f in spec["supportedModelFormats"]}
+    assert formats >= {"sklearn", "xgboost", "lightgbm", "onnx", "mlflow"}
+    assert {"v1", "v2"} <= set(spec["protocolVersions"])
+    args = spec["containers"][0]["args"]
+    assert "{{.Name}}" in args
+    assert "/mnt/models" in args
+    model = one(docs, "InferenceService")["spec"]["predictor"]["model"]
+    assert model["runtime"] == one(docs, "ClusterServingRuntime")["metadata"]["name"]
+    assert model["runtime"] == "modelport"
+
+
+def kserve_validate(docs: list[dict[str, Any]]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLIENTS_PYTHON, str(KSERVE_VALIDATE)],
+        input=yaml.safe_dump_all(docs),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@needs_kserve_sdk
+def test_kserve_objects_validate_against_the_kserve_sdk() -> None:
+    done = kserve_validate(render("overlays/kserve"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines() == [
+        "ok ClusterServingRuntime/modelport",
+        "ok InferenceService/iris",
+    ]
+
+
+def container(runtime: dict[str, Any]) -> dict[str, Any]:
+    return runtime["spec"]["containers"][0]
+
+
+def isvc_model(isvc: dict[str, Any]) -> dict[str, Any]:
+    return isvc["spec"]["predictor"]["model"]
+
+
+Mutation = Callable[[dict[str, Any], dict[str, Any]], None]
+BROKEN: dict[str, tuple[Mutation, str]] = {
+    "unknown field deep inside": (
+        lambda rt, isvc: container(rt).update(argz=["serve"]),
+        "ClusterServingRuntime/modelport: spec.containers[0].argz: unknown field",
+    ),
+    "a string for a list": (
+        lambda rt, isvc: rt["spec"].update(protocolVersions="v2"),
+        "ClusterServingRuntime/modelport: spec.protocolVersions: expected a list",
+    ),
+    "a string for a port": (
+        lambda rt, isvc: container(rt)["ports"][0].update(containerPort="8080"),
+        "spec.containers[0].ports[0].containerPort: expected int, got a string '8080'",
+    ),
+    "a protocol KServe does not know": (
+        lambda rt, isvc: rt["spec"]["protocolVersions"].append("v3"),
+        "spec.protocolVersions[2]: 'v3' is not one of",
+    ),
+    "a required field missing": (
+        lambda rt, isvc: isvc_model(isvc).pop("modelFormat"),
+        "InferenceService/iris: spec.predictor.model.modelFormat: required field is missing",
+    ),
+    "a container without a name": (
+        lambda rt, isvc: container(rt).pop("name"),
+        "spec.containers[0].name: required field is missing (V1Container)",
+    ),
+    "a format the runtime does not serve": (
+        lambda rt, isvc: isvc_model(isvc)["modelFormat"].update(name="pytorch"),
+        "spec.predictor.model.modelFormat.name: runtime 'modelport' does not support 'pytorch'",
+    ),
+    "a kind at the wrong apiVersion": (
+        lambda rt, isvc: isvc.update(apiVersion="serving.kserve.io/v1alpha1"),
+        "apiVersion/kind: serving.kserve.io/v1alpha1 InferenceService is not one of",
+    ),
+}
+
+
+@needs_kserve_sdk
+@pytest.mark.parametrize("case", BROKEN)
+def test_kserve_validation_rejects(case: str) -> None:
+    mutate, message = BROKEN[case]
+    docs = render("overlays/kserve")
+    runtime = copy.deepcopy(one(docs, "ClusterServingRuntime"))
+    isvc = copy.deepcopy(one(docs, "InferenceService"))
+    mutate(runtime, isvc)
+    done = kserve_validate([runtime, isvc])
+    assert done.returncode == 1, done.stdout + done.stderr
+    invalid = [line for line in done.stdout.splitlines() if line.startswith("invalid ")]
+    assert len(invalid) == 1, done.stdout
+    assert message in invalid[0]
+
+
+@needs_kserve_sdk
+def test_kserve_validation_needs_a_kserve_object() -> None:
+    done = kserve_validate(render("base"))
+    assert done.returncode == 1
+    assert "no KServe documents" in done.stderr
