@@ -52,8 +52,12 @@ typecheck: dev
 imports: dev
 	$(BIN)/lint-imports
 
+# One pytest worker per core (JOBS=1 runs them in one process); a test file stays on one worker,
+# so a module's fixtures (a built image, a started broker) are made once.
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 unit: dev clients
-	MODELPORT_CLIENTS_PYTHON=$(abspath $(CLIENTS))/bin/python $(BIN)/pytest
+	MODELPORT_CLIENTS_PYTHON=$(abspath $(CLIENTS))/bin/python $(BIN)/pytest \
+		$(if $(filter 1,$(JOBS)),,-n $(JOBS) --dist loadfile)
 
 # gRPC code generated from proto/ is committed; proto-check fails when it has drifted.
 # protoc's plugin imports the messages module absolutely; inside the package it is relative.
@@ -117,5 +121,7 @@ image:
 		$(SECRET_FLAGS) -f deploy/docker/Dockerfile -t $(IMAGE) .
 
 image-base:
+	rm -rf $(ROOTFS)
 	debootstrap --variant=minbase --include=python3,python3-venv bookworm $(ROOTFS) $(MIRROR)
 	tar -C $(ROOTFS) -c . | $(ENGINE) $(ENGINE_FLAGS) import - $(LOCAL_BASE)
+	rm -rf $(ROOTFS)

@@ -148,6 +148,10 @@ def test_kserve_runtime_args_parse(tmp_path: Path) -> None:
     params = parse_serve(args)
     assert params["model_name"] == "iris"
     assert params["http_port"] in {p["containerPort"] for p in container["ports"]}
+    # KServe scrapes the port its annotation names: /metrics is on the REST port unless
+    # --metrics-port moves it.
+    scraped = runtime["spec"]["annotations"]["prometheus.kserve.io/port"]
+    assert int(scraped) == (params["metrics_port"] or params["http_port"])
 
 
 def test_unknown_flag_is_rejected_by_the_parser() -> None:
