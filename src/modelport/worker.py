@@ -174,7 +174,13 @@ def run_worker(
     if len(sockets) > 1:
         config = uvicorn_config(app, protection.metrics_tls, lifespan="off")
         metrics_server = MetricsListener(config, sockets[1])
-    _Server(uvicorn_config(app, tls, lifespan="on"), app.drain).run(sockets=sockets[:1])
+
+    def drain() -> None:
+        app.drain()
+        if grpc_server is not None:
+            grpc_server.stopping()
+
+    _Server(uvicorn_config(app, tls, lifespan="on"), drain).run(sockets=sockets[:1])
     if failure is not None:
         # uvicorn only logs a failed start-up and returns; the caller must see it.
         raise failure

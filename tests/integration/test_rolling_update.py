@@ -1,8 +1,9 @@
 """What a replica does when Kubernetes replaces it: SIGTERM under load.
 
 The pod's preStop hook and terminationGracePeriodSeconds (deploy/kubernetes) are sized on this
-drain: readiness turns false at once (so the probe takes the replica out), the API port stops
-taking connections, and every request already in flight is answered before the process exits 0.
+drain: readiness turns false at once (so the probe takes the replica out), and so does gRPC
+health (for clients that balance on it), the API port stops taking connections, and every
+request already in flight is answered before the process exits 0.
 """
 
 from __future__ import annotations
@@ -56,6 +57,18 @@ def in_flight(url: str) -> float:
     return 0.0
 
 
+def grpc_health(address: str) -> str:
+    """The server's overall status from grpc.health.v1 Check."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(address) as channel:
+        answer = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service=""), timeout=10
+        )
+    return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
 def test_sigterm_under_load_turns_readiness_off_refuses_new_and_answers_in_flight(
     start_server: Callable[..., Any], tmp_path: Path
 ) -> None:
@@ -68,11 +81,13 @@ def test_sigterm_under_load_turns_readiness_off_refuses_new_and_answers_in_fligh
     )
     metrics_port = free_port()
     server = start_server(
-        "--registry", str(tmp_path / "registry"), "--metrics-port", str(metrics_port)
-    )
+        "--registry", str(tmp_path / "registry"), "--metrics-port", str(metrics_port),
+        "--grpc-port", str(free_port()),
+    )  # fmt: skip
     scrape = f"http://127.0.0.1:{metrics_port}"
     probe = f"{scrape}/v2/health/ready"
     assert httpx.get(probe).status_code == 200
+    assert grpc_health(server.grpc_address) == "SERVING"
     body = {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2], "data": [1, 2]}]}
 
     def infer() -> httpx.Response:
@@ -94,6 +109,8 @@ def test_sigterm_under_load_turns_readiness_off_refuses_new_and_answers_in_fligh
         ready = httpx.get(probe)
         assert ready.json()["code"] == "not_ready"
         assert "stopping" in ready.json()["error"]
+        # Polled: the health service is told on the loop, after the REST listener closes.
+        eventually(lambda: grpc_health(server.grpc_address) == "NOT_SERVING", "gRPC health")
         try:
             refused = httpx.post(f"{server.url}/v2/models/gated/infer", json=body, timeout=5)
         except httpx.ConnectError:

@@ -256,6 +256,7 @@ class GrpcServer:
     def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer):
         self._server = server
         self._health = health_servicer
+        self._going: asyncio.Future[None] | None = None
 
     @classmethod
     async def start(
@@ -299,6 +300,11 @@ class GrpcServer:
         for name in ("", SERVICE):
             await health_servicer.set(name, status)
         return cls(server, health_servicer)
+
+    def stopping(self) -> None:
+        """Report NOT_SERVING from now on (gRPC health checks see the stop while REST drains);
+        calls are still served until `stop`. Call on the server's event loop."""
+        self._going = asyncio.ensure_future(self._health.enter_graceful_shutdown())
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
         """Report NOT_SERVING, let running calls finish within `grace` seconds, then stop."""
