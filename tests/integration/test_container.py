@@ -28,11 +28,16 @@ BASE = os.environ.get("MODELPORT_TEST_IMAGE_BASE", "")
 IMAGE = "modelport:container-test"
 IRIS_ROW = [5.1, 3.5, 1.4, 0.2]
 
-pytestmark = pytest.mark.skipif(
-    not (ENGINE and BASE and shutil.which(ENGINE)),
-    reason="set MODELPORT_TEST_CONTAINER_ENGINE (e.g. podman, on PATH) and "
-    "MODELPORT_TEST_IMAGE_BASE (e.g. localbase:bookworm) to build and run the image",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (ENGINE and BASE and shutil.which(ENGINE)),
+        reason="set MODELPORT_TEST_CONTAINER_ENGINE (e.g. podman, on PATH) and "
+        "MODELPORT_TEST_IMAGE_BASE (e.g. localbase:bookworm) to build and run the image",
+    ),
+    # The first test builds the image (installing every dependency from the index when the
+    # engine has no cached layers): minutes on a busy machine, not the usual two.
+    pytest.mark.timeout(900),
+]
 
 
 def engine() -> list[str]:
