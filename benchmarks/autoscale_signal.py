@@ -8,9 +8,9 @@ to CPU 1, offers FACTORS x R requests a second, DURATION seconds each, phase aft
 without a pause. Meanwhile a sampler thread, also on CPU 1, scrapes the metrics port every
 SAMPLE seconds for `modelport_requests_in_flight` (summed over model and version) and reads the
 server's CPU time from /proc. Per phase: offered and answered rates, p50/p99 of the 200s (from
-when each request was due), in-flight median and p90 of the samples, and CPU as a share of one
-core (the HPA's utilisation, with the base Deployment's request of 1 CPU). The JSON keeps
-every sample (seconds from the first phase's start, in flight, server CPU seconds).
+when each request was due), in-flight median, mean and p90 of the samples, and CPU as a share
+of one core (the HPA's utilisation, with the base Deployment's request of 1 CPU). The JSON
+keeps every sample (seconds from the first phase's start, in flight, server CPU seconds).
 """
 
 from __future__ import annotations
