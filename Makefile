@@ -84,8 +84,9 @@ clean:
 
 # Side-by-side benchmark against MLServer (needs wrk); rewrites docs/performance.md.
 # ROUNDS= and DURATION= (seconds) lengthen it; `make bench QUICK=1` is a short try;
-# `make bench ONLY=grpc` (or iris, heavy, obs, overload, soak, memory) runs one scenario group into
-# benchmarks/work/; SOAK=1 adds the 10-minute soak to a full run (SOAK_SECONDS= shortens it).
+# `make bench ONLY=grpc` (or iris, heavy, obs, overload, soak, memory, signal) runs one
+# scenario group into benchmarks/work/; SOAK=1 adds the 10-minute soak to a full run
+# (SOAK_SECONDS= shortens it).
 .PHONY: bench
 bench: install
 	$(BIN)/python benchmarks/run.py $(if $(QUICK),--quick) $(if $(ONLY),--only $(ONLY))

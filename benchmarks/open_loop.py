@@ -22,6 +22,7 @@ import json
 import resource
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 from time import perf_counter
@@ -210,6 +211,8 @@ class OpenLoop:
         self.lag = [0.0] * self.slots
         cpu_before = _cpu_seconds()
         self.start = begin = perf_counter()
+        # Wall-clock time, so another process can line its own samples up with the phases.
+        started_unix = time.time()
         for rate, seconds in phases:
             count, sent = int(rate * seconds), 0
             while sent < count:
@@ -244,6 +247,7 @@ class OpenLoop:
         await asyncio.sleep(0)
         return {
             "connections": self.connections,
+            "started_unix": started_unix,
             "client_cpu": cpu / wall if wall else 0.0,
             "reconnects": self.reconnects,
             "refused": self.refused,

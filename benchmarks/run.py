@@ -1,9 +1,11 @@
 """`make bench`: modelport against MLServer 1.7.1, side by side, on this machine.
 
-Usage: python benchmarks/run.py [--quick] [--only iris|heavy|grpc|obs|overload|soak]
+Usage: python benchmarks/run.py [--quick] [--only iris|heavy|grpc|obs|overload|soak|signal]
 (with the project venv). ROUNDS= (default 3) and DURATION= (seconds per round, default 10)
 override the defaults; DURATION is also the length of each overload phase. The 10-minute soak
-runs with --only soak, or in a full run with SOAK=1; SOAK_SECONDS= shortens it.
+runs with --only soak, or in a full run with SOAK=1; SOAK_SECONDS= shortens it. The
+autoscaling signal (in-flight requests and CPU against p99 as load rises) runs only with
+--only signal (DURATION is each load step's length, ROUNDS the sweeps per model).
 A full run rewrites benchmarks/results/latest.json, docs/performance.md and docs/performance.png;
 --quick (1 round of 3 s, fewer scenarios) and --only (one scenario group, no start-up or memory
 scenario) write only to benchmarks/work/.
@@ -31,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import autoscale_signal
 import grpc_load
 import models
 import open_loop
@@ -206,6 +209,8 @@ class Bench:
         """Train (or reuse) the model files; fill a fresh registry and the MLServer folders."""
         if self.only == "memory":
             wanted = ["iris", "big"]
+        elif self.only == "signal":
+            wanted = list(autoscale_signal.MODELS)
         elif self.only is not None:
             # One group: only its model (the memory scenario and its big model do not run).
             wanted = ["heavy" if self.only == "heavy" else "iris"]
@@ -888,6 +893,9 @@ def main() -> None:
     results["models"] = bench.prepare()
     results["loads"] = bench.loads()
     results["overload"] = bench.overload() if args.only in (None, "overload") else None
+    results["signal"] = autoscale_signal.run(bench) if args.only == "signal" else None
+    for problem in autoscale_signal.failures(results["signal"]):
+        bench.note(f"signal: {problem}")
     soak = args.only == "soak" or (args.only is None and os.environ.get("SOAK") == "1")
     results["soak"] = bench.soak() if soak else None
     if args.only is None and not soak:
@@ -906,6 +914,7 @@ def main() -> None:
         report.other_rows(results),
         report.overload_rows(results),
         report.soak_rows(results),
+        autoscale_signal.table_rows(results["signal"]),
     ):
         if len(rows) > 1:
             print()
@@ -921,6 +930,9 @@ def main() -> None:
         data, chart = BENCH / "results" / "latest.json", ROOT / "docs" / "performance.png"
     data.parent.mkdir(parents=True, exist_ok=True)
     data.write_text(json.dumps(results, indent=2) + "\n")
+    if results["signal"]:
+        table = report.markdown_table(autoscale_signal.table_rows(results["signal"]))
+        data.with_suffix(".md").write_text(table + "\n")
     plotter = VENV / "bin" / "python"
     drawn = (
         subprocess.run([str(plotter), str(BENCH / "chart.py"), str(data), str(chart)], check=False)

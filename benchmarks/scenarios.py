@@ -83,9 +83,9 @@ HEAVY_LOADS = (Load("heavy", 1, 64),)
 QUICK_IRIS_LOADS = (Load("iris", 1, 64),)
 GRPC_LOADS = (Load("iris", 1, 64, grpc=True),)
 OBS_LOADS = (Load("iris", 1, 64, tag="obs"),)
-GROUP_KEYS = ("iris", "heavy", "grpc", "obs", "overload", "soak", "memory")
+GROUP_KEYS = ("iris", "heavy", "grpc", "obs", "overload", "soak", "memory", "signal")
 """The values `--only` takes."""
-STANDALONE = ("overload", "soak", "memory")
+STANDALONE = ("overload", "soak", "memory", "signal")
 """Groups with a procedure of their own (not loads taken in turn by variants)."""
 
 OVERLOAD = "modelport --max-queue 64"
