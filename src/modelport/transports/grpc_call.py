@@ -104,7 +104,7 @@ def unary(
     def handle(request: Req, context: Context) -> Resp:
         rid = request_id(context)
         call = Call("grpc", rid, caller=peer(context), endpoint=endpoint)
-        call.time_left = context.time_remaining()
+        call.time_left = time_left(context)
         credentials = None if action is Action.HEALTH else credentials_of(context)
         handoff = bridge.submit(answer(request, call, credentials))
         # A call the client cancels, or whose deadline passes, stops waiting on the loop.
@@ -195,6 +195,17 @@ def peer(context: Context) -> str:
     kind, _, rest = address.partition(":")
     host = rest.rpartition(":")[0] if kind in ("ipv4", "ipv6") else rest
     return host.strip("[]")
+
+
+NO_DEADLINE: Final = 1e9
+"""Seconds beyond which grpcio's time remaining means the call has no deadline (grpcio
+reports the far future, about 9.2e18 s, for one that has none)."""
+
+
+def time_left(context: Context) -> float | None:
+    """Seconds left of the call's deadline; None when the client set none."""
+    left = context.time_remaining()
+    return None if left is None or left > NO_DEADLINE else float(left)
 
 
 def request_id(context: Context) -> str:
