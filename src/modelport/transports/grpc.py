@@ -1,6 +1,6 @@
 """Open Inference Protocol over gRPC: parse, call the dataplane, encode.
 
-grpcio's synchronous server takes the calls in a small pool of threads, which costs far less
+grpcio's synchronous server takes the calls in a pool of threads (THREADS), which costs far less
 per call than grpc.aio's poller and loop hops; each call's body runs on the worker's event loop
 (`grpc_bridge`), beside REST, so gRPC requests join the same batches.
 
