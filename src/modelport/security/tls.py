@@ -153,7 +153,7 @@ def uvicorn_options(files: TlsFiles) -> dict[str, Any]:
 
 
 def grpc_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """Server credentials for `grpc.aio.Server.add_secure_port`, read from `files` now.
+    """Server credentials for `grpc.Server.add_secure_port`, read from `files` now.
 
     With a client CA, a client without a certificate signed by it cannot connect.
     """

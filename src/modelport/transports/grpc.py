@@ -1,4 +1,8 @@
-"""Open Inference Protocol over gRPC (grpc.aio): parse, call the dataplane, encode.
+"""Open Inference Protocol over gRPC: parse, call the dataplane, encode.
+
+grpcio's synchronous server takes the calls in a pool of threads (THREADS), which costs far less
+per call than grpc.aio's poller and loop hops; each call's body runs on the worker's event loop
+(`grpc_bridge`), beside REST, so gRPC requests join the same batches.
 
 The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto),
 its unary RPCs built from one table and wrapped alike (`grpc_call.unary`: ErrorKind to status
@@ -11,9 +15,11 @@ server reflection is on.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
+import queue
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final
 
 import grpc
@@ -27,16 +33,21 @@ from modelport.serving.guard import Action, Guard, OpenGuard
 from modelport.serving.requests import internal_error, refuse_load_options
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
 from modelport.transports import grpc_codec
+from modelport.transports.grpc_bridge import Handoff, LoopBridge
 from modelport.transports.grpc_call import (
     REQUEST_ID,
     STATUS,
     Context,
+    Credentials,
+    Refusal,
     admit,
+    credentials_of,
     failed,
     lenient,
     model_name,
     parsed,
     peer,
+    refuse,
     request_id,
     unary,
     version_parameter,
@@ -51,6 +62,10 @@ STREAM_WINDOW: Final = 64
 """Requests of one stream in flight at once; reading the stream waits beyond that."""
 GRACE_SECONDS: Final = 5.0
 """On stop, how long running calls may finish before they are cancelled."""
+THREADS: Final = 64
+"""grpcio's handler threads. A unary call holds one only while it is answered; an open stream
+holds one for its whole life (and one more reads it), so this is also how many streams can be
+open at once before further calls wait for a thread."""
 
 _RPCS: Final = (
     ("ServerLive", Endpoint.HEALTH, Action.HEALTH, "server_live"),
@@ -74,10 +89,12 @@ class InferenceService:
     def __init__(
         self,
         dataplane: DataPlane,
+        bridge: LoopBridge,
         telemetry: Telemetry | None = None,
         guard: Guard | None = None,
     ) -> None:
         self._dp = dataplane
+        self._bridge = bridge
         self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
         self._guard: Guard = guard if guard is not None else OpenGuard()
 
@@ -86,7 +103,14 @@ class InferenceService:
         handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         for rpc, endpoint, action, method in _RPCS:
             handlers[rpc] = grpc.unary_unary_rpc_method_handler(
-                unary(getattr(self, method), endpoint, action, self._telemetry, self._guard),
+                unary(
+                    getattr(self, method),
+                    endpoint,
+                    action,
+                    self._telemetry,
+                    self._guard,
+                    self._bridge,
+                ),
                 request_deserializer=lenient(getattr(pb, f"{rpc}Request")),
                 response_serializer=getattr(pb, f"{rpc}Response").SerializeToString,
             )
@@ -150,62 +174,73 @@ class InferenceService:
         )
         return grpc_codec.encode_response(response, typed=not request.raw_input_contents)
 
-    async def model_stream_infer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], context: Context
-    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+    def model_stream_infer(
+        self, requests: Iterator[pb.ModelInferRequest], context: Context
+    ) -> Iterator[pb.ModelStreamInferResponse]:
         """Answer each request of the stream in order; a failed one gets an error_message.
 
-        Up to STREAM_WINDOW requests run at once (so they can share batches); the answers
-        still come back in the order the requests arrived.
+        A reader thread hands each request to the loop as it arrives, up to STREAM_WINDOW at
+        once (so they can share batches); the answers still come back in the order the
+        requests arrived.
         """
         base = request_id(context)
         caller = peer(context)
+        credentials = credentials_of(context)
         stream_call = Call("grpc", base, caller=caller, endpoint=Endpoint.INFER)
-        try:
-            admit(self._guard, Action.INFER, context, stream_call)
-        except ModelportError as exc:
-            failed(stream_call, exc)
-            self._telemetry.finished(stream_call, STATUS[exc.kind].name)
-            await context.abort(STATUS[exc.kind], exc.message, ((REQUEST_ID, base),))
-        window: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue(
+        refusal = self._bridge.run(self._admit_stream(stream_call, credentials))
+        if refusal is not None:
+            refuse(context, refusal)
+        window: queue.Queue[Handoff[pb.ModelStreamInferResponse] | None] = queue.Queue(
             STREAM_WINDOW
         )
+        stop = threading.Event()
 
-        async def read() -> None:
+        def read() -> None:
             count = 0
             try:
-                async for request in requests:
+                for request in requests:
+                    if stop.is_set():
+                        break
                     count += 1
-                    rid = f"{base}-{count}"
-                    call = Call("grpc", rid, caller=caller, endpoint=Endpoint.INFER)
-                    answer = self._stream_one(request, call, context)
-                    await window.put(asyncio.ensure_future(answer))
+                    call = Call("grpc", f"{base}-{count}", caller=caller, endpoint=Endpoint.INFER)
+                    window.put(self._bridge.submit(self._stream_one(request, call, credentials)))
             except Exception:
                 # The client broke the stream off; what it already sent is still answered.
                 log.debug("stream %s ended while reading", base, exc_info=True)
-            # Not in a `finally`: once cancelled, nobody reads the queue to make room.
-            await window.put(None)
+            window.put(None)
 
-        reader = asyncio.ensure_future(read())
+        reader = threading.Thread(target=read, name=f"grpc-stream-{base[:8]}", daemon=True)
+        reader.start()
         try:
-            while (future := await window.get()) is not None:
-                yield await future
+            while (handoff := window.get()) is not None:
+                yield handoff.result()
         finally:
-            reader.cancel()
-            while not window.empty():
-                pending = window.get_nowait()
+            # The client went away (or the server stops): nothing left is answered.
+            stop.set()
+            while True:
+                try:
+                    pending = window.get_nowait()
+                except queue.Empty:
+                    break
                 if pending is not None:
                     pending.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+
+    async def _admit_stream(self, call: Call, credentials: Credentials) -> Refusal | None:
+        try:
+            admit(self._guard, Action.INFER, credentials, call)
+        except ModelportError as exc:
+            failed(call, exc)
+            self._telemetry.finished(call, STATUS[exc.kind].name)
+            return Refusal(STATUS[exc.kind], exc.message, ((REQUEST_ID, call.request_id),))
+        return None
 
     async def _stream_one(
-        self, request: pb.ModelInferRequest, call: Call, context: Context
+        self, request: pb.ModelInferRequest, call: Call, credentials: Credentials
     ) -> pb.ModelStreamInferResponse:
         try:
             parsed(request)
             # Each message is an inference of its own: rate limits apply per message.
-            admit(self._guard, Action.INFER, context, call)
+            admit(self._guard, Action.INFER, credentials, call)
             response = await self.model_infer(request, call)
         except ModelportError as exc:
             failed(call, exc)
@@ -251,12 +286,11 @@ class InferenceService:
 
 
 class GrpcServer:
-    """A started grpc.aio server: the inference service, health and reflection."""
+    """A started gRPC server: the inference service, health and reflection."""
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health.aio.HealthServicer):
+    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer):
         self._server = server
         self._health = health_servicer
-        self._going: asyncio.Future[None] | None = None
 
     @classmethod
     async def start(
@@ -269,20 +303,22 @@ class GrpcServer:
         guard: Guard | None = None,
         credentials: grpc.ServerCredentials | None = None,
     ) -> GrpcServer:
-        """Serve on `address` (host:port) in the running event loop.
+        """Serve on `address` (host:port); the calls' bodies run on the running event loop.
 
         RuntimeError when the address cannot be bound.
         """
-        server = grpc.aio.server(
+        server = grpc.server(
+            ThreadPoolExecutor(THREADS, thread_name_prefix="grpc"),
             options=[
                 ("grpc.max_receive_message_length", max_message_bytes),
                 ("grpc.max_send_message_length", -1),
-            ]
+            ],
         )
-        handlers = InferenceService(dataplane, telemetry, guard).method_handlers()
+        bridge = LoopBridge(asyncio.get_running_loop())
+        handlers = InferenceService(dataplane, bridge, telemetry, guard).method_handlers()
         server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
         server.add_registered_method_handlers(SERVICE, handlers)
-        health_servicer = health.aio.HealthServicer()
+        health_servicer = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         reflection.enable_server_reflection(
             (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
@@ -291,22 +327,26 @@ class GrpcServer:
             server.add_insecure_port(address)
         else:
             server.add_secure_port(address, credentials)
-        await server.start()
+        server.start()
         status = (
             health_pb2.HealthCheckResponse.SERVING
             if dataplane.ready()
             else health_pb2.HealthCheckResponse.NOT_SERVING
         )
         for name in ("", SERVICE):
-            await health_servicer.set(name, status)
+            health_servicer.set(name, status)
         return cls(server, health_servicer)
 
     def stopping(self) -> None:
         """Report NOT_SERVING from now on (gRPC health checks see the stop while REST drains);
-        calls are still served until `stop`. Call on the server's event loop."""
-        self._going = asyncio.ensure_future(self._health.enter_graceful_shutdown())
+        calls are still served until `stop`."""
+        self._health.enter_graceful_shutdown()
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Report NOT_SERVING, let running calls finish within `grace` seconds, then stop."""
-        await self._health.enter_graceful_shutdown()
-        await self._server.stop(grace)
+        """Report NOT_SERVING, let running calls finish within `grace` seconds, then stop.
+
+        The loop keeps running meanwhile: the calls still running need it to finish.
+        """
+        self._health.enter_graceful_shutdown()
+        stopped = self._server.stop(grace)
+        await asyncio.get_running_loop().run_in_executor(None, stopped.wait)

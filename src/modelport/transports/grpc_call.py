@@ -2,7 +2,9 @@
 
 ErrorKind is mapped to a gRPC status code here, once. `unary` wraps an RPC body so that every
 call gets its request id, its permission check, its status code and its telemetry record the
-same way; the helpers below it read what a call carries (metadata, peer, parameters).
+same way: what the call carries is read in grpcio's handler thread, the body runs on the event
+loop (`grpc_bridge`). The helpers below it read what a call carries (metadata, peer,
+parameters).
 """
 
 from __future__ import annotations
@@ -10,7 +12,8 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, TypeVar
+from dataclasses import dataclass
+from typing import Any, Final, NoReturn, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -21,6 +24,7 @@ from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action, Guard
 from modelport.serving.requests import REQUEST_ID_PATTERN, internal_error, retry_after
 from modelport.serving.telemetry import Call, Telemetry, new_request_id
+from modelport.transports.grpc_bridge import LoopBridge
 
 log = logging.getLogger("modelport.grpc")
 
@@ -46,7 +50,24 @@ _SAFE_ID: Final = re.compile(REQUEST_ID_PATTERN)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Context = grpc.aio.ServicerContext[Any, Any]
+Context = grpc.ServicerContext
+
+
+@dataclass(frozen=True, slots=True)
+class Credentials:
+    """What a call presents to the guard, read from its metadata in the handler's thread."""
+
+    authorization: str | None = None
+    api_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """How a call failed: the status code, its message and the trailing metadata."""
+
+    code: grpc.StatusCode
+    message: str
+    trailers: tuple[tuple[str, str], ...]
 
 
 def unary(
@@ -55,34 +76,52 @@ def unary(
     action: Action,
     telemetry: Telemetry,
     guard: Guard,
-) -> Callable[[Req, Context], Awaitable[Resp]]:
-    """Wrap an RPC body: request id in, permission checked, ModelportError -> status code out,
-    faults logged."""
+    bridge: LoopBridge,
+) -> Callable[[Req, Context], Resp]:
+    """Wrap an RPC body for a handler thread: request id in, the body (permission check
+    first) on the event loop, ModelportError -> status code out, faults logged."""
 
-    async def handle(request: Req, context: Context) -> Resp:
-        rid = request_id(context)
-        call = Call("grpc", rid, caller=peer(context), endpoint=endpoint)
-        call.time_left = context.time_remaining()
+    async def answer(request: Req, call: Call, credentials: Credentials | None) -> Resp | Refusal:
+        rid = call.request_id
         try:
             parsed(request)
-            if action is not Action.HEALTH:
-                admit(guard, action, context, call)
+            if credentials is not None:
+                admit(guard, action, credentials, call)
             response = await body(request, call)
         except ModelportError as exc:
             failed(call, exc)
             telemetry.finished(call, STATUS[exc.kind].name)
-            await context.abort(STATUS[exc.kind], exc.message, trailers(rid, exc))
+            return Refusal(STATUS[exc.kind], exc.message, trailers(rid, exc))
         except Exception:
             log.exception("internal error handling request %s", rid)
             error = internal_error(rid)
             failed(call, error)
             telemetry.finished(call, grpc.StatusCode.INTERNAL.name)
-            await context.abort(grpc.StatusCode.INTERNAL, error.message, ((REQUEST_ID, rid),))
-        context.set_trailing_metadata(((REQUEST_ID, rid),))
+            return Refusal(grpc.StatusCode.INTERNAL, error.message, ((REQUEST_ID, rid),))
         telemetry.finished(call, grpc.StatusCode.OK.name)
         return response
 
+    def handle(request: Req, context: Context) -> Resp:
+        rid = request_id(context)
+        call = Call("grpc", rid, caller=peer(context), endpoint=endpoint)
+        call.time_left = time_left(context)
+        credentials = None if action is Action.HEALTH else credentials_of(context)
+        handoff = bridge.submit(answer(request, call, credentials))
+        # A call the client cancels, or whose deadline passes, stops waiting on the loop.
+        context.add_callback(handoff.cancel)
+        outcome = handoff.result()
+        if isinstance(outcome, Refusal):
+            refuse(context, outcome)
+        context.set_trailing_metadata(((REQUEST_ID, rid),))
+        return outcome
+
     return handle
+
+
+def refuse(context: Context, refusal: Refusal) -> NoReturn:
+    """End the call with `refusal` (grpcio raises to unwind the handler)."""
+    context.set_trailing_metadata(refusal.trailers)
+    context.abort(refusal.code, refusal.message)
 
 
 class Malformed:
@@ -127,15 +166,21 @@ def trailers(rid: str, exc: ModelportError) -> tuple[tuple[str, str], ...]:
     return ((REQUEST_ID, rid),)
 
 
-def admit(guard: Guard, action: Action, context: Context, call: Call) -> None:
-    """Let the call do `action` (credentials from its metadata) or raise."""
+def credentials_of(context: Context) -> Credentials:
+    """The `authorization` and `x-api-key` metadata a call carries."""
     authorization = api_key = None
     for key, value in context.invocation_metadata() or ():
         if key == "authorization" and isinstance(value, str):
             authorization = value
         elif key == "x-api-key" and isinstance(value, str):
             api_key = value
-    requests.admit(guard, action, authorization, api_key, call)
+    return Credentials(authorization, api_key)
+
+
+def admit(guard: Guard, action: Action, credentials: Credentials, call: Call) -> None:
+    """Let the call do `action` with `credentials` or raise (on the event loop: the guard's
+    rate limits and caches are the loop's)."""
+    requests.admit(guard, action, credentials.authorization, credentials.api_key, call)
 
 
 def failed(call: Call, exc: ModelportError) -> None:
@@ -150,6 +195,17 @@ def peer(context: Context) -> str:
     kind, _, rest = address.partition(":")
     host = rest.rpartition(":")[0] if kind in ("ipv4", "ipv6") else rest
     return host.strip("[]")
+
+
+NO_DEADLINE: Final = 1e9
+"""Seconds beyond which grpcio's time remaining means the call has no deadline (grpcio
+reports the far future, about 9.2e18 s, for one that has none)."""
+
+
+def time_left(context: Context) -> float | None:
+    """Seconds left of the call's deadline; None when the client set none."""
+    left = context.time_remaining()
+    return None if left is None or left > NO_DEADLINE else float(left)
 
 
 def request_id(context: Context) -> str:

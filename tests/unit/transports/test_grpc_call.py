@@ -12,7 +12,7 @@ from modelport.transports.grpc_gen import inference_pb2 as pb
 
 
 class Context:
-    """The parts of a grpc.aio servicer context the helpers read."""
+    """The parts of a gRPC servicer context the helpers read."""
 
     def __init__(self, peer: str = "", metadata: tuple[tuple[str, Any], ...] = ()) -> None:
         self._peer = peer
@@ -69,3 +69,17 @@ def test_bytes_that_do_not_parse_become_invalid_input() -> None:
         grpc_call.parsed(malformed)
     with pytest.raises(InvalidInput, match="model name is empty"):
         grpc_call.model_name("")
+
+
+class Deadline:
+    def __init__(self, left: float) -> None:
+        self.left = left
+
+    def time_remaining(self) -> float:
+        return self.left
+
+
+def test_time_left_is_none_without_a_deadline() -> None:
+    # What grpcio's synchronous server reports for a call without a deadline.
+    assert grpc_call.time_left(Deadline(9.223372035058482e18)) is None  # type: ignore[arg-type]
+    assert grpc_call.time_left(Deadline(4.5)) == 4.5  # type: ignore[arg-type]
