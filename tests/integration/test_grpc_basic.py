@@ -301,6 +301,32 @@ def test_stream_answers_in_order_and_survives_a_bad_request(stub: Stub, iris: An
     assert "3 bytes were given" in answers[8].error_message
 
 
+def test_open_streams_do_not_keep_unary_calls_waiting(grpc_server: Any) -> None:
+    """More streams open at once than the server has threads for unary calls: each stream is
+    answered, and a unary call made while they are all open is answered too."""
+    import asyncio
+
+    from modelport.transports.grpc import THREADS
+
+    async def run() -> None:
+        async with grpc.aio.insecure_channel(grpc_server.grpc_address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            streams = [stub.ModelStreamInfer() for _ in range(THREADS + 8)]
+            for i, stream in enumerate(streams):
+                await stream.write(raw_request(ROWS[:1], id=f"open-{i}"))
+            for i, stream in enumerate(streams):
+                # Each stream is open and answered by its own handler.
+                answer = await stream.read()
+                assert answer.infer_response.id == f"open-{i}", answer.error_message
+            unary = await stub.ModelInfer(raw_request(ROWS[:2]), timeout=30)
+            assert len(np.frombuffer(unary.raw_output_contents[0], np.int64)) == 2
+            for stream in streams:
+                await stream.done_writing()
+                assert await stream.read() == grpc.aio.EOF
+
+    asyncio.run(run())
+
+
 def test_repository_index_load_and_unload(stub: Stub) -> None:
     index = stub.RepositoryIndex(pb.RepositoryIndexRequest())
     names = {(m.name, m.version, m.state) for m in index.models}
