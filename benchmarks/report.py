@@ -204,6 +204,11 @@ def _ratio_target(
     shown = f"{ratio:.0%}" if factor < 1 else f"{ratio:.2f}x"
     detail = f"{ra['rps']:,.0f} vs {rb['rps']:,.0f} req/s = {shown}; "
     detail += f"p99 {ra['p99_ms']:.1f} vs {rb['p99_ms']:.1f} ms"
+    if a[1] == b[1] and len(ra["rounds"]) == len(rb["rounds"]):
+        # The same server's two loads, start by start: the ratio within each process.
+        pairs = zip(ra["rounds"], rb["rounds"], strict=True)
+        each = [x["rps"] / y["rps"] for x, y in pairs if "rps" in x and y.get("rps")]
+        detail += "; per start: " + ", ".join(f"{r:.0%}" for r in each)
     return _verdict(name, ratio >= factor, detail)
 
 
