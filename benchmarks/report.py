@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from scenarios import (
-    COMPILED,
+    BESIDE_GRPC,
+    COMPILED_OFF,
     GRPC_CEILING,
     MLSERVER,
     MODELPORT,
@@ -46,8 +47,9 @@ def _num(value: float | None, fmt: str) -> str:
 
 
 def table_rows(results: Results) -> list[list[str]]:
-    """Header plus one row per load and server; p50/p99 in ms; ratio = req/s over MLServer's."""
-    rows = [["scenario", "server", "req/s", "p50 ms", "p99 ms", "ratio"]]
+    """Header plus one row per load and server; p50/p99 in ms; ratio = req/s over MLServer's;
+    rows/call = mean rows per model call (from /metrics, so none where metrics are off)."""
+    rows = [["scenario", "server", "req/s", "p50 ms", "p99 ms", "rows/call", "ratio"]]
     for r in results["loads"]:
         failed = r["failed"]
         rows.append(
@@ -57,6 +59,7 @@ def table_rows(results: Results) -> list[list[str]]:
                 f"FAILED: {failed}" if failed else _num(r["rps"], ",.0f"),
                 _num(r["p50_ms"], ".1f"),
                 _num(r["p99_ms"], ".1f"),
+                _num(r.get("rows_per_call"), ".1f"),
                 _num(r["ratio"], ".2f") + ("x" if r["ratio"] is not None else ""),
             ]
         )
@@ -180,33 +183,141 @@ def targets(results: Results) -> list[dict[str, str]]:
 
 
 GRPC_SCENARIO = "iris b1 grpc s64"
+GRPC_REST = f"iris b1 c64 {BESIDE_GRPC}"
+"""The REST load on the same server starts as GRPC_SCENARIO."""
+HEAVY_GRPC = "heavy b1 grpc s64"
+HEAVY_REST = f"heavy b1 c64 {BESIDE_GRPC}"
+OFF_WORDS = "metrics, access log, inference log off"
+
+
+def _ratio_target(
+    results: Results, name: str, a: tuple[str, str], b: tuple[str, str], factor: float
+) -> dict[str, str]:
+    """req/s of row a (scenario, server) >= factor x row b's; the detail gives both p99s."""
+    ra, rb = _find(results, *a), _find(results, *b)
+    if ra is None or rb is None:
+        missing = a if ra is None else b
+        return _verdict(name, None, f"no {missing[1]} row for {missing[0]} in this run")
+    if ra["failed"] or rb["failed"] or not rb["rps"]:
+        return _verdict(name, False, "a run failed")
+    ratio = ra["rps"] / rb["rps"]
+    shown = f"{ratio:.0%}" if factor < 1 else f"{ratio:.2f}x"
+    detail = f"{ra['rps']:,.0f} vs {rb['rps']:,.0f} req/s = {shown}; "
+    detail += f"p99 {ra['p99_ms']:.1f} vs {rb['p99_ms']:.1f} ms"
+    if a[1] == b[1] and len(ra["rounds"]) == len(rb["rounds"]):
+        # The same server's two loads, start by start: the ratio within each process.
+        pairs = zip(ra["rounds"], rb["rounds"], strict=True)
+        each = [x["rps"] / y["rps"] for x, y in pairs if "rps" in x and y.get("rps")]
+        detail += "; per start: " + ", ".join(f"{r:.0%}" for r in each)
+    return _verdict(name, ratio >= factor, detail)
 
 
 def _grpc_targets(results: Results) -> list[dict[str, str]]:
-    """gRPC req/s: modelport (plain iris) >= 2x MLServer and >= 80% of the bare servicer.
+    """gRPC, like with like: modelport with metrics, the access log and the inference log off
+    (the ceiling logs nothing) against the bare servicer, MLServer and its own REST (the same
+    server start); and batching's gain on the heavy model over gRPC."""
+    off = f"modelport ({OFF_WORDS})"
+    return [
+        _ratio_target(
+            results,
+            f"{GRPC_SCENARIO}: {off} req/s >= 1.0x a bare grpc.aio servicer",
+            (GRPC_SCENARIO, OBS_OFF),
+            (GRPC_SCENARIO, GRPC_CEILING),
+            1.0,
+        ),
+        _ratio_target(
+            results,
+            f"{GRPC_SCENARIO}: {off} req/s >= 4x MLServer",
+            (GRPC_SCENARIO, OBS_OFF),
+            (GRPC_SCENARIO, MLSERVER),
+            4.0,
+        ),
+        _ratio_target(
+            results,
+            f"iris b1: {off}, gRPC s64 req/s >= 45% of REST c64",
+            (GRPC_SCENARIO, OBS_OFF),
+            (GRPC_REST, OBS_OFF),
+            0.45,
+        ),
+        _ratio_target(
+            results,
+            f"iris b1: modelport compiled ({OFF_WORDS}), gRPC s64 req/s >= 45% of REST c64",
+            (GRPC_SCENARIO, COMPILED_OFF),
+            (GRPC_REST, COMPILED_OFF),
+            0.45,
+        ),
+        _ratio_target(
+            results,
+            f"{HEAVY_GRPC}: batching on >= 4x batching off (req/s)",
+            (HEAVY_GRPC, MODELPORT),
+            (HEAVY_GRPC, NO_BATCHING),
+            4.0,
+        ),
+    ]
 
-    The compiled row is shown in the figures; the verdict is on the plain one, like REST's.
-    """
-    out = []
-    compiled = _find(results, GRPC_SCENARIO, COMPILED)
-    also = ""
-    if compiled is not None and not compiled["failed"] and compiled["rps"]:
-        also = f"; compiled {compiled['rps']:,.0f} req/s"
-    for peer, factor, name in (
-        (MLSERVER, 2.0, f"{GRPC_SCENARIO}: modelport req/s >= 2x MLServer"),
-        (GRPC_CEILING, 0.8, f"{GRPC_SCENARIO}: modelport req/s >= 80% of a bare grpc.aio servicer"),
+
+def grpc_rows(results: Results) -> list[list[str]]:
+    """Header plus gRPC beside REST, per model and server: req/s, p99, rows per call, and
+    gRPC req/s as a share of REST's (the same server start, so the same process)."""
+    rows = [
+        [
+            "model",
+            "server",
+            "gRPC s64 req/s",
+            "p99 ms",
+            "rows/call",
+            "REST c64 req/s",
+            "p99 ms",
+            "rows/call",
+            "gRPC / REST",
+        ]
+    ]
+    for model, grpc_scenario, rest_scenario in (
+        ("iris", GRPC_SCENARIO, GRPC_REST),
+        ("heavy", HEAVY_GRPC, HEAVY_REST),
     ):
-        mp, other, why = _pair(results, GRPC_SCENARIO, MODELPORT, peer)
-        if why:
-            out.append(_verdict(name, None, why))
-        elif mp["failed"] or other["failed"]:
-            out.append(_verdict(name, False, "a run failed"))
-        else:
-            ratio = mp["rps"] / other["rps"]
-            detail = f"{mp['rps']:,.0f} vs {other['rps']:,.0f} req/s = "
-            detail += (f"{ratio:.2f}x" if factor > 1 else f"{ratio:.0%}") + also
-            out.append(_verdict(name, ratio >= factor, detail))
-    return out
+        servers = [r["server"] for r in results["loads"] if r["scenario"] == grpc_scenario]
+        for server in servers:
+            g, r = _find(results, grpc_scenario, server), _find(results, rest_scenario, server)
+            cells = [model, server]
+            for row in (g, r):
+                if row is None:
+                    cells += ["-", "-", "-"]
+                elif row["failed"]:
+                    cells += ["FAILED", "-", "-"]
+                else:
+                    cells += [
+                        _num(row["rps"], ",.0f"),
+                        _num(row["p99_ms"], ".1f"),
+                        _num(row.get("rows_per_call"), ".1f"),
+                    ]
+            ok = g and r and not g["failed"] and not r["failed"] and r["rps"]
+            cells.append(f"{g['rps'] / r['rps']:.0%}" if ok and g and r else "-")
+            rows.append(cells)
+    return rows
+
+
+def grpc_cost_rows(results: Results) -> list[list[str]]:
+    """Header plus what observability costs on iris over gRPC and over REST: req/s of
+    metrics + inference log on, and of the defaults (also the JSON access log), as a share
+    of req/s with all of it off, and the p99s."""
+    rows = [[f"iris b1, modelport, against {OFF_WORDS}", "req/s on / off", "p99 on / off ms"]]
+    for what, scenario in (("gRPC s64", GRPC_SCENARIO), ("REST c64", GRPC_REST)):
+        off = _find(results, scenario, OBS_OFF)
+        for server in (OBS_ON, MODELPORT):
+            on = _find(results, scenario, server)
+            label = f"{what}: {server}" + (" (defaults)" if server == MODELPORT else "")
+            if on is None or off is None or on["failed"] or off["failed"] or not off["rps"]:
+                rows.append([label, "-", "-"])
+                continue
+            rows.append(
+                [
+                    label,
+                    f"{on['rps']:,.0f} / {off['rps']:,.0f} = {on['rps'] / off['rps']:.0%}",
+                    f"{on['p99_ms']:.1f} / {off['p99_ms']:.1f}",
+                ]
+            )
+    return rows
 
 
 OBS_SCENARIO = "iris b1 c64 obs"
@@ -480,6 +591,58 @@ def _soak_section(results: Results) -> str:
     return markdown_table(soak_rows(results)) + "\n\n" + _soak_samples(results)
 
 
+BATCH_SIZE_METRIC = "modelport_batch_size"
+
+
+def _grpc_section(results: Results) -> str:
+    """The gRPC-beside-REST tables under their heading, or "" when the gRPC group did not run."""
+    rows = grpc_rows(results)
+    if len(rows) == 1:
+        return ""
+    text = "\n## gRPC beside REST\n\n" + markdown_table(rows)
+    return text + "\n\n" + markdown_table(grpc_cost_rows(results)) + "\n"
+
+
+def partial_markdown(results: Results, chart: str) -> str:
+    """A short page for a --quick or --only run: figures, the gRPC tables, targets, notes."""
+    m, v = results["machine"], results["versions"]
+    measured = [t for t in results["targets"] if t["status"] != "SKIP"]
+    target_rows = [["target", "result", "figures"]] + [
+        [t["target"], f"**{t['status']}**", t["detail"]] for t in measured
+    ]
+    skipped = [t["target"] for t in results["targets"] if t["status"] == "SKIP"]
+    if skipped:
+        target_rows.append(["not measured in this run: " + "; ".join(skipped), "SKIP", ""])
+    notes = "\n".join(f"- {n}" for n in results["notes"]) or "- none"
+    return f"""# {results["command"]}
+
+{results["date"]}, {results["rounds"]} round(s) of {results["duration_s"]} s per scenario and
+server, {results["warmup_s"]} s warm-up after each start; the server on CPU {m["server_cpu"]},
+the load generator on CPU {m["load_cpu"]}. {m["nproc"]} CPUs ({m["cpu"]}), Linux
+{m["kernel"]}, Python {m["python"]}, {v["wrk"]}, {v.get("h2load") or "no h2load"}, modelport
+{v["modelport"]} (imported from `{v.get("modelport_source", "?")}`), MLServer
+{v["mlserver"] or "not run"}. The method is docs/performance.md's.
+Raw figures: the JSON file beside this one.
+
+## Results
+
+ratio = req/s / MLServer's in the same scenario; rows/call = mean rows per model call
+(from /metrics: none where metrics are off).
+
+{markdown_table(table_rows(results))}
+{_grpc_section(results)}
+![req/s by scenario and server]({chart})
+
+## Targets
+
+{markdown_table(target_rows)}
+
+## Notes
+
+{notes}
+"""
+
+
 KEPT_MARKER = "<!-- Measured by scripts of their own; `make bench` keeps what follows. -->"
 """Where docs/performance.md stops being the runner's: what follows is carried over as it is."""
 
@@ -523,16 +686,23 @@ scenario and server.
   -s benchmarks/post.lua URL`, where `post.lua` POSTs one OIP JSON body and reports req/s,
   p50, p99 and the non-2xx count (wrk's timeout is 60 s, so even the slowest answers count in
   p99). Any non-2xx response, socket error or timeout marks the run FAILED.
-- gRPC (`iris b1 grpc s64`): the same servers' gRPC ports, driven by h2load from CPU
-  {m["load_cpu"]}: `taskset -c {m["load_cpu"]} h2load -D D -c 4 -m 16 -d BODY -H
-  'content-type: application/grpc' -H 'te: trailers'
+- gRPC (`{GRPC_SCENARIO}`, `{HEAVY_GRPC}`): the same servers' gRPC ports, driven by
+  h2load from CPU {m["load_cpu"]}: `taskset -c {m["load_cpu"]} h2load -D D -c 4 -m 16 -d
+  BODY -H 'content-type: application/grpc' -H 'te: trailers'
   http://127.0.0.1:PORT/inference.GRPCInferenceService/ModelInfer` (64 concurrent streams
   over 4 connections), where BODY is the 5-byte gRPC frame header plus one serialized
-  `ModelInferRequest` (one iris row in `raw_input_contents`, as tritonclient sends it,
-  asking for `predict`). p50/p99 come from h2load's per-request log. h2load only sees HTTP
+  `ModelInferRequest` (one row in `raw_input_contents`, as tritonclient sends it, asking
+  for `predict`). p50/p99 come from h2load's per-request log. h2load only sees HTTP
   statuses, so after each start one request with a gRPC client must get grpc-status 0, or
   the run is FAILED. `{GRPC_CEILING}` is `benchmarks/grpc_ceiling.py`: grpc.aio on uvloop
-  answering every call with a fixed response, no model: the most a grpc.aio server reaches.
+  answering every call with a fixed response, no model and no logging. Like with like, the
+  gRPC group (`make bench ONLY=grpc`) serves modelport with `{" ".join(OBS_OFF_FLAGS)}`
+  (`{OBS_OFF}`, `{COMPILED_OFF}`) and once with its defaults (`{MODELPORT}`); each modelport
+  start takes the gRPC load and then the same rows over REST (`{GRPC_REST}`, wrk), so gRPC
+  and REST are compared within one process. MLServer (its defaults) and the ceiling take
+  the gRPC load only. The heavy model runs the same way with batching on and
+  `--no-batching` (defaults otherwise). rows/call is the mean of `{BATCH_SIZE_METRIC}` over
+  the run (scraped from /metrics before and after it), so rows with metrics off have none.
 - Servers alternate round by round (MLServer, modelport, ... then again), each start followed
   by a {results["warmup_s"]} s warm-up; the table shows the median over rounds.
 - Request bodies: input `input-0`, FP32 `[N, features]`, asking for output `predict` (so both
@@ -597,7 +767,7 @@ ratio = modelport req/s / MLServer req/s in the same scenario.
 {markdown_table(other_rows(results))}
 
 ![req/s by scenario and server]({chart})
-
+{_grpc_section(results)}
 ## Overload
 
 {_overload_section(results)}

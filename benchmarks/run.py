@@ -39,6 +39,7 @@ import models
 import open_loop
 import report
 from scenarios import (
+    COMPILED_OFF,
     GROUP_KEYS,
     MLSERVER,
     MODELPORT,
@@ -56,6 +57,7 @@ from scenarios import (
     SOAK_SECONDS,
     SOAK_WARMUP,
     STANDALONE,
+    Group,
     Load,
     Variant,
     body,
@@ -75,6 +77,12 @@ INFERENCE_LOG = "inference-log.sqlite"
 """The inference log's default file in a registry directory (`serve --inference-log`)."""
 ACCESS_RECORD = b'"logger":"modelport.access"'
 """What marks a JSON access record in a server's log."""
+SOURCE = "import pathlib, modelport; print(pathlib.Path(modelport.__file__).parent.parent)"
+"""Prints the directory modelport is imported from."""
+OFF = (OBS_OFF, COMPILED_OFF)
+"""The variants serving with metrics, the access log and the inference log off."""
+BATCH_SIZE = "modelport_batch_size"
+"""The histogram of rows per model call on /metrics."""
 
 
 def fail(message: str) -> None:
@@ -212,8 +220,8 @@ class Bench:
         elif self.only == "signal":
             wanted = list(autoscale_signal.MODELS)
         elif self.only is not None:
-            # One group: only its model (the memory scenario and its big model do not run).
-            wanted = ["heavy" if self.only == "heavy" else "iris"]
+            # One group: only its models (the memory scenario and its big model do not run).
+            wanted = {"heavy": ["heavy"], "grpc": ["iris", "heavy"]}.get(self.only, ["iris"])
         else:
             wanted = ["iris", "heavy"]
             wanted += [] if self.quick or not self.can["--workers"] else ["big"]
@@ -297,19 +305,40 @@ class Bench:
             HOST, server.grpc_port, body_file, load.connections, seconds, LOAD_CPU
         )
 
-    def run_grpc_group(self, variant: Variant, group: Any, server: Server) -> dict[str, Any]:
-        """Check grpc-status once, warm up, run each load; {load name: figures}."""
+    def grpc_load(self, served: str, server: Server, load: Load) -> dict[str, Any]:
+        """Check grpc-status once, warm up, run one gRPC load; its figures or {"error": ...}."""
+        body_file = self.grpc_body_file(load.model, load.rows, served)
+        # h2load sees only HTTP statuses; a gRPC error is HTTP 200 with a bad trailer.
+        verdict = grpc_load.grpc_status(HOST, server.grpc_port, body_file.read_bytes())
+        if verdict != "OK":
+            return {"error": f"grpc-status not 0: {verdict[:200]}"}
+        self.h2load(server, body_file, load, self.warmup)
+        return self.h2load(server, body_file, load, self.duration)
+
+    def run_loads(self, variant: Variant, group: Group, server: Server) -> dict[str, Any]:
+        """Each load of the group the variant takes, in turn; {load name: figures}.
+
+        REST loads follow one wrk warm-up per start, gRPC loads each their own h2load warm-up.
+        Where /metrics answers, each run's figures hold the rows per model call it caused.
+        """
         served = variant.served_name or group.model
+        path = f"/v2/models/{served}/infer"
         results: dict[str, Any] = {}
-        for load in group.loads:
-            body_file = self.grpc_body_file(load.model, load.rows, served)
-            # h2load sees only HTTP statuses; a gRPC error is HTTP 200 with a bad trailer.
-            verdict = grpc_load.grpc_status(HOST, server.grpc_port, body_file.read_bytes())
-            if verdict != "OK":
-                results[load.name] = {"error": f"grpc-status not 0: {verdict[:200]}"}
-                continue
-            self.h2load(server, body_file, load, self.warmup)
-            results[load.name] = self.h2load(server, body_file, load, self.duration)
+        warm = False
+        for load in (load for load in group.loads if variant.takes(load)):
+            if not load.grpc and not warm:
+                self.wrk(server.port, path, Load(group.model, 1, 64), self.warmup)
+                warm = True
+            before = batch_sizes(server) if variant.server == "modelport" else None
+            if load.grpc:
+                result = self.grpc_load(served, server, load)
+            else:
+                result = self.wrk(server.port, path, load, self.duration)
+            after = batch_sizes(server) if before is not None else None
+            if before is not None and after is not None and "error" not in result:
+                calls, rows = after[0] - before[0], after[1] - before[1]
+                result["batch"] = {"calls": calls, "rows": rows}
+            results[load.name] = result
         return results
 
     def wrk_command(
@@ -354,38 +383,26 @@ class Bench:
                 flip = group.alternate and rnd % 2 == 0
                 for variant in group.variants[::-1] if flip else group.variants:
                     print(f"round {rnd}/{self.rounds}: {variant.label} serving {group.model}")
-                    served = variant.served_name or group.model
-                    path = f"/v2/models/{served}/infer"
-                    observed = variant.label in (OBS_ON, OBS_OFF, OBS_ALL)
+                    observed = variant.label in (OBS_ON, *OFF, OBS_ALL)
                     logged = self.inference_log_rows() if observed else 0
                     try:
                         with self.serve(variant, group.model) as server:
-                            if all(load.grpc for load in group.loads):
-                                results = self.run_grpc_group(variant, group, server)
-                                for load in group.loads:
-                                    result = results[load.name]
-                                    samples.setdefault((load.name, variant.label), []).append(
-                                        result
-                                    )
-                                    print(f"  {load.name:<16} {brief(result)}", flush=True)
-                                continue
-                            self.wrk(server.port, path, Load(group.model, 1, 64), self.warmup)
-                            for load in group.loads:
-                                result = self.wrk(server.port, path, load, self.duration)
-                                samples.setdefault((load.name, variant.label), []).append(result)
-                                print(f"  {load.name:<16} {brief(result)}", flush=True)
+                            results = self.run_loads(variant, group, server)
+                            for name, result in results.items():
+                                samples.setdefault((name, variant.label), []).append(result)
+                                print(f"  {name:<24} {brief(result)}", flush=True)
                             metrics = status(server.port, "/metrics") if observed else 0
                         if observed:
                             # Checked after the stop, when every record has been written.
                             wrong = self.observability_problem(variant, server, metrics, logged)
-                            for load in group.loads:
-                                run = samples[(load.name, variant.label)][-1]
+                            for name in results:
+                                run = samples[(name, variant.label)][-1]
                                 if wrong and "error" not in run:
                                     run["error"] = wrong
                                     print(f"  FAILED: {wrong}", flush=True)
                     except ServerFailed as exc:
                         print(f"  FAILED: {exc}", flush=True)
-                        for load in group.loads:
+                        for load in (load for load in group.loads if variant.takes(load)):
                             key = (load.name, variant.label)
                             samples.setdefault(key, []).append({"error": str(exc)})
         # One block per scenario, MLServer first, then modelport's variants in plan order.
@@ -428,7 +445,7 @@ class Bench:
         only with everything on. Off: /metrics answered 404, no access records, the inference
         log did not grow. "" when all is as it should be.
         """
-        on = variant.label != OBS_OFF
+        on = variant.label not in OFF
         access_on = variant.label == OBS_ALL
         access = server.log.read_bytes().count(ACCESS_RECORD)
         grew = self.inference_log_rows() - logged_before
@@ -714,6 +731,31 @@ class Traffic:
                 self.failed += not ok
 
 
+def batch_sizes(server: Server) -> tuple[float, float] | None:
+    """Model calls and rows in them so far, from /metrics; None when it does not answer 200.
+
+    Summed over every model and version the server holds (each run here loads one model).
+    """
+    conn = http.client.HTTPConnection(HOST, server.port, timeout=30)
+    try:
+        conn.request("GET", "/metrics")
+        response = conn.getresponse()
+        text = response.read().decode()
+    except (OSError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+    if response.status != 200:
+        return None
+    calls = rows = 0.0
+    for line in text.splitlines():
+        if line.startswith(f"{BATCH_SIZE}_count"):
+            calls += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(f"{BATCH_SIZE}_sum"):
+            rows += float(line.rsplit(" ", 1)[1])
+    return calls, rows
+
+
 def served(port: int, model: str) -> str:
     """The version the server's default route for `model` serves ("" if it does not answer)."""
     conn = http.client.HTTPConnection(HOST, port, timeout=30)
@@ -813,10 +855,18 @@ def brief(result: dict[str, Any]) -> str:
         return f"FAILED: {result['error']}"
     text = f"{result['rps']:9,.0f} req/s  p50 {result['p50_us'] / 1000:7.1f} ms"
     text += f"  p99 {result['p99_us'] / 1000:7.1f} ms"
+    if rows_per_call(result):
+        text += f"  {rows_per_call(result):5.1f} rows/call"
     if result["non2xx"] or result["socket_errors"] or result["timeouts"]:
         text += f"  non-2xx {result['non2xx']}, socket errors {result['socket_errors']}"
         text += f", timeouts {result['timeouts']}"
     return text
+
+
+def rows_per_call(result: dict[str, Any]) -> float:
+    """Mean rows per model call during one run, from /metrics (0 when not scraped)."""
+    batch = result.get("batch") or {}
+    return float(batch["rows"] / batch["calls"]) if batch.get("calls") else 0.0
 
 
 def summarize(scenario: str, server: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -836,6 +886,7 @@ def summarize(scenario: str, server: str, runs: list[dict[str, Any]]) -> dict[st
         "rps": median([r["rps"] for r in ok]),
         "p50_ms": None if p50 is None else p50 / 1000,
         "p99_ms": None if p99 is None else p99 / 1000,
+        "rows_per_call": median([rows_per_call(r) for r in ok if rows_per_call(r)]),
         "failed": "; ".join(reasons),
         "rounds": runs,
     }
@@ -880,6 +931,8 @@ def main() -> None:
         "machine": machine(),
         "versions": {
             "modelport": output([str(MODELPORT_BIN), "--version"]).split()[-1],
+            # Where the servers' modelport comes from (PYTHONPATH may point at a checkout).
+            "modelport_source": output([sys.executable, "-c", SOURCE]).strip(),
             "mlserver": (output([str(VENV / "bin" / "mlserver"), "--version"]).split() or [""])[-1]
             if peer
             else "",
@@ -911,6 +964,8 @@ def main() -> None:
 
     for rows in (
         report.table_rows(results),
+        report.grpc_rows(results),
+        report.grpc_cost_rows(results) if len(report.grpc_rows(results)) > 1 else [],
         report.other_rows(results),
         report.overload_rows(results),
         report.soak_rows(results),
@@ -944,11 +999,14 @@ def main() -> None:
             print("note: no chart (it is drawn with benchmarks/.venv-mlserver, not installed)")
     elif drawn.returncode != 0:
         print("note: the chart could not be drawn (see the error above)")
-    if not partial:
+    if partial:
+        data.with_suffix(".md").write_text(report.partial_markdown(results, chart.name))
+    else:
         page = ROOT / "docs" / "performance.md"
         page.write_text(report.markdown(results, chart.name, report.kept_sections(page)))
     shown = f", chart: {chart.relative_to(ROOT)}" if drawn and drawn.returncode == 0 else ""
-    print(f"\nresults: {data.relative_to(ROOT)}{shown}")
+    page_shown = f", {data.with_suffix('.md').relative_to(ROOT)}" if partial else ""
+    print(f"\nresults: {data.relative_to(ROOT)}{page_shown}{shown}")
 
 
 if __name__ == "__main__":

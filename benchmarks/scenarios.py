@@ -16,6 +16,7 @@ GRPC_CEILING = "bare grpc.aio, fixed response"
 OBS_ON = "modelport, metrics + inference log"
 OBS_OFF = "modelport, metrics + inference log off"
 OBS_ALL = "modelport, all on (+ JSON access log)"
+COMPILED_OFF = "modelport compiled, metrics + inference log off"
 OBS_ON_FLAGS = ("--metrics", "--no-access-log")
 """What the issue's cost target is about: metrics and every inference in the inference log
 (the registry's SQLite file); the access log off, as in the baseline."""
@@ -58,6 +59,13 @@ class Variant:
     server: str  # "mlserver", "modelport" or "grpc-ceiling"
     served_name: str = ""  # modelport's registered name; MLServer uses the group's name
     flags: tuple[str, ...] = field(default_factory=tuple)
+    grpc_only: bool = False
+    """Takes only a group's gRPC loads (the ceiling has no REST side; MLServer's REST is
+    measured in the iris group)."""
+
+    def takes(self, load: Load) -> bool:
+        """Whether this variant runs `load`."""
+        return load.grpc or not self.grpc_only
 
 
 @dataclass(frozen=True)
@@ -68,20 +76,23 @@ class Group:
     loads: tuple[Load, ...]
     variants: tuple[Variant, ...]
     key: str = ""
-    """What `--only` selects it by; default "grpc" for gRPC loads, else the model."""
+    """What `--only` selects it by; default: the model."""
     alternate: bool = False
     """Reverse the variants' order every other round, so neither always runs first."""
 
     @property
     def selector(self) -> str:
         """The `--only` value that runs this group."""
-        return self.key or ("grpc" if self.loads[0].grpc else self.model)
+        return self.key or self.model
 
 
 IRIS_LOADS = (Load("iris", 1, 1), Load("iris", 1, 64), Load("iris", 64, 64))
 HEAVY_LOADS = (Load("heavy", 1, 64),)
 QUICK_IRIS_LOADS = (Load("iris", 1, 64),)
-GRPC_LOADS = (Load("iris", 1, 64, grpc=True),)
+BESIDE_GRPC = "beside grpc"
+"""The tag of the REST loads the gRPC group runs on the same server start as its gRPC load."""
+GRPC_LOADS = (Load("iris", 1, 64, grpc=True), Load("iris", 1, 64, tag=BESIDE_GRPC))
+GRPC_HEAVY_LOADS = (Load("heavy", 1, 64, grpc=True), Load("heavy", 1, 64, tag=BESIDE_GRPC))
 OBS_LOADS = (Load("iris", 1, 64, tag="obs"),)
 GROUP_KEYS = ("iris", "heavy", "grpc", "obs", "overload", "soak", "memory", "signal")
 """The values `--only` takes."""
@@ -136,9 +147,28 @@ def groups(
         Group("heavy", HEAVY_LOADS, tuple(heavy)),
     ]
     if grpc:
-        # The same servers over gRPC, plus the ceiling no grpc.aio server can pass.
-        variants = [*iris, Variant(GRPC_CEILING, "grpc-ceiling")]
-        plan.append(Group("iris", GRPC_LOADS, tuple(variants)))
+        # gRPC against REST on the same server start (wrk c64 right after h2load s64), like
+        # with like: the ceiling logs nothing, so modelport runs with metrics, the access log
+        # and the inference log off; then with metrics and the inference log on, and with its
+        # defaults (the JSON access log too), for what they cost.
+        # MLServer (its defaults) and the ceiling take only the gRPC load.
+        variants = [
+            Variant(MLSERVER, "mlserver", grpc_only=True),
+            Variant(OBS_OFF, "modelport", "iris", OBS_OFF_FLAGS),
+        ]
+        if "iris" in compiled:
+            variants.append(Variant(COMPILED_OFF, "modelport", "iris_onnx", OBS_OFF_FLAGS))
+        variants += [
+            Variant(OBS_ON, "modelport", "iris", OBS_ON_FLAGS),
+            Variant(MODELPORT, "modelport", "iris"),
+            Variant(GRPC_CEILING, "grpc-ceiling", grpc_only=True),
+        ]
+        plan.append(Group("iris", GRPC_LOADS, tuple(variants), key="grpc", alternate=True))
+        # Batching on the heavy model over gRPC (defaults, as in the heavy group), REST beside.
+        batching = [Variant(MODELPORT, "modelport", "heavy")]
+        if no_batching:
+            batching.append(Variant(NO_BATCHING, "modelport", "heavy", ("--no-batching",)))
+        plan.append(Group("heavy", GRPC_HEAVY_LOADS, tuple(batching), key="grpc", alternate=True))
     if obs:
         # The cost of metrics and the inference log (and, for the record, the access log too):
         # the same server with and without.
