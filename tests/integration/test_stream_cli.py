@@ -296,19 +296,23 @@ def test_a_broker_restarted_mid_run_loses_no_message(
     private: PrivateBroker, start: Start, iris: Iris, record_property: Callable[[str, object], None]
 ) -> None:
     topics = private.topics
-    total = 5_000
+    # The consumer may have answered all it was given before the broker stops (at today's
+    # speed it often has); what is produced once the broker is back is answered after the
+    # restart whatever the timing.
+    total, first = 6_000, 5_000
+    records = iris.records(total)
     source, sink, group = topics.new("in"), topics.new("out"), unique("scorers")
-    topics.produce(source, iris.records(total))
+    topics.produce(source, records[:first])
 
     consumer = start(topics.source(source), topics.sink(sink), group=group, consumer="scorer")
     poll(lambda: topics.count(sink) > 0, "a first answer", STARTED_WITHIN, [consumer])
-    before = topics.count(sink)
     private.stop()
-    assert before < total, "the restart did not land in the middle"
     # Down until the consumer has met the outage (a quick restart may pass unnoticed
     # between two calls), then back with its data.
     poll(lambda: "retrying" in consumer.log(), "the consumer retrying", DONE_WITHIN, [consumer])
     private.start()
+    report(record_property, f"{topics.broker} answered before the restart", topics.count(sink))
+    topics.produce(source, records[first:])
 
     poll(all_answered(topics, [sink], total), "every key answered", DONE_WITHIN, [consumer])
     assert consumer.stop() == 0, consumer.log()
