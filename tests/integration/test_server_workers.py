@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.integration.conftest import push_doubling_model
+from tests.integration.conftest import eventually, push_doubling_model
 
 import modelport
 
@@ -174,6 +174,10 @@ def test_a_version_pushed_while_serving_loads_once_and_is_shared(
     after = children(server.pid)
     # Old workers may still be draining; the two serving ones are new forks of the parent.
     assert len(after - before) == 2
+    # An old worker takes connections until its loop has handled the SIGTERM sent just
+    # before "replaced by worker" is logged; once it has exited, only new ones answer.
+    # Polled: a worker's exit is not announced.
+    eventually(lambda: not children(server.pid) & before, "the old workers exiting")
     with Registry.open(registry_dir) as registry:
         loads = [e for e in registry.history("iris") if e.kind == "load" and e.to_version == 2]
     # Loaded once, by the parent: every worker shares that copy instead of loading its own.
