@@ -232,7 +232,8 @@ def test_an_unloaded_model_stays_unloaded_while_the_registry_changes(
         with Registry.open(registry_dir) as registry:
             path, fmt, _ = build_iris(tmp_path)
             push_artifact(registry, path, name="zeta", format=fmt, created_by=CREATED_BY)
-        server.wait_for("loaded zeta version 1")
+        # Logged once its routes are in place ("loaded ..." comes a moment before).
+        server.wait_for("zeta: requests now go to version 1")
         refused = http.post("/v2/models/iris/infer", json={"inputs": [ROW]})
         assert refused.status_code == 404
         assert refused.json() == {"error": advice, "code": "not_found"}
