@@ -9,6 +9,7 @@ parameters).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -109,7 +110,11 @@ def unary(
         handoff = bridge.submit(answer(request, call, credentials))
         # A call the client cancels, or whose deadline passes, stops waiting on the loop.
         context.add_callback(handoff.cancel)
-        outcome = handoff.result()
+        try:
+            outcome = handoff.result()
+        except asyncio.CancelledError:
+            # Cancelled that way: nobody is left to answer.
+            context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
         if isinstance(outcome, Refusal):
             refuse(context, outcome)
         context.set_trailing_metadata(((REQUEST_ID, rid),))
