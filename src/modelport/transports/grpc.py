@@ -47,6 +47,7 @@ from modelport.transports.grpc_call import (
     model_name,
     parsed,
     peer,
+    refusal,
     refuse,
     request_id,
     unary,
@@ -243,9 +244,7 @@ class InferenceService:
         try:
             admit(self._guard, Action.INFER, credentials, call)
         except ModelportError as exc:
-            failed(call, exc)
-            self._telemetry.finished(call, STATUS[exc.kind].name)
-            return Refusal(STATUS[exc.kind], exc.message, ((REQUEST_ID, call.request_id),))
+            return refusal(call, exc, self._telemetry, ((REQUEST_ID, call.request_id),))
         return None
 
     async def _stream_one(

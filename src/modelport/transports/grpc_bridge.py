@@ -21,11 +21,11 @@ T = TypeVar("T")
 class Handoff(Generic[T]):
     """One coroutine handed to the loop: wait for its result in the thread that handed it."""
 
-    __slots__ = ("_done", "_error", "_loop", "_result", "_task", "coroutine")
+    __slots__ = ("_coroutine", "_done", "_error", "_loop", "_result", "_task")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, coroutine: Coroutine[Any, Any, T]) -> None:
         self._loop = loop
-        self.coroutine: Coroutine[Any, Any, T] | None = coroutine
+        self._coroutine: Coroutine[Any, Any, T] | None = coroutine
         self._done = threading.Lock()
         self._done.acquire()
         self._result: T | None = None
@@ -49,17 +49,17 @@ class Handoff(Generic[T]):
     def _cancel(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        elif self.coroutine is not None:
+        elif self._coroutine is not None:
             # Not started yet: it never will be.
-            self.coroutine.close()
-            self.coroutine = None
+            self._coroutine.close()
+            self._coroutine = None
             self._finish(None, asyncio.CancelledError())
 
     def _start(self) -> None:
-        coroutine = self.coroutine
+        coroutine = self._coroutine
         if coroutine is None:
             return
-        self.coroutine = None
+        self._coroutine = None
         task = self._task = self._loop.create_task(coroutine)
         task.add_done_callback(self._settle)
 

@@ -90,15 +90,10 @@ def unary(
                 admit(guard, action, credentials, call)
             response = await body(request, call)
         except ModelportError as exc:
-            failed(call, exc)
-            telemetry.finished(call, STATUS[exc.kind].name)
-            return Refusal(STATUS[exc.kind], exc.message, trailers(rid, exc))
+            return refusal(call, exc, telemetry, trailers(rid, exc))
         except Exception:
             log.exception("internal error handling request %s", rid)
-            error = internal_error(rid)
-            failed(call, error)
-            telemetry.finished(call, grpc.StatusCode.INTERNAL.name)
-            return Refusal(grpc.StatusCode.INTERNAL, error.message, ((REQUEST_ID, rid),))
+            return refusal(call, internal_error(rid), telemetry, ((REQUEST_ID, rid),))
         telemetry.finished(call, grpc.StatusCode.OK.name)
         return response
 
@@ -123,10 +118,20 @@ def unary(
     return handle
 
 
-def refuse(context: Context, refusal: Refusal) -> NoReturn:
-    """End the call with `refusal` (grpcio raises to unwind the handler)."""
-    context.set_trailing_metadata(refusal.trailers)
-    context.abort(refusal.code, refusal.message)
+def refusal(
+    call: Call, exc: ModelportError, telemetry: Telemetry, trailing: tuple[tuple[str, str], ...]
+) -> Refusal:
+    """Record on `call` and in the telemetry how it failed; the status it ends with."""
+    failed(call, exc)
+    code = STATUS[exc.kind]
+    telemetry.finished(call, code.name)
+    return Refusal(code, exc.message, trailing)
+
+
+def refuse(context: Context, refused: Refusal) -> NoReturn:
+    """End the call with `refused` (grpcio raises to unwind the handler)."""
+    context.set_trailing_metadata(refused.trailers)
+    context.abort(refused.code, refused.message)
 
 
 class Malformed:
