@@ -49,13 +49,15 @@ class Runner(Protocol):
 
     rounds: int
     duration: int
-    warmup: int
 
     def serve(self, variant: Variant, model: str) -> contextlib.AbstractContextManager[Server]:
         """A ready server for the variant, stopped on exit."""
 
-    def wrk(self, port: int, path: str, load: Load, seconds: int) -> dict[str, Any]:
-        """One closed-loop wrk run's figures, or {"error": ...}."""
+    def sustainable_rate(
+        self, port: int, path: str, load: Load, out: dict[str, Any]
+    ) -> float | None:
+        """req/s of a closed-loop wrk run after its warm-up, in out["closed"]; None when it
+        failed (out["failed"] says why)."""
 
     def body_file(self, model: str, rows: int) -> Path:
         """The request body file of `rows` rows for `model`."""
@@ -173,12 +175,10 @@ def sweep(bench: Runner, model: str, round_no: int) -> dict[str, Any]:
     print(f"signal: round {round_no}/{bench.rounds}, {SERVER} serving {model}", flush=True)
     try:
         with bench.serve(variant, model) as server:
-            bench.wrk(server.port, path, closed, bench.warmup)
-            wrk = out["closed"] = bench.wrk(server.port, path, closed, bench.duration)
-            if "error" in wrk or wrk["non2xx"] or wrk["socket_errors"]:
-                out["failed"] = f"the closed-loop run failed: {wrk}"
+            rate = bench.sustainable_rate(server.port, path, closed, out)
+            if rate is None:
                 return out
-            capacity = out["capacity_rps"] = wrk["rps"]
+            capacity = out["capacity_rps"] = rate
             print(f"  capacity (wrk {closed.name}, closed loop): {capacity:,.0f} req/s", flush=True)
             phases = [(capacity * f, float(bench.duration)) for f in FACTORS]
             with Sampler(metrics_port, server.pids()) as sampler:

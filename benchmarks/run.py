@@ -461,6 +461,19 @@ class Bench:
         print(f"  checked: {access:,} access records, {grew:,} inference-log rows", flush=True)
         return ""
 
+    def sustainable_rate(
+        self, port: int, path: str, load: Load, out: dict[str, Any]
+    ) -> float | None:
+        """req/s of a closed-loop wrk run of `load` after its warm-up, kept in out["closed"];
+        None, with out["failed"] saying why, when the run had errors."""
+        self.wrk(port, path, load, self.warmup)
+        closed = out["closed"] = self.wrk(port, path, load, self.duration)
+        print(f"  {load.name:<20} {brief(closed)}", flush=True)
+        if "error" in closed or closed["non2xx"] or closed["socket_errors"]:
+            out["failed"] = f"the closed-loop run failed: {brief(closed)}"
+            return None
+        return float(closed["rps"])
+
     def overload(self) -> dict[str, Any]:
         """Shedding at twice the sustainable rate, then recovery, in one server start.
 
@@ -480,13 +493,9 @@ class Bench:
         print(f"overload: {OVERLOAD} serving iris", flush=True)
         try:
             with self.serve(variant, "iris") as server:
-                self.wrk(server.port, path, OVERLOAD_CLOSED, self.warmup)
-                closed = out["closed"] = self.wrk(server.port, path, OVERLOAD_CLOSED, self.duration)
-                print(f"  {OVERLOAD_CLOSED.name:<20} {brief(closed)}", flush=True)
-                if "error" in closed or closed["non2xx"] or closed["socket_errors"]:
-                    out["failed"] = f"the closed-loop run failed: {brief(closed)}"
+                rate = self.sustainable_rate(server.port, path, OVERLOAD_CLOSED, out)
+                if rate is None:
                     return out
-                rate = closed["rps"]
                 phases = [(rate * factor, float(self.duration)) for factor in OVERLOAD_FACTORS]
                 body_file = self.body_file("iris", 1)
                 load = open_loop.run(
