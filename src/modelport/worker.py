@@ -25,7 +25,7 @@ from modelport.metrics_listener import MetricsListener
 from modelport.observability.observer import Observer
 from modelport.security.tls import (
     TlsFiles,
-    grpc_credentials,
+    grpc_context,
     uvicorn_options,
 )
 from modelport.serving.dataplane import DataPlane
@@ -133,8 +133,7 @@ def run_worker(
                     max_message_bytes=limits.max_body_bytes,
                     telemetry=observer,
                     guard=protection.guard,
-                    # Made here, in the worker: gRPC objects must not cross a fork.
-                    credentials=None if tls is None else grpc_credentials(tls),
+                    tls=None if tls is None else grpc_context(tls),
                 )
             except RuntimeError as exc:
                 failure = InvalidInput(f"cannot serve gRPC on {grpc_address}: {exc}")

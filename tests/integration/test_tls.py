@@ -1,7 +1,7 @@
 """TLS and mutual TLS on real servers: uvicorn on pre-bound sockets (as `modelport serve` runs
-it) serving the real REST app, and a grpc.aio server with the health service.
+it) serving the real REST app, and modelport's gRPC front end with the health service.
 
-The servers are configured only through `uvicorn_options` and `grpc_credentials`; the clients
+The servers are configured only through `uvicorn_options` and `grpc_context`; the clients
 are httpx, Python's ssl module and grpc's own channel, each trusting the test CA.
 """
 
@@ -23,14 +23,16 @@ import httpx
 import pytest
 import trustme
 import uvicorn
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from modelport.registry.store import Registry
-from modelport.security.tls import TlsFiles, grpc_credentials, uvicorn_options
+from modelport.security.tls import TlsFiles, grpc_context, uvicorn_options
 from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
 from modelport.serving.lifecycle import Lifecycle
+from modelport.transports.grpc_health import SERVING, HealthService
+from modelport.transports.grpc_wire import GrpcEndpoint
 from modelport.transports.rest import RestApp
 
 from .conftest import assert_dropped
@@ -267,28 +269,27 @@ def test_mutual_tls_refuses_a_client_from_another_ca(pki: Pki, rest_mutual_port:
 
 
 class GrpcHealthServer:
-    """A grpc.aio server with the health service, on its own event loop in a thread."""
+    """modelport's gRPC front end with the health service, on its own event loop in a thread."""
 
     def __init__(self, files: TlsFiles) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="grpc-tls", daemon=True)
         self._thread.start()
-        self._server: grpc.aio.Server | None = None
+        self._server: GrpcEndpoint | None = None
         self.port = self._call(self._start(files))
 
     def _call(self, coro: Any) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(START_TIMEOUT)
 
     async def _start(self, files: TlsFiles) -> int:
-        self._server = grpc.aio.server()
-        health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), self._server)
-        port = self._server.add_secure_port("127.0.0.1:0", grpc_credentials(files))
-        await self._server.start()
-        return port
+        health = HealthService()
+        health.set("", SERVING)
+        self._server = GrpcEndpoint(health.methods(), max_message_bytes=1 << 20)
+        return await self._server.start("127.0.0.1", 0, grpc_context(files))
 
     def close(self) -> None:
         if self._server is not None:
-            self._call(self._server.stop(None))
+            self._call(self._server.stop(1.0))
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(START_TIMEOUT)
         self._loop.close()

@@ -3,9 +3,9 @@
 `--tls-cert` and `--tls-key` turn TLS on for every port; `--tls-client-ca` also requires each
 client to present a certificate signed by that CA (mutual TLS). A metrics port of its own may
 serve otherwise (`--metrics-tls`, see `metrics_port_tls`), so that probes and scrapers without a
-client certificate reach it. Both transports keep their
-libraries' defaults for protocol versions and ciphers, which are TLS 1.2 or newer and
-forward-secret AEAD suites (Python's `ssl` on REST, gRPC's own on gRPC).
+client certificate reach it. REST keeps Python's `ssl` defaults for protocol versions and
+ciphers (TLS 1.2 or newer, forward-secret suites); gRPC, being HTTP/2, narrows TLS 1.2 to the
+AEAD suites HTTP/2 allows.
 """
 
 from __future__ import annotations
@@ -15,13 +15,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import grpc
-
 from modelport.errors import InvalidInput
 
 CERT_FLAG = "--tls-cert"
 KEY_FLAG = "--tls-key"
 CLIENT_CA_FLAG = "--tls-client-ca"
+
+H2_CIPHERS = "ECDHE+AESGCM:ECDHE+CHACHA20:DHE+AESGCM:DHE+CHACHA20"
+"""TLS 1.2 suites for HTTP/2: ephemeral key exchange and AEAD only (TLS 1.3's are all fine)."""
 
 _CERT_MARKER = b"-----BEGIN CERTIFICATE-----"
 _KEY_MARKER = b"PRIVATE KEY-----"
@@ -152,21 +153,23 @@ def uvicorn_options(files: TlsFiles) -> dict[str, Any]:
     }
 
 
-def grpc_credentials(files: TlsFiles) -> grpc.ServerCredentials:
-    """Server credentials for `grpc.Server.add_secure_port`, read from `files` now.
+def grpc_context(files: TlsFiles) -> ssl.SSLContext:
+    """The SSLContext the gRPC port serves with, read from `files` now.
 
-    With a client CA, a client without a certificate signed by it cannot connect.
+    TLS 1.2 or newer, with ALPN "h2" (gRPC speaks only HTTP/2) and, for TLS 1.2, only the
+    forward-secret AEAD suites HTTP/2 allows (RFC 9113 §9.2.2). With a client CA, a client
+    without a certificate signed by it cannot connect.
     """
-    # Read again rather than kept from load(): the key should live in memory no longer than
-    # the server needs it, and the files may have been renewed in between.
-    cert_pem = _read(files.cert, CERT_FLAG)
-    key_pem = _read(files.key, KEY_FLAG)
-    ca_pem = None if files.client_ca is None else _read(files.client_ca, CLIENT_CA_FLAG)
-    return grpc.ssl_server_credentials(
-        [(key_pem, cert_pem)],
-        root_certificates=ca_pem,
-        require_client_auth=ca_pem is not None,
-    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(H2_CIPHERS)
+    context.set_alpn_protocols(["h2"])
+    # Read again rather than kept from load(): the files may have been renewed in between.
+    context.load_cert_chain(files.cert, files.key, _no_passphrase)
+    if files.client_ca is not None:
+        context.load_verify_locations(cafile=files.client_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def _read(path: Path, flag: str) -> bytes:

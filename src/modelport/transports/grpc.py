@@ -1,8 +1,8 @@
 """Open Inference Protocol over gRPC: parse, call the dataplane, encode.
 
-grpcio's synchronous server takes the calls in a pool of threads (THREADS), which costs far less
-per call than grpc.aio's poller and loop hops; each call's body runs on the worker's event loop
-(`grpc_bridge`), beside REST, so gRPC requests join the same batches.
+The calls run on the worker's event loop, beside REST (so gRPC requests join the same batches),
+over modelport's own HTTP/2 front end (`http2`, `grpc_wire`): a call costs a few protobuf
+operations and one task, with no thread or poller in between.
 
 The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto),
 its unary RPCs built from one table and wrapped alike (`grpc_call.unary`: ErrorKind to status
@@ -15,16 +15,14 @@ server reflection is on.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import queue
-import threading
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Final, cast
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from modelport.errors import ErrorKind, ModelportError
 from modelport.serving.dataplane import DataPlane
@@ -33,44 +31,35 @@ from modelport.serving.guard import Action, Guard, OpenGuard
 from modelport.serving.requests import internal_error, refuse_load_options
 from modelport.serving.telemetry import Call, NoTelemetry, Telemetry
 from modelport.transports import grpc_codec
-from modelport.transports.grpc_bridge import Handoff, LoopBridge
 from modelport.transports.grpc_call import (
     REQUEST_ID,
     STATUS,
-    Context,
     Credentials,
-    Refusal,
     admit,
     credentials_of,
     failed,
     lenient,
     model_name,
     parsed,
-    peer,
     refusal,
-    refuse,
     request_id,
     unary,
     version_parameter,
 )
 from modelport.transports.grpc_gen import inference_pb2 as pb
+from modelport.transports.grpc_health import NOT_SERVING, SERVING, HealthService
+from modelport.transports.grpc_health import SERVICE as HEALTH_SERVICE
+from modelport.transports.grpc_wire import CallContext, GrpcEndpoint, Method, StreamHandler
 
 log = logging.getLogger("modelport.grpc")
 
 SERVICE: Final = "inference.GRPCInferenceService"
+REFLECTION: Final = "grpc.reflection.v1alpha.ServerReflection"
 
 STREAM_WINDOW: Final = 64
 """Requests of one stream in flight at once; reading the stream waits beyond that."""
 GRACE_SECONDS: Final = 5.0
 """On stop, how long running calls may finish before they are cancelled."""
-THREADS: Final = 64
-"""grpcio's handler threads for unary calls; each holds one only while it is answered. With
-fewer, fewer calls reach the batcher at once (measured: 16 threads answer a sixth less, 4
-threads two thirds less, iris b1 at 64 streams)."""
-STREAMS: Final = 1024
-"""Open ModelStreamInfer streams a worker serves at once; each holds a thread of a pool of its
-own for its whole life (and one more reads it), so open streams never keep unary calls
-waiting for a thread. Further streams wait until one closes."""
 
 _RPCS: Final = (
     ("ServerLive", Endpoint.HEALTH, Action.HEALTH, "server_live"),
@@ -94,47 +83,28 @@ class InferenceService:
     def __init__(
         self,
         dataplane: DataPlane,
-        bridge: LoopBridge,
         telemetry: Telemetry | None = None,
         guard: Guard | None = None,
     ) -> None:
         self._dp = dataplane
-        self._bridge = bridge
-        self._stream_threads = ThreadPoolExecutor(STREAMS, thread_name_prefix="grpc-stream")
         self._telemetry: Telemetry = telemetry if telemetry is not None else NoTelemetry()
         self._guard: Guard = guard if guard is not None else OpenGuard()
 
-    def method_handlers(self) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
-        """Method name -> handler, with the protobuf (de)serializers of each message."""
-        handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    def methods(self) -> dict[str, Method]:
+        """Path -> method, with the protobuf parsing and serializing of each message."""
+        methods: dict[str, Method] = {}
         for rpc, endpoint, action, method in _RPCS:
-            handlers[rpc] = grpc.unary_unary_rpc_method_handler(
-                unary(
-                    getattr(self, method),
-                    endpoint,
-                    action,
-                    self._telemetry,
-                    self._guard,
-                    self._bridge,
-                ),
-                request_deserializer=lenient(getattr(pb, f"{rpc}Request")),
-                response_serializer=getattr(pb, f"{rpc}Response").SerializeToString,
+            methods[f"/{SERVICE}/{rpc}"] = Method(
+                lenient(getattr(pb, f"{rpc}Request")),
+                getattr(pb, f"{rpc}Response").SerializeToString,
+                unary=unary(getattr(self, method), endpoint, action, self._telemetry, self._guard),
             )
-
-        def stream(
-            requests: Iterator[pb.ModelInferRequest], context: Context
-        ) -> Iterator[pb.ModelStreamInferResponse]:
-            return self.model_stream_infer(requests, context)
-
-        # grpcio runs a handler that carries `experimental_thread_pool` in that pool instead
-        # of the server's.
-        stream.experimental_thread_pool = self._stream_threads  # type: ignore[attr-defined]
-        handlers["ModelStreamInfer"] = grpc.stream_stream_rpc_method_handler(
-            stream,
-            request_deserializer=lenient(pb.ModelInferRequest),
-            response_serializer=pb.ModelStreamInferResponse.SerializeToString,
+        methods[f"/{SERVICE}/ModelStreamInfer"] = Method(
+            lenient(pb.ModelInferRequest),
+            pb.ModelStreamInferResponse.SerializeToString,
+            stream=self.model_stream_infer,
         )
-        return handlers
+        return methods
 
     # -- health and metadata -------------------------------------------------------------
 
@@ -189,63 +159,54 @@ class InferenceService:
         )
         return grpc_codec.encode_response(response, typed=not request.raw_input_contents)
 
-    def model_stream_infer(
-        self, requests: Iterator[pb.ModelInferRequest], context: Context
-    ) -> Iterator[pb.ModelStreamInferResponse]:
+    async def model_stream_infer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: CallContext
+    ) -> AsyncGenerator[pb.ModelStreamInferResponse, None]:
         """Answer each request of the stream in order; a failed one gets an error_message.
 
-        A reader thread hands each request to the loop as it arrives, up to STREAM_WINDOW at
-        once (so they can share batches); the answers still come back in the order the
-        requests arrived.
+        Up to STREAM_WINDOW requests run at once (so they can share batches); the answers
+        still come back in the order the requests arrived.
         """
         base = request_id(context)
-        caller = peer(context)
         credentials = credentials_of(context)
-        stream_call = Call("grpc", base, caller=caller, endpoint=Endpoint.INFER)
-        refusal = self._bridge.run(self._admit_stream(stream_call, credentials))
-        if refusal is not None:
-            refuse(context, refusal)
-        window: queue.Queue[Handoff[pb.ModelStreamInferResponse] | None] = queue.Queue(
+        stream_call = Call("grpc", base, caller=context.peer, endpoint=Endpoint.INFER)
+        try:
+            admit(self._guard, Action.INFER, credentials, stream_call)
+        except ModelportError as exc:
+            raise refusal(stream_call, exc, self._telemetry, ((REQUEST_ID, base),)) from None
+        window: asyncio.Queue[asyncio.Future[pb.ModelStreamInferResponse] | None] = asyncio.Queue(
             STREAM_WINDOW
         )
-        stop = threading.Event()
 
-        def read() -> None:
+        async def read() -> None:
             count = 0
             try:
-                for request in requests:
-                    if stop.is_set():
-                        break
+                async for request in requests:
                     count += 1
-                    call = Call("grpc", f"{base}-{count}", caller=caller, endpoint=Endpoint.INFER)
-                    window.put(self._bridge.submit(self._stream_one(request, call, credentials)))
+                    call = Call(
+                        "grpc", f"{base}-{count}", caller=context.peer, endpoint=Endpoint.INFER
+                    )
+                    answer = self._stream_one(request, call, credentials)
+                    await window.put(asyncio.ensure_future(answer))
             except Exception:
                 # The client broke the stream off; what it already sent is still answered.
                 log.debug("stream %s ended while reading", base, exc_info=True)
-            window.put(None)
+            # Not in a `finally`: once cancelled, nobody reads the queue to make room.
+            await window.put(None)
 
-        reader = threading.Thread(target=read, name=f"grpc-stream-{base[:8]}", daemon=True)
-        reader.start()
+        reader = asyncio.ensure_future(read())
         try:
-            while (handoff := window.get()) is not None:
-                yield handoff.result()
+            while (future := await window.get()) is not None:
+                yield await future
         finally:
-            # The client went away (or the server stops): nothing left is answered.
-            stop.set()
-            while True:
-                try:
-                    pending = window.get_nowait()
-                except queue.Empty:
-                    break
+            reader.cancel()
+            while not window.empty():
+                pending = window.get_nowait()
                 if pending is not None:
                     pending.cancel()
-
-    async def _admit_stream(self, call: Call, credentials: Credentials) -> Refusal | None:
-        try:
-            admit(self._guard, Action.INFER, credentials, call)
-        except ModelportError as exc:
-            return refusal(call, exc, self._telemetry, ((REQUEST_ID, call.request_id),))
-        return None
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+        context.trailers = ((REQUEST_ID, base),)
 
     async def _stream_one(
         self, request: pb.ModelInferRequest, call: Call, credentials: Credentials
@@ -301,9 +262,9 @@ class InferenceService:
 class GrpcServer:
     """A started gRPC server: the inference service, health and reflection."""
 
-    def __init__(self, server: grpc.Server, health_servicer: health.HealthServicer):
-        self._server = server
-        self._health = health_servicer
+    def __init__(self, endpoint: GrpcEndpoint, health: HealthService):
+        self._endpoint = endpoint
+        self._health = health
 
     @classmethod
     async def start(
@@ -314,41 +275,26 @@ class GrpcServer:
         max_message_bytes: int,
         telemetry: Telemetry | None = None,
         guard: Guard | None = None,
-        credentials: grpc.ServerCredentials | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> GrpcServer:
-        """Serve on `address` (host:port); the calls' bodies run on the running event loop.
+        """Serve on `address` (host:port) on the running event loop.
 
         RuntimeError when the address cannot be bound.
         """
-        server = grpc.server(
-            ThreadPoolExecutor(THREADS, thread_name_prefix="grpc"),
-            options=[
-                ("grpc.max_receive_message_length", max_message_bytes),
-                ("grpc.max_send_message_length", -1),
-            ],
-        )
-        bridge = LoopBridge(asyncio.get_running_loop())
-        handlers = InferenceService(dataplane, bridge, telemetry, guard).method_handlers()
-        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(SERVICE, handlers)])
-        server.add_registered_method_handlers(SERVICE, handlers)
-        health_servicer = health.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (SERVICE, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
-        if credentials is None:
-            server.add_insecure_port(address)
-        else:
-            server.add_secure_port(address, credentials)
-        server.start()
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if dataplane.ready()
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
+        health = HealthService()
+        methods = InferenceService(dataplane, telemetry, guard).methods()
+        methods.update(health.methods())
+        methods.update(reflection_methods((SERVICE, HEALTH_SERVICE, REFLECTION)))
+        endpoint = GrpcEndpoint(methods, max_message_bytes=max_message_bytes)
+        host, _, port = address.rpartition(":")
+        try:
+            await endpoint.start(host.strip("[]"), int(port), tls)
+        except OSError as exc:
+            raise RuntimeError(str(exc)) from None
+        status = SERVING if dataplane.ready() else NOT_SERVING
         for name in ("", SERVICE):
-            health_servicer.set(name, status)
-        return cls(server, health_servicer)
+            health.set(name, status)
+        return cls(endpoint, health)
 
     def stopping(self) -> None:
         """Report NOT_SERVING from now on (gRPC health checks see the stop while REST drains);
@@ -356,10 +302,21 @@ class GrpcServer:
         self._health.enter_graceful_shutdown()
 
     async def stop(self, grace: float = GRACE_SECONDS) -> None:
-        """Report NOT_SERVING, let running calls finish within `grace` seconds, then stop.
-
-        The loop keeps running meanwhile: the calls still running need it to finish.
-        """
+        """Report NOT_SERVING, take no new calls, let running ones finish within `grace`
+        seconds, then cancel the rest."""
         self._health.enter_graceful_shutdown()
-        stopped = self._server.stop(grace)
-        await asyncio.get_running_loop().run_in_executor(None, stopped.wait)
+        await self._endpoint.stop(grace)
+
+
+def reflection_methods(services: tuple[str, ...]) -> dict[str, Method]:
+    """Server reflection (grpc.reflection.v1alpha), listing `services`: how grpcurl and other
+    generic clients learn the messages without the .proto files."""
+    servicer = reflection.aio.ReflectionServicer(services)
+    return {
+        f"/{REFLECTION}/ServerReflectionInfo": Method(
+            reflection_pb2.ServerReflectionRequest.FromString,
+            reflection_pb2.ServerReflectionResponse.SerializeToString,
+            # An async generator function, whatever its stub says.
+            stream=cast(StreamHandler, servicer.ServerReflectionInfo),
+        )
+    }

@@ -2,19 +2,16 @@
 
 ErrorKind is mapped to a gRPC status code here, once. `unary` wraps an RPC body so that every
 call gets its request id, its permission check, its status code and its telemetry record the
-same way: what the call carries is read in grpcio's handler thread, the body runs on the event
-loop (`grpc_bridge`). The helpers below it read what a call carries (metadata, peer,
-parameters).
+same way. The helpers below it read what a call carries (metadata, parameters).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final, NoReturn, TypeVar
+from typing import Any, Final, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -25,7 +22,7 @@ from modelport.serving.endpoint import Endpoint
 from modelport.serving.guard import Action, Guard
 from modelport.serving.requests import REQUEST_ID_PATTERN, internal_error, retry_after
 from modelport.serving.telemetry import Call, Telemetry, new_request_id
-from modelport.transports.grpc_bridge import LoopBridge
+from modelport.transports.grpc_wire import CallContext, GrpcError, Trailers
 
 log = logging.getLogger("modelport.grpc")
 
@@ -51,24 +48,14 @@ _SAFE_ID: Final = re.compile(REQUEST_ID_PATTERN)
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
-Context = grpc.ServicerContext
 
 
 @dataclass(frozen=True, slots=True)
 class Credentials:
-    """What a call presents to the guard, read from its metadata in the handler's thread."""
+    """What a call presents to the guard, read from its metadata."""
 
     authorization: str | None = None
     api_key: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Refusal:
-    """How a call failed: the status code, its message and the trailing metadata."""
-
-    code: grpc.StatusCode
-    message: str
-    trailers: tuple[tuple[str, str], ...]
 
 
 def unary(
@@ -77,61 +64,37 @@ def unary(
     action: Action,
     telemetry: Telemetry,
     guard: Guard,
-    bridge: LoopBridge,
-) -> Callable[[Req, Context], Resp]:
-    """Wrap an RPC body for a handler thread: request id in, the body (permission check
-    first) on the event loop, ModelportError -> status code out, faults logged."""
+) -> Callable[[Req, CallContext], Awaitable[Resp]]:
+    """Wrap an RPC body: request id in, the permission check, then the body;
+    ModelportError -> GrpcError with its status code, faults logged."""
 
-    async def answer(request: Req, call: Call, credentials: Credentials | None) -> Resp | Refusal:
-        rid = call.request_id
+    async def handle(request: Req, context: CallContext) -> Resp:
+        rid = request_id(context)
+        call = Call("grpc", rid, caller=context.peer, endpoint=endpoint)
+        call.time_left = context.timeout
         try:
             parsed(request)
-            if credentials is not None:
-                admit(guard, action, credentials, call)
+            if action is not Action.HEALTH:
+                admit(guard, action, credentials_of(context), call)
             response = await body(request, call)
         except ModelportError as exc:
-            return refusal(call, exc, telemetry, trailers(rid, exc))
+            raise refusal(call, exc, telemetry, trailers(rid, exc)) from None
         except Exception:
             log.exception("internal error handling request %s", rid)
-            return refusal(call, internal_error(rid), telemetry, ((REQUEST_ID, rid),))
+            raise refusal(call, internal_error(rid), telemetry, ((REQUEST_ID, rid),)) from None
         telemetry.finished(call, grpc.StatusCode.OK.name)
+        context.trailers = ((REQUEST_ID, rid),)
         return response
-
-    def handle(request: Req, context: Context) -> Resp:
-        rid = request_id(context)
-        call = Call("grpc", rid, caller=peer(context), endpoint=endpoint)
-        call.time_left = time_left(context)
-        credentials = None if action is Action.HEALTH else credentials_of(context)
-        handoff = bridge.submit(answer(request, call, credentials))
-        # A call the client cancels, or whose deadline passes, stops waiting on the loop.
-        context.add_callback(handoff.cancel)
-        try:
-            outcome = handoff.result()
-        except asyncio.CancelledError:
-            # Cancelled that way: nobody is left to answer.
-            context.abort(grpc.StatusCode.CANCELLED, "the call was cancelled")
-        if isinstance(outcome, Refusal):
-            refuse(context, outcome)
-        context.set_trailing_metadata(((REQUEST_ID, rid),))
-        return outcome
 
     return handle
 
 
-def refusal(
-    call: Call, exc: ModelportError, telemetry: Telemetry, trailing: tuple[tuple[str, str], ...]
-) -> Refusal:
-    """Record on `call` and in the telemetry how it failed; the status it ends with."""
+def refusal(call: Call, exc: ModelportError, telemetry: Telemetry, trailing: Trailers) -> GrpcError:
+    """Record on `call` and in the telemetry how it failed; the error that ends it."""
     failed(call, exc)
     code = STATUS[exc.kind]
     telemetry.finished(call, code.name)
-    return Refusal(code, exc.message, trailing)
-
-
-def refuse(context: Context, refused: Refusal) -> NoReturn:
-    """End the call with `refused` (grpcio raises to unwind the handler)."""
-    context.set_trailing_metadata(refused.trailers)
-    context.abort(refused.code, refused.message)
+    return GrpcError(code, exc.message, trailing)
 
 
 class Malformed:
@@ -169,20 +132,20 @@ def parsed(request: Any) -> None:
         )
 
 
-def trailers(rid: str, exc: ModelportError) -> tuple[tuple[str, str], ...]:
+def trailers(rid: str, exc: ModelportError) -> Trailers:
     """The request id, and for shed or rate-limited calls the seconds to wait (`retry-after`)."""
     if isinstance(exc, Overloaded):
         return ((REQUEST_ID, rid), ("retry-after", retry_after(exc)))
     return ((REQUEST_ID, rid),)
 
 
-def credentials_of(context: Context) -> Credentials:
+def credentials_of(context: CallContext) -> Credentials:
     """The `authorization` and `x-api-key` metadata a call carries."""
     authorization = api_key = None
-    for key, value in context.invocation_metadata() or ():
-        if key == "authorization" and isinstance(value, str):
+    for key, value in context.metadata:
+        if key == "authorization":
             authorization = value
-        elif key == "x-api-key" and isinstance(value, str):
+        elif key == "x-api-key":
             api_key = value
     return Credentials(authorization, api_key)
 
@@ -199,29 +162,10 @@ def failed(call: Call, exc: ModelportError) -> None:
     call.error = exc.message
 
 
-def peer(context: Context) -> str:
-    """The client's address from gRPC's peer string (ipv4:1.2.3.4:5678, ipv6:[::1]:5678)."""
-    address = context.peer() or ""
-    kind, _, rest = address.partition(":")
-    host = rest.rpartition(":")[0] if kind in ("ipv4", "ipv6") else rest
-    return host.strip("[]")
-
-
-NO_DEADLINE: Final = 1e9
-"""Seconds beyond which grpcio's time remaining means the call has no deadline (grpcio
-reports the far future, about 9.2e18 s, for one that has none)."""
-
-
-def time_left(context: Context) -> float | None:
-    """Seconds left of the call's deadline; None when the client set none."""
-    left = context.time_remaining()
-    return None if left is None or left > NO_DEADLINE else float(left)
-
-
-def request_id(context: Context) -> str:
+def request_id(context: CallContext) -> str:
     """The client's `x-request-id` when it is a valid one, else a fresh id."""
-    for key, value in context.invocation_metadata() or ():
-        if key == REQUEST_ID and isinstance(value, str) and _SAFE_ID.fullmatch(value):
+    for key, value in context.metadata:
+        if key == REQUEST_ID and _SAFE_ID.fullmatch(value):
             return value
     return new_request_id()
 

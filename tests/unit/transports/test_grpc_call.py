@@ -1,44 +1,30 @@
-"""What the gRPC service reads from a call: request id, peer, parameters, malformed bytes."""
+"""What the gRPC service reads from a call: request id, credentials, parameters, bad bytes."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import pytest
 
 from modelport.errors import InvalidInput, NotFound, Overloaded
 from modelport.transports import grpc_call
 from modelport.transports.grpc_gen import inference_pb2 as pb
+from modelport.transports.grpc_wire import CallContext
 
 
-class Context:
-    """The parts of a gRPC servicer context the helpers read."""
-
-    def __init__(self, peer: str = "", metadata: tuple[tuple[str, Any], ...] = ()) -> None:
-        self._peer = peer
-        self._metadata = metadata
-
-    def peer(self) -> str:
-        return self._peer
-
-    def invocation_metadata(self) -> tuple[tuple[str, Any], ...]:
-        return self._metadata
-
-
-@pytest.mark.parametrize(
-    ("peer", "host"),
-    [("ipv4:10.1.2.3:5678", "10.1.2.3"), ("ipv6:[::1]:5678", "::1"), ("unix:/tmp/s", "/tmp/s")],
-)
-def test_peer_is_the_client_host(peer: str, host: str) -> None:
-    assert grpc_call.peer(Context(peer)) == host  # type: ignore[arg-type]
+def context(metadata: list[tuple[str, str]]) -> CallContext:
+    return CallContext(metadata, "/inference.GRPCInferenceService/ModelInfer", "10.1.2.3", None)
 
 
 def test_a_valid_request_id_is_kept_and_another_replaced() -> None:
-    kept = Context(metadata=(("x-request-id", "r-1"),))
-    assert grpc_call.request_id(kept) == "r-1"  # type: ignore[arg-type]
-    fresh = grpc_call.request_id(Context(metadata=(("x-request-id", "no spaces"),)))  # type: ignore[arg-type]
+    assert grpc_call.request_id(context([("x-request-id", "r-1")])) == "r-1"
+    fresh = grpc_call.request_id(context([("x-request-id", "no spaces")]))
     assert fresh != "no spaces"
     assert len(fresh) == 32
+
+
+def test_credentials_are_read_from_the_metadata() -> None:
+    metadata = [(":path", "/x"), ("authorization", "Bearer t"), ("x-api-key", "k")]
+    assert grpc_call.credentials_of(context(metadata)) == grpc_call.Credentials("Bearer t", "k")
+    assert grpc_call.credentials_of(context([])) == grpc_call.Credentials(None, None)
 
 
 def test_trailers_carry_retry_after_for_shed_calls() -> None:
@@ -69,17 +55,3 @@ def test_bytes_that_do_not_parse_become_invalid_input() -> None:
         grpc_call.parsed(malformed)
     with pytest.raises(InvalidInput, match="model name is empty"):
         grpc_call.model_name("")
-
-
-class Deadline:
-    def __init__(self, left: float) -> None:
-        self.left = left
-
-    def time_remaining(self) -> float:
-        return self.left
-
-
-def test_time_left_is_none_without_a_deadline() -> None:
-    # What grpcio's synchronous server reports for a call without a deadline.
-    assert grpc_call.time_left(Deadline(9.223372035058482e18)) is None  # type: ignore[arg-type]
-    assert grpc_call.time_left(Deadline(4.5)) == 4.5  # type: ignore[arg-type]

@@ -1,0 +1,53 @@
+"""gRPC-over-HTTP/2 pieces that need no connection: timeouts, status blocks, message frames."""
+
+from __future__ import annotations
+
+import urllib.parse
+
+import grpc
+import hpack
+import pytest
+
+from modelport.transports import grpc_wire
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [("1H", 3600.0), ("2M", 120.0), ("5S", 5.0), ("100m", 0.1), ("250u", 250e-6), ("9n", 9e-9)],
+)
+def test_grpc_timeouts_in_every_unit(value: str, seconds: float) -> None:
+    assert grpc_wire.timeout_seconds(value) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("value", ["", "5", "S", "123456789S", "1.5S", "5s", "-1S"])
+def test_a_malformed_grpc_timeout_is_invalid_argument(value: str) -> None:
+    with pytest.raises(grpc_wire.GrpcError) as caught:
+        grpc_wire.timeout_seconds(value)
+    assert caught.value.code is grpc.StatusCode.INVALID_ARGUMENT
+    assert "grpc-timeout" in caught.value.message
+
+
+def test_grpc_message_is_percent_encoded_and_decodes_back() -> None:
+    text = "input 'x' must be FP32 (got «INT64») 100% sure\nnext line"
+    encoded = grpc_wire.percent_encoded(text)
+    assert encoded.isascii() and "\n" not in encoded
+    assert urllib.parse.unquote(encoded) == text
+
+
+def test_a_trailers_only_status_carries_http_status_content_type_and_metadata() -> None:
+    block = grpc_wire.status_block(
+        grpc.StatusCode.NOT_FOUND, "no model 'x'", (("x-request-id", "r-1"),), only=True
+    )
+    assert hpack.Decoder().decode(block) == [
+        (":status", "200"),
+        ("content-type", "application/grpc"),
+        ("grpc-status", "5"),
+        ("grpc-message", "no model 'x'"),
+        ("x-request-id", "r-1"),
+    ]
+    trailers = grpc_wire.status_block(grpc.StatusCode.OK, "", (), only=False)
+    assert hpack.Decoder().decode(trailers) == [("grpc-status", "0")]
+
+
+def test_a_message_frame_is_flag_length_and_bytes() -> None:
+    assert grpc_wire.message_frame(b"hello") == b"\x00\x00\x00\x00\x05hello"

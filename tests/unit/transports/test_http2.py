@@ -1,0 +1,40 @@
+"""HTTP/2 pieces that need no connection: frames and the stateless HPACK encoder."""
+
+from __future__ import annotations
+
+import hpack
+import pytest
+
+from modelport.transports import http2
+
+
+@pytest.mark.parametrize("length", [0, 1, 126, 127, 128, 300, 70_000])
+def test_header_blocks_decode_with_a_standard_hpack_decoder(length: int) -> None:
+    headers = [(":status", "200"), ("content-type", "application/grpc"), ("x-long", "v" * length)]
+    block = http2.header_block(headers)
+    decoder = hpack.Decoder(max_header_list_size=1 << 20)
+    assert decoder.decode(block) == headers
+    # Without indexing, the decoder's table stays empty: the same block decodes again alike.
+    assert decoder.decode(block) == headers
+    assert len(decoder.header_table.dynamic_entries) == 0
+
+
+def test_integers_beyond_their_prefix_continue_in_7_bit_groups() -> None:
+    # RFC 7541 C.1.2: 1337 in a 5-bit prefix.
+    assert http2._integer(1337, 5) == bytes([31, 154, 10])
+    assert http2._integer(10, 5) == bytes([10])
+
+
+def test_a_frame_is_its_9_byte_header_then_its_payload() -> None:
+    data = http2.frame(http2.DATA, http2.END_STREAM, 5, b"abc")
+    assert data == b"\x00\x00\x03" + b"\x00\x01" + b"\x00\x00\x00\x05" + b"abc"
+    away = http2.goaway(7, http2.PROTOCOL_ERROR, "why")
+    assert away[3] == http2.GOAWAY
+    assert away[9:] == b"\x00\x00\x00\x07\x00\x00\x00\x01why"
+
+
+def test_padding_is_removed_and_padding_too_long_is_a_protocol_error() -> None:
+    assert http2._unpadded(http2.PADDED, b"\x02abc\x00\x00") == b"abc"
+    with pytest.raises(http2.ProtocolViolation) as caught:
+        http2._unpadded(http2.PADDED, b"\x05ab")
+    assert caught.value.code == http2.PROTOCOL_ERROR
