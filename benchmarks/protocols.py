@@ -8,9 +8,9 @@ benchmarks/work/protocols.json; everything it makes is scratch under benchmarks/
 How it measures: one `modelport serve` of a fresh demo registry (compiled iris, default
 settings: metrics and the inference log on) pinned to SERVER_CPU; wrk (1 thread, 64
 connections, post.lua) pinned to LOAD_CPU. Each load is checked once (status 200) before it is
-timed, and a load whose path this modelport does not answer is left out with a note; then, round after round (--rounds, default 3),
-every load runs once for --duration seconds (default 10) after a 2 s warm-up, in turn; the
-table shows each load's median run. The loads:
+timed, and a load whose path this modelport does not answer is left out with a note; then,
+round after round (--rounds, default 3), every load runs once for --duration seconds (default
+10) after a 2 s warm-up, in turn; the table shows each load's median run. The loads:
 
 - iris b1 on each JSON path: OIP (`/v2/models/iris/infer`), TF Serving / KServe v1
   (`/v1/models/iris:predict` with `instances`), MLflow / SageMaker (`/invocations` with
