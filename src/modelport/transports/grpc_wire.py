@@ -313,8 +313,10 @@ class GrpcCall:
             self.fail(exc.code, exc.message, exc.trailers)
             return
         except asyncio.CancelledError:
-            # The client went away (or the server stops): nobody is left to answer.
-            self._stream.reset(CANCEL)
+            # The client went away, the server stops, or the call was already answered
+            # (`fail`): whatever has not been answered is reset.
+            if not self._stream.local_closed:
+                self._stream.reset(CANCEL)
             return
         except Exception:
             log.exception("internal error in %s", self.context.path)
@@ -348,7 +350,8 @@ class GrpcCall:
             code, message, trailers = exc.code, exc.message, exc.trailers
         except asyncio.CancelledError:
             if not self.expired:
-                stream.reset(CANCEL)
+                if not stream.local_closed:
+                    stream.reset(CANCEL)
                 return
             code, message = grpc.StatusCode.DEADLINE_EXCEEDED, "the call's deadline passed"
         except Exception:
