@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +12,7 @@ import pytest
 from modelport.registry.store import Registry
 
 from .conftest import ServerFactory
+from .workers import children, holder
 
 pytestmark = pytest.mark.integration
 
@@ -249,7 +249,7 @@ def test_a_rate_limit_holds_across_workers(start_server: ServerFactory, registry
         "--registry", str(registry_dir), "--workers", "2",
         "--rate-limit", "0.01", "--rate-burst", "3",  # refill: one request in 100 s
     )  # fmt: skip
-    workers = _children(server.pid)
+    workers = children(server.pid)
     assert len(workers) == 2
     answers: list[tuple[int, str | None]] = []
     by_worker = dict.fromkeys(workers, 0)
@@ -267,11 +267,6 @@ def test_a_rate_limit_holds_across_workers(start_server: ServerFactory, registry
     assert all(after and int(after) >= 1 for status, after in answers if status == 429), answers
 
 
-def _children(pid: int) -> set[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as fh:
-        return {int(child) for child in fh.read().split()}
-
-
 def _infer_on_a_new_connection(url: str, workers: set[int]) -> tuple[int, str | None, int]:
     """One inference on a connection of its own: (status, Retry-After, pid of the worker)."""
     import http.client
@@ -287,31 +282,9 @@ def _infer_on_a_new_connection(url: str, workers: set[int]) -> tuple[int, str | 
         response.read()
         # Still open (keep-alive): the worker that answered holds the other end.
         assert connection.sock is not None
-        return response.status, response.getheader("retry-after"), _holder(connection, workers)
+        return response.status, response.getheader("retry-after"), holder(connection.sock, workers)
     finally:
         connection.close()
-
-
-def _holder(connection: Any, workers: set[int]) -> int:
-    """Which of `workers` holds the server's end of `connection` (from /proc: no guessing)."""
-    mine = connection.sock.getsockname()[1]
-    theirs = connection.sock.getpeername()[1]
-    inodes = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local, remote = fields[1].rsplit(":", 1)[1], fields[2].rsplit(":", 1)[1]
-            if int(local, 16) == theirs and int(remote, 16) == mine:
-                inodes.add(f"socket:[{fields[9]}]")
-    for pid in workers:
-        fds = Path(f"/proc/{pid}/fd")
-        for fd in fds.iterdir():
-            try:
-                if os.readlink(fd) in inodes:
-                    return pid
-            except FileNotFoundError:  # closed while we looked
-                continue
-    raise AssertionError(f"no worker of {sorted(workers)} holds the connection from port {mine}")
 
 
 # -- faults: a model that raises or hangs harms only its own requests ---------------------------

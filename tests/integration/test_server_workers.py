@@ -13,18 +13,15 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from tests.integration.conftest import eventually, push_doubling_model
+from tests.integration.conftest import ServerFactory, eventually, free_port, push_doubling_model
+from tests.integration.h2_client import Frames, Stream, infer_message
+from tests.integration.workers import children, holder
 
 import modelport
 
 pytestmark = pytest.mark.integration
 
 ROWS = np.array([[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]], np.float32)
-
-
-def children(pid: int) -> set[int]:
-    with open(f"/proc/{pid}/task/{pid}/children") as fh:
-        return {int(p) for p in fh.read().split()}
 
 
 def infer_many(url: str, count: int) -> list[int]:
@@ -281,3 +278,33 @@ def test_a_model_queue_bound_holds_across_workers(
                 with contextlib.suppress(OSError):  # ENXIO: nobody waits on it
                     os.close(os.open(fifo, mode | os.O_NONBLOCK))
     assert server.stop(signal.SIGTERM) == 0
+
+
+def test_grpc_connections_spread_over_workers_and_share_one_rate_limit(
+    start_server: ServerFactory, registry_dir: Path
+) -> None:
+    """With 2 workers every worker serves gRPC on the same port (SO_REUSEPORT), and a caller
+    still gets its burst once over gRPC: both workers spend from one bucket."""
+    server = start_server(
+        "--registry", str(registry_dir), "--workers", "2", "--grpc-port", str(free_port()),
+        "--rate-limit", "0.01", "--rate-burst", "3",  # refill: one request in 100 s
+    )  # fmt: skip
+    workers = children(server.pid)
+    assert len(workers) == 2
+    by_worker = dict.fromkeys(workers, 0)
+    answers: list[Stream] = []
+    # Fresh connections until each worker has answered more than the burst, which per-worker
+    # buckets would each admit in full; the bound only stops a broken spread.
+    while min(by_worker.values()) <= 3:
+        assert len(answers) < 400, f"connections never reached both workers: {by_worker}"
+        connection = Frames(server.grpc_address)
+        try:
+            answers.append(connection.call(infer_message(ROWS)))
+            by_worker[holder(connection.sock, workers)] += 1
+        finally:
+            connection.sock.close()
+    statuses = [answer.status() for answer in answers]
+    assert statuses.count("0") == 3, f"{statuses} (answers per worker: {by_worker})"
+    assert statuses.count("8") == len(answers) - 3, statuses  # RESOURCE_EXHAUSTED
+    refused = [answer.headers for answer in answers if answer.status() == "8"]
+    assert all(int(headers["retry-after"]) >= 1 for headers in refused), refused

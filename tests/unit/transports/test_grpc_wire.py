@@ -30,7 +30,8 @@ def test_a_malformed_grpc_timeout_is_invalid_argument(value: str) -> None:
 def test_grpc_message_is_percent_encoded_and_decodes_back() -> None:
     text = "input 'x' must be FP32 (got «INT64») 100% sure\nnext line"
     encoded = grpc_wire.percent_encoded(text)
-    assert encoded.isascii() and "\n" not in encoded
+    assert encoded.isascii()
+    assert "\n" not in encoded
     assert urllib.parse.unquote(encoded) == text
 
 
