@@ -50,6 +50,8 @@ MAX_HEADER_LIST: Final = 1 << 16
 """The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); larger is a peer error."""
 MAX_HEADER_BLOCK: Final = 1 << 17
 """The largest header block, compressed, across HEADERS and CONTINUATION frames."""
+KNOWN_BLOCKS: Final = 64
+"""Decoded header blocks a connection remembers (see HeaderDecoder)."""
 RESET_ALLOWANCE: Final = 1000
 """Streams a peer may reset beyond twice the streams it lets finish, before it is sent away
 (the "rapid reset" attack opens and resets streams to make the server work for nothing)."""
@@ -204,6 +206,43 @@ def header_block(headers: Iterable[Header]) -> bytes:
     return bytes(out)
 
 
+class HeaderDecoder:
+    """`hpack`'s decoder, remembering what a header block decoded to while the block leaves
+    the dynamic table as it was and the table does not change.
+
+    Clients send the very same block for call after call (grpc's C core, h2load: every
+    header indexed or literal without indexing), and decoding it again costs about a fifth of
+    a small call. Only decoding changes the table, so any decode that changes it forgets all.
+    """
+
+    def __init__(self) -> None:
+        self._decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
+        self._known: dict[bytes, list[Header]] = {}
+
+    def decode(self, block: bytes) -> list[Header]:
+        """The headers of `block`; hpack.HPACKError when it is not valid HPACK."""
+        known = self._known.get(block)
+        if known is not None:
+            return known
+        table = self._decoder.header_table
+        entries = table.dynamic_entries
+        first = entries[0] if entries else None
+        size, limit = len(entries), table.maxsize
+        # Names and values as str (hpack's HeaderTuple is a tuple of two).
+        headers = cast(list[Header], self._decoder.decode(block))
+        # A new entry is always a new leftmost tuple; an eviction alone changes the length.
+        unchanged = (
+            len(entries) == size
+            and (entries[0] if entries else None) is first
+            and table.maxsize == limit
+        )
+        if not unchanged or len(self._known) >= KNOWN_BLOCKS:
+            self._known.clear()
+        if unchanged:
+            self._known[block] = headers
+        return headers
+
+
 class Connection(asyncio.Protocol):
     """The server side of one HTTP/2 connection (see the module docstring)."""
 
@@ -220,7 +259,7 @@ class Connection(asyncio.Protocol):
         self._buffer = b""
         self._preface = False
         self._settled = False  # the peer's first frame, its SETTINGS, has arrived
-        self._decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
+        self._decoder = HeaderDecoder()
         self._streams: dict[int, Stream] = {}
         self._last_id = 0
         self._continuation: tuple[int, int, bytearray] | None = None
@@ -450,8 +489,7 @@ class Connection(asyncio.Protocol):
 
     def _open(self, stream_id: int, flags: int, block: bytes) -> None:
         try:
-            # Names and values as str (hpack's HeaderTuple is a tuple of two).
-            headers = cast(list[Header], self._decoder.decode(block))
+            headers = self._decoder.decode(block)
         except hpack.HPACKError as exc:
             raise ProtocolViolation(COMPRESSION_ERROR, f"bad header block: {exc}") from None
         end = bool(flags & END_STREAM)

@@ -38,3 +38,36 @@ def test_padding_is_removed_and_padding_too_long_is_a_protocol_error() -> None:
     with pytest.raises(http2.ProtocolViolation) as caught:
         http2._unpadded(http2.PADDED, b"\x05ab")
     assert caught.value.code == http2.PROTOCOL_ERROR
+
+
+def test_a_block_decodes_the_same_from_memory_as_afresh() -> None:
+    encoder = hpack.Encoder()
+    headers = [(":path", "/inference.GRPCInferenceService/ModelInfer"), ("x-api-key", "k")]
+    decoder = http2.HeaderDecoder()
+    assert decoder.decode(encoder.encode(headers)) == headers  # adds to the table
+    again = encoder.encode(headers)  # now all indexed: leaves the table as it is
+    first = decoder.decode(again)
+    assert first == headers
+    assert decoder.decode(again) is first  # remembered
+
+
+def test_a_remembered_block_is_forgotten_once_the_table_changes() -> None:
+    encoder = hpack.Encoder()
+    decoder = http2.HeaderDecoder()
+    decoder.decode(encoder.encode([("x-a", "1")]))
+    newest = encoder.encode([("x-a", "1")])  # "dynamic entry 1", now x-a: 1
+    assert decoder.decode(newest) == [("x-a", "1")]
+    decoder.decode(encoder.encode([("x-b", "2")]))  # x-b: 2 becomes dynamic entry 1
+    assert decoder.decode(newest) == [("x-b", "2")]
+
+
+def test_a_table_size_update_alone_forgets_remembered_blocks() -> None:
+    encoder = hpack.Encoder()
+    decoder = http2.HeaderDecoder()
+    decoder.decode(encoder.encode([("x-a", "1")]))
+    indexed = encoder.encode([("x-a", "1")])
+    assert decoder.decode(indexed) == [("x-a", "1")]
+    encoder.header_table_size = 0  # the next block starts with a size update that empties it
+    decoder.decode(encoder.encode([(":method", "POST")]))
+    with pytest.raises(hpack.HPACKError):
+        decoder.decode(indexed)  # its entry is gone: no longer valid HPACK
