@@ -273,6 +273,7 @@ class Connection(asyncio.Protocol):
         self._flush_handle: asyncio.Handle | None = None
         self._reading = False
         self._going_away = False
+        self._closing = False  # we closed: what the peer still sends is not read
         self._resets = 0
         self._finished = 0
 
@@ -297,6 +298,9 @@ class Connection(asyncio.Protocol):
         self._write(frame(WINDOW_UPDATE, 0, 0, (CONNECTION_WINDOW - DEFAULT_WINDOW).to_bytes(4)))
 
     def data_received(self, data: bytes) -> None:
+        if self._closing:
+            # A TLS transport may still hand over what it decrypted after close().
+            return
         self._reading = True
         try:
             self._receive(data)
@@ -373,7 +377,7 @@ class Connection(asyncio.Protocol):
             self._preface = True
             position = len(PREFACE)
         size = len(buffer)
-        while size - position >= 9 and self._transport is not None:
+        while size - position >= 9 and not self._closing:
             length = (buffer[position] << 16) | (buffer[position + 1] << 8) | buffer[position + 2]
             if length > MAX_FRAME:
                 raise ProtocolViolation(FRAME_SIZE_ERROR, f"a frame of {length} bytes")
@@ -418,7 +422,7 @@ class Connection(asyncio.Protocol):
             if stream_id == 0:
                 raise ProtocolViolation(PROTOCOL_ERROR, "PRIORITY on stream 0")
             if len(payload) != 5:
-                self._reset_id(stream_id, FRAME_SIZE_ERROR)
+                self._stream_error(stream_id, FRAME_SIZE_ERROR)
         elif kind == GOAWAY:
             # The peer closes: what is open still finishes, then we close too.
             self._going_away = True
@@ -495,19 +499,32 @@ class Connection(asyncio.Protocol):
         end = bool(flags & END_STREAM)
         stream = self._streams.get(stream_id)
         if stream is not None:
-            # Trailers: the request's last word.
-            if not end or stream.remote_closed:
-                raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS in the middle of a stream")
+            # Trailers: the request's last word. After the request's end, the stream is
+            # half-closed (RFC 9113 §5.1: STREAM_CLOSED); without END_STREAM, the request is
+            # malformed (§8.1: PROTOCOL_ERROR). Either is the stream's error, not the
+            # connection's.
+            if stream.remote_closed or not end:
+                code = STREAM_CLOSED if stream.remote_closed else PROTOCOL_ERROR
+                self._reset_stream(stream, code)
+                return
             stream.remote_closed = True
             assert stream.handler is not None
             stream.handler.data(b"", True)
             self._settle(stream)
             return
-        if stream_id % 2 == 0 or stream_id <= self._last_id:
+        if stream_id % 2 == 0:
             raise ProtocolViolation(PROTOCOL_ERROR, f"a client cannot open stream {stream_id}")
+        if stream_id <= self._last_id:
+            # A stream that ended, or that we reset while the peer still sent on it (§5.1).
+            self._reset_id(stream_id, STREAM_CLOSED)
+            return
         self._last_id = stream_id
         if self._going_away or len(self._streams) >= self._max_streams:
             self._reset_id(stream_id, REFUSED_STREAM)
+            return
+        if not all(name and name == name.lower() for name, _ in headers):
+            # Malformed (§8.2.1: names are lower-case, never empty): a stream error.
+            self._reset_id(stream_id, PROTOCOL_ERROR)
             return
         stream = Stream(self, stream_id, self._peer_window)
         stream.remote_closed = end
@@ -524,15 +541,16 @@ class Connection(asyncio.Protocol):
         self._blocked.pop(stream_id, None)
         if stream is None:
             return
-        self._resets += 1
-        if self._resets > 2 * self._finished + RESET_ALLOWANCE:
-            raise ProtocolViolation(ENHANCE_YOUR_CALM, "too many streams reset")
         stream.local_closed = stream.remote_closed = True
         stream._pending.clear()
         stream._wake()
         if stream.handler is not None:
             stream.handler.closed(int.from_bytes(payload))
         self._closed_one()
+        # Only after the handler heard of it: connection_lost no longer sees this stream.
+        self._resets += 1
+        if self._resets > 2 * self._finished + RESET_ALLOWANCE:
+            raise ProtocolViolation(ENHANCE_YOUR_CALM, "too many streams reset")
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id:
@@ -555,6 +573,10 @@ class Connection(asyncio.Protocol):
                 self._peer_window = value
                 for stream in self._streams.values():
                     stream.send_window += delta
+                    if stream.send_window > MAX_WINDOW:
+                        raise ProtocolViolation(
+                            FLOW_CONTROL_ERROR, "the new initial window took a stream past 2^31-1"
+                        )
             elif key == 0x5:
                 if not DEFAULT_FRAME <= value <= 16_777_215:
                     raise ProtocolViolation(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
@@ -658,6 +680,14 @@ class Connection(asyncio.Protocol):
     def _reset_id(self, stream_id: int, code: int) -> None:
         self._write(frame(RST_STREAM, 0, stream_id, code.to_bytes(4)))
 
+    def _stream_error(self, stream_id: int, code: int) -> None:
+        """RST_STREAM `code` for `stream_id`; an open stream is forgotten, its handler told."""
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            self._reset_id(stream_id, code)
+        else:
+            self._reset_stream(stream, code)
+
     def _unblock(self) -> None:
         for stream in list(self._blocked.values()):
             if self._send_window <= 0:
@@ -705,6 +735,7 @@ class Connection(asyncio.Protocol):
             self._close()
 
     def _close(self) -> None:
+        self._closing = True
         if self._transport is not None:
             if self._out:
                 self._transport.write(b"".join(self._out))
