@@ -12,6 +12,7 @@ import contextlib
 import socket
 import struct
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -149,6 +150,9 @@ class Frames:
         self.streams: dict[int, Stream] = {}
         self.initial_window = DEFAULT_WINDOW
         self.windows = {0: DEFAULT_WINDOW}
+        # Per SETTINGS sent and not yet acknowledged: the change of the initial window and the
+        # streams it applies to once the server has it (it acknowledges, then sends by it).
+        self._window_changes: deque[tuple[int, set[int]]] = deque()
         self._pending = b""
         if handshake:
             self.conn.initiate_connection()
@@ -174,8 +178,10 @@ class Frames:
         data = rewrite(data) if rewrite else data
         for frame in split_frames(data)[0]:
             self.sent.append(frame)
-            if isinstance(frame, hf.SettingsFrame):
-                self.initial_window = frame.settings.get(4, self.initial_window)
+            if isinstance(frame, hf.SettingsFrame) and "ACK" not in frame.flags:
+                window = frame.settings.get(4, self.initial_window)
+                self._window_changes.append((window - self.initial_window, set(self.windows) - {0}))
+                self.initial_window = window
             elif isinstance(frame, hf.HeadersFrame):
                 self.windows.setdefault(frame.stream_id, self.initial_window)
             elif isinstance(frame, hf.WindowUpdateFrame) and frame.stream_id in self.windows:
@@ -204,7 +210,12 @@ class Frames:
         frames, self._pending = split_frames(data)
         for frame in frames:
             self.received.append(frame)
-            if isinstance(frame, hf.DataFrame):
+            if isinstance(frame, hf.SettingsFrame) and "ACK" in frame.flags:
+                if self._window_changes:
+                    delta, ids = self._window_changes.popleft()
+                    for key in ids:
+                        self.windows[key] += delta
+            elif isinstance(frame, hf.DataFrame):
                 for key in (0, frame.stream_id):
                     self.windows[key] = self.windows.get(key, 0) - frame.flow_controlled_length
                     assert self.windows[key] >= 0, f"DATA past the window of stream {key}"

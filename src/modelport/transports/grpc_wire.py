@@ -37,6 +37,8 @@ log = logging.getLogger("modelport.grpc")
 Trailers = tuple[tuple[str, str], ...]
 UnaryHandler = Callable[[Any, "CallContext"], Awaitable[Any]]
 StreamHandler = Callable[[AsyncIterator[Any], "CallContext"], AsyncGenerator[Any, None]]
+Inflate = Callable[[bytes, int], bytes]
+"""Inflates a message, returning at most the limit given plus one byte."""
 
 MAX_STREAMS: Final = 1024
 """Calls one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)."""
@@ -149,7 +151,7 @@ class GrpcCall:
         stream: Stream,
         method: Method,
         context: CallContext,
-        inflate: Callable[[bytes], bytes] | None,
+        inflate: Inflate | None,
     ) -> None:
         self._endpoint = endpoint
         self._stream = stream
@@ -181,7 +183,13 @@ class GrpcCall:
             self._take(chunk)
         if end and not self._stream.local_closed:
             self._ended = True
-            if self._method.stream is not None:
+            if self._buffer is not None:
+                self.fail(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    f"the call ended inside a message ({len(self._buffer)} bytes of it came); "
+                    "send each message whole: 5 bytes of flag and length, then that many bytes",
+                )
+            elif self._method.stream is not None:
                 self._wake()
             elif self._request is None:
                 self.fail(
@@ -243,13 +251,18 @@ class GrpcCall:
                 "a message is marked compressed but the call has no grpc-encoding; name it",
             )
             return None
+        limit = self._endpoint.max_message_bytes
         try:
-            inflated = self._inflate(message)
+            inflated = self._inflate(message, limit)
         except (zlib.error, ValueError):
             self.fail(grpc.StatusCode.INVALID_ARGUMENT, "a compressed message does not inflate")
             return None
-        if len(inflated) > self._endpoint.max_message_bytes:
-            self._too_large(len(inflated))
+        if len(inflated) > limit:
+            self.fail(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"a compressed message inflates past the limit ({limit} bytes); send smaller "
+                "requests or raise --max-body-bytes",
+            )
             return None
         return inflated
 
@@ -350,6 +363,7 @@ class GrpcCall:
             code, message, trailers = exc.code, exc.message, exc.trailers
         except asyncio.CancelledError:
             if not self.expired:
+                # Unless `fail` has answered already (its status may still wait for window).
                 if not stream.local_closed:
                     stream.reset(CANCEL)
                 return
@@ -399,14 +413,25 @@ class _Answered:
 _ANSWERED: Final = _Answered()
 
 
-def _inflater(encoding: str) -> Callable[[bytes], bytes] | None:
+def inflated(data: bytes, limit: int, wbits: int) -> bytes:
+    """`data` inflated (zlib `wbits`), but at most `limit` + 1 bytes of it: more than `limit`
+    says too large without holding all of a compression bomb. zlib.error when it is not a
+    whole compressed stream."""
+    inflater = zlib.decompressobj(wbits)
+    out = inflater.decompress(data, limit + 1)
+    if len(out) <= limit and not inflater.eof:
+        raise zlib.error("the compressed message ends early")
+    return out
+
+
+def _inflater(encoding: str) -> Inflate | None:
     """How to inflate messages of `encoding`; None for identity; GrpcError for the unknown."""
     if encoding == "identity":
         return None
     if encoding == "gzip":
-        return lambda data: zlib.decompress(data, wbits=31)
+        return lambda data, limit: inflated(data, limit, 31)
     if encoding == "deflate":
-        return zlib.decompress
+        return lambda data, limit: inflated(data, limit, 15)
     raise GrpcError(
         grpc.StatusCode.UNIMPLEMENTED,
         f"grpc-encoding {encoding!r} is not supported; send one of {ENCODINGS}",
@@ -452,7 +477,7 @@ class GrpcEndpoint:
         timeout: str | None = None
         encoding = "identity"
         for name, value in headers:
-            if name[0] == ":":
+            if name.startswith(":"):
                 if name == ":path":
                     path = value
                 elif name == ":method":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import urllib.parse
+import zlib
+from collections.abc import Callable
 
 import grpc
 import hpack
@@ -52,3 +55,18 @@ def test_a_trailers_only_status_carries_http_status_content_type_and_metadata() 
 
 def test_a_message_frame_is_flag_length_and_bytes() -> None:
     assert grpc_wire.message_frame(b"hello") == b"\x00\x00\x00\x00\x05hello"
+
+
+@pytest.mark.parametrize(("compress", "wbits"), [(gzip.compress, 31), (zlib.compress, 15)])
+def test_inflating_stops_one_byte_past_the_limit(
+    compress: Callable[[bytes], bytes], wbits: int
+) -> None:
+    """A compression bomb is too large once a byte past the limit is out, not after all of it."""
+    bomb = compress(bytes(64 << 20))
+    assert len(grpc_wire.inflated(bomb, 1000, wbits)) == 1001
+    assert grpc_wire.inflated(compress(b"abc"), 3, wbits) == b"abc"
+
+
+def test_a_compressed_message_cut_short_does_not_inflate() -> None:
+    with pytest.raises(zlib.error):
+        grpc_wire.inflated(gzip.compress(b"abcdef" * 100)[:-12], 10_000, 31)
