@@ -548,6 +548,11 @@ class Connection(asyncio.Protocol):
             stream.handler.closed(int.from_bytes(payload))
         self._closed_one()
         # Only after the handler heard of it: connection_lost no longer sees this stream.
+        self._count_reset()
+
+    def _count_reset(self) -> None:
+        """One more stream the peer had reset, by RST_STREAM or by a stream error of its
+        making (which costs it as little: the "MadeYouReset" variant of rapid reset)."""
         self._resets += 1
         if self._resets > 2 * self._finished + RESET_ALLOWANCE:
             raise ProtocolViolation(ENHANCE_YOUR_CALM, "too many streams reset")
@@ -673,9 +678,11 @@ class Connection(asyncio.Protocol):
         self._closed_one()
 
     def _reset_stream(self, stream: Stream, code: int) -> None:
+        """A stream error of the peer's making on an open stream: reset, handler told."""
         self.reset(stream, code)
         if stream.handler is not None:
             stream.handler.closed(code)
+        self._count_reset()
 
     def _reset_id(self, stream_id: int, code: int) -> None:
         self._write(frame(RST_STREAM, 0, stream_id, code.to_bytes(4)))

@@ -200,3 +200,15 @@ async def test_an_initial_window_that_takes_a_stream_past_the_maximum_is_a_flow_
     assert goaway(peer.read()) is None
     peer.send(frame(http2.SETTINGS, 0, 0, (4).to_bytes(2) + (http2.DEFAULT_WINDOW + 1).to_bytes(4)))
     assert goaway(peer.read()) == http2.FLOW_CONTROL_ERROR
+
+
+async def test_stream_errors_the_peer_provokes_count_as_resets() -> None:
+    """A WINDOW_UPDATE of 0 makes us reset a stream as cheaply as RST_STREAM does."""
+    peer = Peer()
+    count = http2.RESET_ALLOWANCE + 1
+    for sid in range(1, 2 * count, 2):
+        peer.open(sid)
+        peer.send(frame(http2.WINDOW_UPDATE, 0, sid, (0).to_bytes(4)))
+    assert goaway(peer.read()) == http2.ENHANCE_YOUR_CALM
+    assert all(h.closed_with == http2.PROTOCOL_ERROR for h in peer.handlers.values())
+    assert peer.conn.idle
