@@ -449,6 +449,12 @@ class GrpcEndpoint:
         self._connections: set[Connection] = set()
         self._server: asyncio.Server | None = None
         self._all_closed = asyncio.Event()
+        self._stopping = False
+
+    @property
+    def connections(self) -> int:
+        """How many client connections are open."""
+        return len(self._connections)
 
     async def start(self, host: str, port: int, tls: ssl.SSLContext | None) -> int:
         """Listen on host:port (SO_REUSEPORT: every worker listens on the same port); the port.
@@ -462,10 +468,17 @@ class GrpcEndpoint:
         return int(self._server.sockets[0].getsockname()[1])
 
     def _connect(self) -> Connection:
-        connection = Connection(self._open, max_streams=MAX_STREAMS, on_close=self._closed)
+        # Counted once made: a TLS connection whose handshake fails is never made, nor lost.
+        return Connection(
+            self._open, max_streams=MAX_STREAMS, on_open=self._opened, on_close=self._closed
+        )
+
+    def _opened(self, connection: Connection) -> None:
         self._connections.add(connection)
         self._all_closed.clear()
-        return connection
+        if self._stopping:
+            # Its handshake finished after the stop began.
+            connection.go_away()
 
     def _closed(self, connection: Connection) -> None:
         self._connections.discard(connection)
@@ -515,6 +528,7 @@ class GrpcEndpoint:
 
     def go_away(self) -> None:
         """Take no new connections or calls; the calls open now go on."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
         for connection in list(self._connections):

@@ -247,10 +247,18 @@ class Connection(asyncio.Protocol):
     """The server side of one HTTP/2 connection (see the module docstring)."""
 
     def __init__(
-        self, opener: Opener, *, max_streams: int, on_close: Callable[[Connection], None]
+        self,
+        opener: Opener,
+        *,
+        max_streams: int,
+        on_close: Callable[[Connection], None],
+        on_open: Callable[[Connection], None] = lambda connection: None,
     ) -> None:
+        """`on_open` is called once the connection is made (after a TLS handshake: one that
+        fails never opens it), `on_close` when an opened connection is lost."""
         self._opener = opener
         self._max_streams = max_streams
+        self._on_open = on_open
         self._on_close = on_close
         self._transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] | None = None
@@ -296,6 +304,7 @@ class Connection(asyncio.Protocol):
         )
         self._write(frame(SETTINGS, 0, 0, settings))
         self._write(frame(WINDOW_UPDATE, 0, 0, (CONNECTION_WINDOW - DEFAULT_WINDOW).to_bytes(4)))
+        self._on_open(self)
 
     def data_received(self, data: bytes) -> None:
         if self._closing:
@@ -424,6 +433,10 @@ class Connection(asyncio.Protocol):
             if len(payload) != 5:
                 self._stream_error(stream_id, FRAME_SIZE_ERROR)
         elif kind == GOAWAY:
+            if stream_id:
+                raise ProtocolViolation(PROTOCOL_ERROR, "GOAWAY on a stream")
+            if len(payload) < 8:
+                raise ProtocolViolation(FRAME_SIZE_ERROR, "GOAWAY shorter than 8 bytes")
             # The peer closes: what is open still finishes, then we close too.
             self._going_away = True
             if not self._streams:

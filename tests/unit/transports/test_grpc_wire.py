@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gzip
+import ssl
 import urllib.parse
 import zlib
 from collections.abc import Callable
@@ -10,6 +12,7 @@ from collections.abc import Callable
 import grpc
 import hpack
 import pytest
+import trustme
 
 from modelport.transports import grpc_wire
 
@@ -70,3 +73,28 @@ def test_inflating_stops_one_byte_past_the_limit(
 def test_a_compressed_message_cut_short_does_not_inflate() -> None:
     with pytest.raises(zlib.error):
         grpc_wire.inflated(gzip.compress(b"abcdef" * 100)[:-12], 10_000, 31)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.mark.anyio
+async def test_a_connection_whose_tls_handshake_fails_is_not_kept() -> None:
+    """It is never made, so never lost: counting it would keep it (and hold up every stop)."""
+    cert = trustme.CA().issue_cert("127.0.0.1")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    cert.configure_cert(context)
+    context.set_alpn_protocols(["h2"])
+    endpoint = grpc_wire.GrpcEndpoint({}, max_message_bytes=1024)
+    port = await endpoint.start("127.0.0.1", 0, context)
+    try:
+        for _ in range(3):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")  # not a TLS ClientHello
+            assert await reader.read() == b""  # the server gives up on the handshake
+            writer.close()
+        assert endpoint.connections == 0
+    finally:
+        await endpoint.stop(grace=1.0)

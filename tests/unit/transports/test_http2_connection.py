@@ -212,3 +212,16 @@ async def test_stream_errors_the_peer_provokes_count_as_resets() -> None:
     assert goaway(peer.read()) == http2.ENHANCE_YOUR_CALM
     assert all(h.closed_with == http2.PROTOCOL_ERROR for h in peer.handlers.values())
     assert peer.conn.idle
+
+
+@pytest.mark.parametrize(
+    ("stream", "payload", "code"),
+    [(1, b"\x00" * 8, http2.PROTOCOL_ERROR), (0, b"\x00" * 7, http2.FRAME_SIZE_ERROR)],
+)
+async def test_a_malformed_goaway_is_a_connection_error(
+    stream: int, payload: bytes, code: int
+) -> None:
+    """RFC 9113 §6.8: GOAWAY is for stream 0 and has at least 8 bytes."""
+    peer = Peer()
+    peer.send(frame(http2.GOAWAY, 0, stream, payload))
+    assert goaway(peer.read()) == code
