@@ -109,7 +109,7 @@ class Stream:
         self.local_closed = False
         self.handler: Handler | None = None
         # Frames not yet sent, in order: (HEADERS, block, end) or (DATA, bytes, end).
-        self._pending: deque[tuple[int, bytes, bool]] = deque()
+        self._pending: deque[tuple[int, bytes | memoryview, bool]] = deque()
         self._drained: asyncio.Future[None] | None = None
 
     @property
@@ -174,7 +174,7 @@ class Stream:
         self._drained = None
 
 
-def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
+def frame(kind: int, flags: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
     """One frame: the 9-byte header, then the payload."""
     n = len(payload)
     return bytes((n >> 16, (n >> 8) & 255, n & 255, kind, flags)) + stream_id.to_bytes(4) + payload
@@ -264,7 +264,7 @@ class Connection(asyncio.Protocol):
         self.peer: tuple[str, int] | None = None
         self.paused = False
         self._loop = asyncio.get_running_loop()
-        self._buffer = b""
+        self._buffer = bytearray()  # the start of a frame not read in full yet
         self._preface = False
         self._settled = False  # the peer's first frame, its SETTINGS, has arrived
         self._decoder = HeaderDecoder()
@@ -373,13 +373,20 @@ class Connection(asyncio.Protocol):
     # -- reading -------------------------------------------------------------------------
 
     def _receive(self, data: bytes) -> None:
-        buffer = self._buffer + data if self._buffer else data
+        # A frame that comes in many reads grows one buffer, instead of being copied anew
+        # with each read.
+        buffer: bytes | bytearray
+        if self._buffer:
+            self._buffer += data
+            buffer = self._buffer
+        else:
+            buffer = data
         position = 0
         if not self._preface:
             if len(buffer) < len(PREFACE):
                 if not PREFACE.startswith(buffer):
                     raise ProtocolViolation(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
-                self._buffer = buffer
+                self._buffer = bytearray(buffer)
                 return
             if not buffer.startswith(PREFACE):
                 raise ProtocolViolation(PROTOCOL_ERROR, "not an HTTP/2 connection preface")
@@ -396,10 +403,13 @@ class Connection(asyncio.Protocol):
             kind = buffer[position + 3]
             flags = buffer[position + 4]
             stream_id = int.from_bytes(buffer[position + 5 : position + 9]) & MAX_WINDOW
-            payload = buffer[position + 9 : end]
+            payload = bytes(buffer[position + 9 : end])
             position = end
             self._frame(kind, flags, stream_id, payload)
-        self._buffer = buffer[position:]
+        if buffer is self._buffer:
+            del self._buffer[:position]
+        elif position < len(buffer):
+            self._buffer = bytearray(buffer[position:])
 
     def _frame(self, kind: int, flags: int, stream_id: int, payload: bytes) -> None:
         if not self._settled:
@@ -652,8 +662,10 @@ class Connection(asyncio.Protocol):
             if allowed <= 0:
                 self._blocked[stream.id] = stream
                 break
-            write(frame(DATA, 0, stream.id, payload[:allowed]))
-            pending[0] = (kind, payload[allowed:], end)
+            # Slices of a view: a large body is not copied anew for each frame.
+            view = memoryview(payload)
+            write(frame(DATA, 0, stream.id, view[:allowed]))
+            pending[0] = (kind, view[allowed:], end)
             self._send_window -= allowed
             stream.send_window -= allowed
         else:
@@ -663,7 +675,7 @@ class Connection(asyncio.Protocol):
                 self._finish(stream)
         self._schedule_flush()
 
-    def _header_frames(self, stream_id: int, block: bytes, end: bool) -> None:
+    def _header_frames(self, stream_id: int, block: bytes | memoryview, end: bool) -> None:
         limit = self._peer_frame
         first = END_STREAM if end else 0
         if len(block) <= limit:
