@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from modelport.transports.grpc_gen import inference_pb2 as pb
-from modelport.transports.http2 import header_block
+from modelport.transports.http2_frames import header_block
 
 from .conftest import ServerFactory, ServerProcess, free_port
 from .h2_client import (

@@ -31,8 +31,8 @@ from modelport.serving.catalog import Catalog
 from modelport.serving.dataplane import DataPlane
 from modelport.serving.executor import Executor
 from modelport.serving.lifecycle import Lifecycle
+from modelport.transports.grpc_endpoint import GrpcEndpoint
 from modelport.transports.grpc_health import SERVING, HealthService
-from modelport.transports.grpc_wire import GrpcEndpoint
 from modelport.transports.rest import RestApp
 
 from .conftest import assert_dropped

@@ -46,10 +46,11 @@ from modelport.transports.grpc_call import (
     unary,
     version_parameter,
 )
+from modelport.transports.grpc_endpoint import GrpcEndpoint
 from modelport.transports.grpc_gen import inference_pb2 as pb
 from modelport.transports.grpc_health import NOT_SERVING, SERVING, HealthService
 from modelport.transports.grpc_health import SERVICE as HEALTH_SERVICE
-from modelport.transports.grpc_wire import CallContext, GrpcEndpoint, Method, StreamHandler
+from modelport.transports.grpc_wire import CallContext, Method, StreamHandler
 
 log = logging.getLogger("modelport.grpc")
 

@@ -1,9 +1,8 @@
 """gRPC over HTTP/2 (gRPC's PROTOCOL-HTTP2), on the worker's event loop: calls, messages, status.
 
-`GrpcEndpoint` listens (TCP; TLS with ALPN "h2" when given a context) and serves a table of
-`Method`s by path. For each call it checks the request headers, reassembles the
-length-prefixed messages (gzip and deflate accepted), holds them to the message size limit,
-and runs the method's handler as a task on the loop: a unary handler answers one request with
+A `GrpcCall` (made by `grpc_endpoint.GrpcEndpoint` for each call it serves) reassembles the
+call's length-prefixed messages (gzip and deflate accepted), holds them to the message size
+limit, and runs the method's handler as a task on the loop: a unary handler answers one request with
 one response; a streaming one reads an async iterator of requests and yields responses.
 Handlers end a call with a status by raising `GrpcError`; anything else they raise is logged
 and answered INTERNAL. A call whose client resets it, or whose connection drops, has its task
@@ -20,17 +19,17 @@ import asyncio
 import contextlib
 import logging
 import re
-import ssl
 import zlib
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import grpc
 from google.protobuf.message import DecodeError
 
-from modelport.transports.http2 import CANCEL, Connection, Header, Stream, header_block
+from modelport.transports.http2 import Stream
+from modelport.transports.http2_frames import CANCEL, Header, header_block
 
 log = logging.getLogger("modelport.grpc")
 
@@ -40,8 +39,6 @@ StreamHandler = Callable[[AsyncIterator[Any], "CallContext"], AsyncGenerator[Any
 Inflate = Callable[[bytes, int], bytes]
 """Inflates a message, returning at most the limit given plus one byte."""
 
-MAX_STREAMS: Final = 1024
-"""Calls one connection may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS)."""
 INBOX: Final = 64
 """Request messages of one stream held before its handler takes them; beyond that the client
 waits for window (flow control), so a slow stream holds a bounded amount of memory."""
@@ -49,10 +46,10 @@ BACKLOG: Final = 1 << 20
 """Response bytes a stream may have waiting for the client's window before its handler waits."""
 ENCODINGS: Final = "identity,deflate,gzip"
 
-_CONTENT_TYPE: Final = "application/grpc"
+CONTENT_TYPE: Final = "application/grpc"
 _TIMEOUT: Final = re.compile(r"(\d{1,8})([HMSmun])")
 _UNITS: Final = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
-_RESPONSE_HEADERS: Final = header_block(((":status", "200"), ("content-type", _CONTENT_TYPE)))
+_RESPONSE_HEADERS: Final = header_block(((":status", "200"), ("content-type", CONTENT_TYPE)))
 _OK: Final = header_block((("grpc-status", "0"),))
 _UNRESERVED: Final = frozenset(range(0x20, 0x7F)) - {ord("%")}
 
@@ -99,7 +96,7 @@ def message_frame(body: bytes) -> bytes:
 
 def status_block(code: grpc.StatusCode, message: str, trailers: Trailers, *, only: bool) -> bytes:
     """The header block that ends a call; `only`: a trailers-only response (no body came)."""
-    fields: list[Header] = [(":status", "200"), ("content-type", _CONTENT_TYPE)] if only else []
+    fields: list[Header] = [(":status", "200"), ("content-type", CONTENT_TYPE)] if only else []
     fields.append(("grpc-status", str(code.value[0])))
     if message:
         fields.append(("grpc-message", percent_encoded(message)))
@@ -121,6 +118,13 @@ def timeout_seconds(value: str) -> float:
             f"grpc-timeout {value!r} is malformed; send up to 8 digits and a unit (H M S m u n)",
         )
     return int(match[1]) * _UNITS[match[2]]
+
+
+class Calls(Protocol):
+    """Where a call runs (a `GrpcEndpoint`): its message size limit and the running calls."""
+
+    max_message_bytes: int
+    calls: set[asyncio.Task[None]]
 
 
 class GrpcCall:
@@ -147,7 +151,7 @@ class GrpcCall:
 
     def __init__(
         self,
-        endpoint: GrpcEndpoint,
+        endpoint: Calls,
         stream: Stream,
         method: Method,
         context: CallContext,
@@ -398,21 +402,6 @@ def _parsed(parse: Callable[[bytes], Any], message: bytes, path: str) -> Any:
         ) from None
 
 
-class _Answered:
-    """The handler of a stream already answered at its headers: its body is not wanted."""
-
-    __slots__ = ()
-
-    def data(self, chunk: bytes, end: bool) -> None:
-        pass
-
-    def closed(self, code: int) -> None:
-        pass
-
-
-_ANSWERED: Final = _Answered()
-
-
 def inflated(data: bytes, limit: int, wbits: int) -> bytes:
     """`data` inflated (zlib `wbits`), but at most `limit` + 1 bytes of it: more than `limit`
     says too large without holding all of a compression bomb. zlib.error when it is not a
@@ -422,139 +411,3 @@ def inflated(data: bytes, limit: int, wbits: int) -> bytes:
     if len(out) <= limit and not inflater.eof:
         raise zlib.error("the compressed message ends early")
     return out
-
-
-def _inflater(encoding: str) -> Inflate | None:
-    """How to inflate messages of `encoding`; None for identity; GrpcError for the unknown."""
-    if encoding == "identity":
-        return None
-    if encoding == "gzip":
-        return lambda data, limit: inflated(data, limit, 31)
-    if encoding == "deflate":
-        return lambda data, limit: inflated(data, limit, 15)
-    raise GrpcError(
-        grpc.StatusCode.UNIMPLEMENTED,
-        f"grpc-encoding {encoding!r} is not supported; send one of {ENCODINGS}",
-        (("grpc-accept-encoding", ENCODINGS),),
-    )
-
-
-class GrpcEndpoint:
-    """A listening gRPC server: connections, their calls, and a graceful stop."""
-
-    def __init__(self, methods: Mapping[str, Method], *, max_message_bytes: int) -> None:
-        self._methods = dict(methods)
-        self.max_message_bytes = max_message_bytes
-        self.calls: set[asyncio.Task[None]] = set()
-        self._connections: set[Connection] = set()
-        self._server: asyncio.Server | None = None
-        self._all_closed = asyncio.Event()
-        self._stopping = False
-
-    @property
-    def connections(self) -> int:
-        """How many client connections are open."""
-        return len(self._connections)
-
-    async def start(self, host: str, port: int, tls: ssl.SSLContext | None) -> int:
-        """Listen on host:port (SO_REUSEPORT: every worker listens on the same port); the port.
-
-        OSError when it cannot bind.
-        """
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._connect, host, port, reuse_port=True, ssl=tls, backlog=2048
-        )
-        return int(self._server.sockets[0].getsockname()[1])
-
-    def _connect(self) -> Connection:
-        # Counted once made: a TLS connection whose handshake fails is never made, nor lost.
-        return Connection(
-            self._open, max_streams=MAX_STREAMS, on_open=self._opened, on_close=self._closed
-        )
-
-    def _opened(self, connection: Connection) -> None:
-        self._connections.add(connection)
-        self._all_closed.clear()
-        if self._stopping:
-            # Its handshake finished after the stop began.
-            connection.go_away()
-
-    def _closed(self, connection: Connection) -> None:
-        self._connections.discard(connection)
-        if not self._connections:
-            self._all_closed.set()
-
-    def _open(self, stream: Stream, headers: list[Header], end: bool) -> Any:
-        method_name = path = content_type = ""
-        timeout: str | None = None
-        encoding = "identity"
-        for name, value in headers:
-            if name.startswith(":"):
-                if name == ":path":
-                    path = value
-                elif name == ":method":
-                    method_name = value
-            elif name == "content-type":
-                content_type = value
-            elif name == "grpc-timeout":
-                timeout = value
-            elif name == "grpc-encoding":
-                encoding = value
-        if method_name != "POST":
-            stream.send_headers(header_block(((":status", "405"),)), end=True)
-            return _ANSWERED
-        if not content_type.startswith(_CONTENT_TYPE):
-            stream.send_headers(header_block(((":status", "415"),)), end=True)
-            return _ANSWERED
-        try:
-            method = self._methods.get(path)
-            if method is None:
-                raise GrpcError(
-                    grpc.StatusCode.UNIMPLEMENTED,
-                    f"there is no method {path}; see proto/inference.proto or use reflection",
-                )
-            inflate = _inflater(encoding)
-            seconds = None if timeout is None else timeout_seconds(timeout)
-        except GrpcError as exc:
-            stream.send_headers(status_block(exc.code, exc.message, exc.trailers, only=True), True)
-            return _ANSWERED
-        peer = stream.peer
-        context = CallContext(headers, path, "" if peer is None else peer[0], seconds)
-        call = GrpcCall(self, stream, method, context, inflate)
-        if end:
-            call.data(b"", True)
-        return call
-
-    def go_away(self) -> None:
-        """Take no new connections or calls; the calls open now go on."""
-        self._stopping = True
-        if self._server is not None:
-            self._server.close()
-        for connection in list(self._connections):
-            connection.go_away()
-
-    async def stop(self, grace: float) -> None:
-        """Stop (as `go_away`), wait up to `grace` seconds for open calls, cancel the rest."""
-        self.go_away()
-        if self._connections:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_closed.wait(), grace)
-        for connection in list(self._connections):
-            connection.abort()
-        for task in list(self.calls):
-            task.cancel()
-        if self.calls:
-            await asyncio.wait(list(self.calls), timeout=grace)
-        if self._server is not None:
-            await self._server.wait_closed()
-
-
-def methods_of(entries: Iterable[tuple[str, Method]]) -> dict[str, Method]:
-    """The method table by path (/package.Service/Method), refusing a path given twice."""
-    table: dict[str, Method] = {}
-    for path, method in entries:
-        if path in table:
-            raise ValueError(f"gRPC method {path} is defined twice")
-        table[path] = method
-    return table

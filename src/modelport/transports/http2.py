@@ -1,4 +1,4 @@
-"""HTTP/2 connections for the gRPC server (RFC 9113): frames, HPACK, flow control.
+"""HTTP/2 connections for the gRPC server (RFC 9113): streams, flow control, SETTINGS, GOAWAY.
 
 One `Connection` per client connection, an asyncio protocol on the worker's event loop. It
 reads frames, keeps the flow-control windows of the connection and of each stream both ways,
@@ -7,10 +7,9 @@ it: the request headers once they are complete, then the body as it arrives, the
 its reset. What a stream sends leaves as soon as the peer's windows allow, and everything
 written in one turn of the loop leaves in one write.
 
-Only what a server needs: no server push, priorities accepted and ignored, headers decoded
-with `hpack`, and header blocks sent without indexing (`header_block`), so the encoder keeps
-no state. A peer that breaks the protocol gets GOAWAY with the error code and a reason; a
-stream that breaks it gets RST_STREAM.
+Only what a server needs: no server push, priorities accepted and ignored; frames and HPACK
+are in `http2_frames`. A peer that breaks the protocol gets GOAWAY with the error code and a
+reason; a stream that breaks it gets RST_STREAM.
 """
 
 from __future__ import annotations
@@ -18,27 +17,51 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Final, Protocol, cast
 
 import hpack
 
+from modelport.transports.http2_frames import (
+    ACK,
+    CANCEL,
+    COMPRESSION_ERROR,
+    CONTINUATION,
+    DATA,
+    DEFAULT_FRAME,
+    DEFAULT_WINDOW,
+    END_HEADERS,
+    END_STREAM,
+    ENHANCE_YOUR_CALM,
+    FLOW_CONTROL_ERROR,
+    FRAME_SIZE_ERROR,
+    GOAWAY,
+    HEADERS,
+    MAX_HEADER_LIST,
+    MAX_WINDOW,
+    NO_ERROR,
+    PADDED,
+    PING,
+    PREFACE,
+    PRIORITY,
+    PRIORITY_FLAG,
+    PROTOCOL_ERROR,
+    PUSH_PROMISE,
+    REFUSED_STREAM,
+    RST_STREAM,
+    SETTINGS,
+    STREAM_CLOSED,
+    WINDOW_UPDATE,
+    Header,
+    HeaderDecoder,
+    ProtocolViolation,
+    frame,
+    goaway,
+    unpadded,
+)
+
 log = logging.getLogger("modelport.grpc")
 
-PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE, PING, GOAWAY = range(8)
-WINDOW_UPDATE, CONTINUATION = 8, 9
-END_STREAM = ACK = 0x1
-END_HEADERS, PADDED, PRIORITY_FLAG = 0x4, 0x8, 0x20
-
-NO_ERROR, PROTOCOL_ERROR, INTERNAL_ERROR, FLOW_CONTROL_ERROR = 0x0, 0x1, 0x2, 0x3
-STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, CANCEL = 0x5, 0x6, 0x7, 0x8
-COMPRESSION_ERROR, ENHANCE_YOUR_CALM = 0x9, 0xB
-
-MAX_WINDOW: Final = 2**31 - 1
-DEFAULT_WINDOW: Final = 65_535
-DEFAULT_FRAME: Final = 16_384
 STREAM_WINDOW: Final = 1 << 20
 """What each stream may send before it hears from us (SETTINGS_INITIAL_WINDOW_SIZE): large
 tensors arrive without a round trip per 64 KiB."""
@@ -46,17 +69,11 @@ CONNECTION_WINDOW: Final = 1 << 24
 """What the connection's streams together may send before it hears from us."""
 MAX_FRAME: Final = 1 << 20
 """The largest frame we accept (SETTINGS_MAX_FRAME_SIZE)."""
-MAX_HEADER_LIST: Final = 1 << 16
-"""The largest decoded header list (SETTINGS_MAX_HEADER_LIST_SIZE); larger is a peer error."""
 MAX_HEADER_BLOCK: Final = 1 << 17
 """The largest header block, compressed, across HEADERS and CONTINUATION frames."""
-KNOWN_BLOCKS: Final = 64
-"""Decoded header blocks a connection remembers (see HeaderDecoder)."""
 RESET_ALLOWANCE: Final = 1000
 """Streams a peer may reset beyond twice the streams it lets finish, before it is sent away
 (the "rapid reset" attack opens and resets streams to make the server work for nothing)."""
-
-Header = tuple[str, str]
 
 
 class Handler(Protocol):
@@ -72,15 +89,6 @@ class Handler(Protocol):
 
 Opener = Callable[["Stream", list[Header], bool], Handler]
 """Called with a new stream, its request headers and whether the request already ended."""
-
-
-class ProtocolViolation(Exception):
-    """The peer broke HTTP/2: the connection ends with GOAWAY carrying `code`."""
-
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-        self.reason = reason
 
 
 class Stream:
@@ -172,75 +180,6 @@ class Stream:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
         self._drained = None
-
-
-def frame(kind: int, flags: int, stream_id: int, payload: bytes | memoryview = b"") -> bytes:
-    """One frame: the 9-byte header, then the payload."""
-    n = len(payload)
-    return bytes((n >> 16, (n >> 8) & 255, n & 255, kind, flags)) + stream_id.to_bytes(4) + payload
-
-
-def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
-    """An HPACK integer in an N-bit prefix (RFC 7541 §5.1), the prefix's other bits `first`."""
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 127) | 128)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def header_block(headers: Iterable[Header]) -> bytes:
-    """HPACK for `headers`, each a literal field without indexing (names and values as given:
-    names lower-case, values printable ASCII)."""
-    out = bytearray()
-    for name, value in headers:
-        raw_name = name.encode("ascii")
-        raw_value = value.encode("ascii")
-        out += b"\x00" + _integer(len(raw_name), 7) + raw_name
-        out += _integer(len(raw_value), 7) + raw_value
-    return bytes(out)
-
-
-class HeaderDecoder:
-    """`hpack`'s decoder, remembering what a header block decoded to while the block leaves
-    the dynamic table as it was and the table does not change.
-
-    Clients send the very same block for call after call (grpc's C core, h2load: every
-    header indexed or literal without indexing), and decoding it again costs about a fifth of
-    a small call. Only decoding changes the table, so any decode that changes it forgets all.
-    """
-
-    def __init__(self) -> None:
-        self._decoder = hpack.Decoder(max_header_list_size=MAX_HEADER_LIST)
-        self._known: dict[bytes, list[Header]] = {}
-
-    def decode(self, block: bytes) -> list[Header]:
-        """The headers of `block`; hpack.HPACKError when it is not valid HPACK."""
-        known = self._known.get(block)
-        if known is not None:
-            return known
-        table = self._decoder.header_table
-        entries = table.dynamic_entries
-        first = entries[0] if entries else None
-        size, limit = len(entries), table.maxsize
-        # Names and values as str (hpack's HeaderTuple is a tuple of two).
-        headers = cast(list[Header], self._decoder.decode(block))
-        # A new entry is always a new leftmost tuple; an eviction alone changes the length.
-        unchanged = (
-            len(entries) == size
-            and (entries[0] if entries else None) is first
-            and table.maxsize == limit
-        )
-        if not unchanged or len(self._known) >= KNOWN_BLOCKS:
-            self._known.clear()
-        if unchanged:
-            self._known[block] = headers
-        return headers
 
 
 class Connection(asyncio.Protocol):
@@ -467,7 +406,7 @@ class Connection(asyncio.Protocol):
             self.window_update(0, self._recv_unacked)
             self._recv_window += self._recv_unacked
             self._recv_unacked = 0
-        data = _unpadded(flags, payload) if flags & PADDED else payload
+        data = unpadded(flags, payload) if flags & PADDED else payload
         stream = self._streams.get(stream_id)
         if stream is None or stream.remote_closed:
             if stream_id > self._last_id:
@@ -492,7 +431,7 @@ class Connection(asyncio.Protocol):
         if stream_id == 0:
             raise ProtocolViolation(PROTOCOL_ERROR, "HEADERS on stream 0")
         if flags & PADDED:
-            payload = _unpadded(flags, payload)
+            payload = unpadded(flags, payload)
         if flags & PRIORITY_FLAG:
             if len(payload) < 5:
                 raise ProtocolViolation(FRAME_SIZE_ERROR, "HEADERS too short for its priority")
@@ -773,16 +712,3 @@ class Connection(asyncio.Protocol):
                 self._transport.write(b"".join(self._out))
                 self._out.clear()
             self._transport.close()
-
-
-def goaway(last_id: int, code: int, reason: str) -> bytes:
-    """A GOAWAY frame: the last stream we take, the error code, a reason for whoever debugs."""
-    payload = last_id.to_bytes(4) + code.to_bytes(4) + reason.encode("utf-8", "replace")[:256]
-    return frame(GOAWAY, 0, 0, payload)
-
-
-def _unpadded(flags: int, payload: bytes) -> bytes:
-    """The payload of a PADDED frame without its pad length byte and padding."""
-    if not payload or payload[0] >= len(payload):
-        raise ProtocolViolation(PROTOCOL_ERROR, "padding as long as the frame")
-    return payload[1 : len(payload) - payload[0]]

@@ -14,7 +14,7 @@ import hpack
 import pytest
 import trustme
 
-from modelport.transports import grpc_wire
+from modelport.transports import grpc_endpoint, grpc_wire
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ async def test_a_connection_whose_tls_handshake_fails_is_not_kept() -> None:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     cert.configure_cert(context)
     context.set_alpn_protocols(["h2"])
-    endpoint = grpc_wire.GrpcEndpoint({}, max_message_bytes=1024)
+    endpoint = grpc_endpoint.GrpcEndpoint({}, max_message_bytes=1024)
     port = await endpoint.start("127.0.0.1", 0, context)
     try:
         for _ in range(3):

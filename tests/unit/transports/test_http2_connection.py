@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from modelport.transports import http2
-from modelport.transports.http2 import frame, header_block
+from modelport.transports import http2_frames as wire
+from modelport.transports.http2_frames import frame, header_block
 
 pytestmark = pytest.mark.anyio
 
@@ -74,10 +75,10 @@ class Peer:
         self.transport = Transport()
         self.conn = http2.Connection(self._open, max_streams=100, on_close=lambda c: None)
         self.conn.connection_made(self.transport)  # type: ignore[arg-type]
-        self.send(http2.PREFACE + frame(http2.SETTINGS, 0, 0))
+        self.send(wire.PREFACE + frame(wire.SETTINGS, 0, 0))
         self.read()
 
-    def _open(self, stream: http2.Stream, headers: list[http2.Header], end: bool) -> Recorder:
+    def _open(self, stream: http2.Stream, headers: list[wire.Header], end: bool) -> Recorder:
         self.streams[stream.id] = stream
         self.handlers[stream.id] = Recorder()
         self.handlers[stream.id].ended = end
@@ -92,8 +93,8 @@ class Peer:
         return list(_frames(data))
 
     def open(self, sid: int, end: bool = False) -> Recorder:
-        flags = http2.END_HEADERS | (http2.END_STREAM if end else 0)
-        self.send(frame(http2.HEADERS, flags, sid, header_block(REQUEST)))
+        flags = wire.END_HEADERS | (wire.END_STREAM if end else 0)
+        self.send(frame(wire.HEADERS, flags, sid, header_block(REQUEST)))
         return self.handlers[sid]
 
 
@@ -105,11 +106,11 @@ def _frames(data: bytes) -> Iterator[tuple[int, int, int, bytes]]:
 
 
 def resets(frames: list[tuple[int, int, int, bytes]]) -> list[tuple[int, int]]:
-    return [(sid, int.from_bytes(p)) for kind, _, sid, p in frames if kind == http2.RST_STREAM]
+    return [(sid, int.from_bytes(p)) for kind, _, sid, p in frames if kind == wire.RST_STREAM]
 
 
 def goaway(frames: list[tuple[int, int, int, bytes]]) -> int | None:
-    codes = [int.from_bytes(p[4:8]) for kind, _, _, p in frames if kind == http2.GOAWAY]
+    codes = [int.from_bytes(p[4:8]) for kind, _, _, p in frames if kind == wire.GOAWAY]
     return codes[0] if codes else None
 
 
@@ -118,10 +119,10 @@ async def test_every_reset_stream_is_closed_even_the_one_that_sends_the_peer_awa
     count = http2.RESET_ALLOWANCE + 1
     for sid in range(1, 2 * count, 2):
         peer.open(sid)
-        peer.send(frame(http2.RST_STREAM, 0, sid, http2.CANCEL.to_bytes(4)))
-    assert goaway(peer.read()) == http2.ENHANCE_YOUR_CALM
+        peer.send(frame(wire.RST_STREAM, 0, sid, wire.CANCEL.to_bytes(4)))
+    assert goaway(peer.read()) == wire.ENHANCE_YOUR_CALM
     assert peer.transport.closed
-    assert all(h.closed_with == http2.CANCEL for h in peer.handlers.values())
+    assert all(h.closed_with == wire.CANCEL for h in peer.handlers.values())
     assert len(peer.handlers) == count
     assert peer.conn.idle
 
@@ -129,10 +130,10 @@ async def test_every_reset_stream_is_closed_even_the_one_that_sends_the_peer_awa
 async def test_priority_of_the_wrong_size_on_an_open_stream_closes_that_stream() -> None:
     peer = Peer()
     handler = peer.open(1)
-    peer.send(frame(http2.PRIORITY, 0, 1, b"\x00" * 4))
+    peer.send(frame(wire.PRIORITY, 0, 1, b"\x00" * 4))
     frames = peer.read()
-    assert resets(frames) == [(1, http2.FRAME_SIZE_ERROR)]
-    assert handler.closed_with == http2.FRAME_SIZE_ERROR
+    assert resets(frames) == [(1, wire.FRAME_SIZE_ERROR)]
+    assert handler.closed_with == wire.FRAME_SIZE_ERROR
     assert peer.conn.idle  # forgotten: it no longer counts against the stream limit
     assert goaway(frames) is None
 
@@ -142,11 +143,11 @@ async def test_headers_after_the_request_ended_are_a_stream_error() -> None:
     peer = Peer()
     handler = peer.open(1, end=True)
     trailers = header_block([("x-trailer", "1")])
-    peer.send(frame(http2.HEADERS, http2.END_HEADERS | http2.END_STREAM, 1, trailers))
+    peer.send(frame(wire.HEADERS, wire.END_HEADERS | wire.END_STREAM, 1, trailers))
     frames = peer.read()
-    assert resets(frames) == [(1, http2.STREAM_CLOSED)]
+    assert resets(frames) == [(1, wire.STREAM_CLOSED)]
     assert goaway(frames) is None
-    assert handler.closed_with == http2.STREAM_CLOSED
+    assert handler.closed_with == wire.STREAM_CLOSED
     assert peer.open(3) is peer.handlers[3]
 
 
@@ -154,11 +155,11 @@ async def test_headers_without_end_stream_in_the_middle_of_a_request_reset_the_s
     """RFC 9113 §8.1: a malformed request is a stream error of type PROTOCOL_ERROR."""
     peer = Peer()
     handler = peer.open(1)
-    peer.send(frame(http2.HEADERS, http2.END_HEADERS, 1, header_block([("x-more", "1")])))
+    peer.send(frame(wire.HEADERS, wire.END_HEADERS, 1, header_block([("x-more", "1")])))
     frames = peer.read()
-    assert resets(frames) == [(1, http2.PROTOCOL_ERROR)]
+    assert resets(frames) == [(1, wire.PROTOCOL_ERROR)]
     assert goaway(frames) is None
-    assert handler.closed_with == http2.PROTOCOL_ERROR
+    assert handler.closed_with == wire.PROTOCOL_ERROR
 
 
 async def test_trailers_on_a_stream_already_answered_and_reset_do_not_end_the_connection() -> None:
@@ -167,11 +168,11 @@ async def test_trailers_on_a_stream_already_answered_and_reset_do_not_end_the_co
     peer.open(1)
     peer.streams[1].respond(header_block([(":status", "200")]), b"x", header_block([("a", "b")]))
     trailers = header_block([("x-trailer", "1")])
-    peer.send(frame(http2.HEADERS, http2.END_HEADERS | http2.END_STREAM, 1, trailers))
+    peer.send(frame(wire.HEADERS, wire.END_HEADERS | wire.END_STREAM, 1, trailers))
     frames = peer.read()
     assert goaway(frames) is None
     # The answer ended before the request: reset (NO_ERROR); the late trailers: STREAM_CLOSED.
-    assert resets(frames) == [(1, http2.NO_ERROR), (1, http2.STREAM_CLOSED)]
+    assert resets(frames) == [(1, wire.NO_ERROR), (1, wire.STREAM_CLOSED)]
     peer.open(3, end=True)
     assert peer.handlers[3].ended
 
@@ -181,9 +182,9 @@ async def test_a_malformed_header_name_resets_the_stream_before_any_handler(name
     """RFC 9113 §8.2.1: names are non-empty and lower-case; else the request is malformed."""
     peer = Peer()
     block = header_block([*REQUEST, (name, "v")])
-    peer.send(frame(http2.HEADERS, http2.END_HEADERS | http2.END_STREAM, 1, block))
+    peer.send(frame(wire.HEADERS, wire.END_HEADERS | wire.END_STREAM, 1, block))
     frames = peer.read()
-    assert resets(frames) == [(1, http2.PROTOCOL_ERROR)]
+    assert resets(frames) == [(1, wire.PROTOCOL_ERROR)]
     assert goaway(frames) is None
     assert not peer.handlers
     assert peer.open(3, end=True).ended
@@ -195,11 +196,11 @@ async def test_an_initial_window_that_takes_a_stream_past_the_maximum_is_a_flow_
     """RFC 9113 §6.9.2: a SETTINGS change that overflows any window is FLOW_CONTROL_ERROR."""
     peer = Peer()
     peer.open(1)
-    increment = http2.MAX_WINDOW - http2.DEFAULT_WINDOW
-    peer.send(frame(http2.WINDOW_UPDATE, 0, 1, increment.to_bytes(4)))
+    increment = wire.MAX_WINDOW - wire.DEFAULT_WINDOW
+    peer.send(frame(wire.WINDOW_UPDATE, 0, 1, increment.to_bytes(4)))
     assert goaway(peer.read()) is None
-    peer.send(frame(http2.SETTINGS, 0, 0, (4).to_bytes(2) + (http2.DEFAULT_WINDOW + 1).to_bytes(4)))
-    assert goaway(peer.read()) == http2.FLOW_CONTROL_ERROR
+    peer.send(frame(wire.SETTINGS, 0, 0, (4).to_bytes(2) + (wire.DEFAULT_WINDOW + 1).to_bytes(4)))
+    assert goaway(peer.read()) == wire.FLOW_CONTROL_ERROR
 
 
 async def test_stream_errors_the_peer_provokes_count_as_resets() -> None:
@@ -208,20 +209,20 @@ async def test_stream_errors_the_peer_provokes_count_as_resets() -> None:
     count = http2.RESET_ALLOWANCE + 1
     for sid in range(1, 2 * count, 2):
         peer.open(sid)
-        peer.send(frame(http2.WINDOW_UPDATE, 0, sid, (0).to_bytes(4)))
-    assert goaway(peer.read()) == http2.ENHANCE_YOUR_CALM
-    assert all(h.closed_with == http2.PROTOCOL_ERROR for h in peer.handlers.values())
+        peer.send(frame(wire.WINDOW_UPDATE, 0, sid, (0).to_bytes(4)))
+    assert goaway(peer.read()) == wire.ENHANCE_YOUR_CALM
+    assert all(h.closed_with == wire.PROTOCOL_ERROR for h in peer.handlers.values())
     assert peer.conn.idle
 
 
 @pytest.mark.parametrize(
     ("stream", "payload", "code"),
-    [(1, b"\x00" * 8, http2.PROTOCOL_ERROR), (0, b"\x00" * 7, http2.FRAME_SIZE_ERROR)],
+    [(1, b"\x00" * 8, wire.PROTOCOL_ERROR), (0, b"\x00" * 7, wire.FRAME_SIZE_ERROR)],
 )
 async def test_a_malformed_goaway_is_a_connection_error(
     stream: int, payload: bytes, code: int
 ) -> None:
     """RFC 9113 §6.8: GOAWAY is for stream 0 and has at least 8 bytes."""
     peer = Peer()
-    peer.send(frame(http2.GOAWAY, 0, stream, payload))
+    peer.send(frame(wire.GOAWAY, 0, stream, payload))
     assert goaway(peer.read()) == code
