@@ -13,8 +13,9 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import h2.config
@@ -25,6 +26,8 @@ import numpy as np
 from hyperframe import frame as hf
 
 from modelport.transports.grpc_gen import inference_pb2 as pb
+
+from .conftest import ServerFactory, ServerProcess, free_port
 
 TIMEOUT = 30.0
 """Seconds any wait for the server's frames may take before the test fails (no read hangs)."""
@@ -294,3 +297,33 @@ class Frames:
                 self.flush()
                 grants += 1
         return grants
+
+
+Connect = Callable[..., Frames]
+
+
+@contextlib.contextmanager
+def connections(address: str) -> Iterator[Connect]:
+    """Opens connections to `address` (arguments as for Frames); all closed at the end."""
+    opened: list[Frames] = []
+
+    def open_connection(*args: Any, **options: Any) -> Frames:
+        opened.append(Frames(address, *args, **options))
+        return opened[-1]
+
+    yield open_connection
+    for conn in opened:
+        conn.sock.close()
+
+
+def iris_server(
+    start_server: ServerFactory, registry: Path, folder: Path, max_body: int
+) -> ServerProcess:
+    """A server of iris alone, gRPC on, whose requests may be at most `max_body` bytes (its
+    config file goes in `folder`)."""
+    config = folder / "modelport.toml"
+    config.write_text(f"[serve]\nmax_body_bytes = {max_body}\n")
+    return start_server(
+        "--registry", str(registry), "--config", str(config), "--model", "iris",
+        "--inference-log", "off", "--grpc-port", str(free_port()),
+    )  # fmt: skip

@@ -21,7 +21,7 @@ from hyperframe import frame as hf
 
 import modelport
 
-from .conftest import ServerFactory, free_port
+from .conftest import ServerFactory
 from .h2_client import (
     CANCEL,
     COMPRESSION_ERROR,
@@ -32,9 +32,12 @@ from .h2_client import (
     PROTOCOL_ERROR,
     ROWS,
     STREAM_CLOSED,
+    Connect,
     Frames,
+    connections,
     grpc_frame,
     infer_message,
+    iris_server,
     raw_frame,
     request_headers,
     with_continuations,
@@ -45,7 +48,6 @@ pytestmark = pytest.mark.integration
 MAX_BODY = 1024 * 1024
 """The test server's max_body_bytes: room for every request here but the one past it."""
 Predict = Callable[[np.ndarray[Any, Any]], list[int]]
-Connect = Callable[..., Frames]
 
 
 @pytest.fixture(scope="module")
@@ -53,12 +55,8 @@ def address(
     start_server: ServerFactory, demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> str:
     """`host:port` of a gRPC server for iris whose requests may be at most MAX_BODY bytes."""
-    config = tmp_path_factory.mktemp("h2") / "modelport.toml"
-    config.write_text(f"[serve]\nmax_body_bytes = {MAX_BODY}\n")
-    return start_server(
-        "--registry", str(demo_registry), "--config", str(config), "--model", "iris",
-        "--inference-log", "off", "--grpc-port", str(free_port()),
-    ).grpc_address  # fmt: skip
+    folder = tmp_path_factory.mktemp("h2")
+    return iris_server(start_server, demo_registry, folder, MAX_BODY).grpc_address
 
 
 @pytest.fixture(scope="module")
@@ -72,15 +70,8 @@ def predict(demo_registry: Path) -> Iterator[Predict]:
 @pytest.fixture
 def connect(address: str) -> Iterator[Connect]:
     """Open connections to the server (arguments as for Frames); closed after the test."""
-    opened: list[Frames] = []
-
-    def open_connection(*args: Any, **options: Any) -> Frames:
-        opened.append(Frames(address, *args, **options))
-        return opened[-1]
-
-    yield open_connection
-    for conn in opened:
-        conn.sock.close()
+    with connections(address) as connect:
+        yield connect
 
 
 @pytest.fixture

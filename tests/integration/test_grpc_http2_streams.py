@@ -10,9 +10,8 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import hpack
 import pytest
@@ -24,15 +23,18 @@ from hypothesis import strategies as st
 from modelport.transports.grpc_gen import inference_pb2 as pb
 from modelport.transports.http2_frames import header_block
 
-from .conftest import ServerFactory, ServerProcess, free_port
+from .conftest import ServerFactory, ServerProcess
 from .h2_client import (
     CANCEL,
     INFER,
     PREFACE,
     ROWS,
+    Connect,
     Frames,
+    connections,
     grpc_frame,
     infer_message,
+    iris_server,
     raw_frame,
     request_headers,
 )
@@ -43,7 +45,6 @@ MAX_BODY = 64 * 1024
 """The test server's max_body_bytes."""
 STREAM = "/inference.GRPCInferenceService/ModelStreamInfer"
 ENHANCE_YOUR_CALM = 0xB
-Connect = Callable[..., Frames]
 BAD_LOG = ("Traceback", "Exception in callback", "internal error")
 """What the server's log never shows after a client's mistakes."""
 
@@ -53,26 +54,14 @@ def server(
     start_server: ServerFactory, demo_registry: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> ServerProcess:
     """A gRPC server for iris whose requests may be at most MAX_BODY bytes."""
-    config = tmp_path_factory.mktemp("h2-streams") / "modelport.toml"
-    config.write_text(f"[serve]\nmax_body_bytes = {MAX_BODY}\n")
-    return start_server(
-        "--registry", str(demo_registry), "--config", str(config), "--model", "iris",
-        "--inference-log", "off", "--grpc-port", str(free_port()),
-    )  # fmt: skip
+    return iris_server(start_server, demo_registry, tmp_path_factory.mktemp("h2-streams"), MAX_BODY)
 
 
 @pytest.fixture
 def connect(server: ServerProcess) -> Iterator[Connect]:
     """Open connections to the server (arguments as for Frames); closed after the test."""
-    opened: list[Frames] = []
-
-    def open_connection(*args: Any, **options: Any) -> Frames:
-        opened.append(Frames(server.grpc_address, *args, **options))
-        return opened[-1]
-
-    yield open_connection
-    for conn in opened:
-        conn.sock.close()
+    with connections(server.grpc_address) as connect:
+        yield connect
 
 
 def whole_messages(body: bytes) -> int:
