@@ -1,8 +1,8 @@
 """Open Inference Protocol over gRPC: parse, call the dataplane, encode.
 
 The calls run on the worker's event loop, beside REST (so gRPC requests join the same batches),
-over modelport's own HTTP/2 front end (`http2`, `grpc_wire`): a call costs a few protobuf
-operations and one task, with no thread or poller in between.
+over modelport's own HTTP/2 front end (`http2`, `grpc_wire`, `grpc_endpoint`): a call costs a
+few protobuf operations and one task, with no thread or poller in between.
 
 The service is `inference.GRPCInferenceService` in Triton's layout (proto/inference.proto),
 its unary RPCs built from one table and wrapped alike (`grpc_call.unary`: ErrorKind to status
