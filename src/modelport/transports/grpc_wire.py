@@ -343,7 +343,7 @@ class GrpcCall:
         self._stream.respond(
             _RESPONSE_HEADERS,
             message_frame(body),
-            _OK if not trailers else header_block((("grpc-status", "0"), *trailers)),
+            _OK if not trailers else status_block(grpc.StatusCode.OK, "", trailers, only=False),
         )
 
     async def _streaming(self) -> None:

@@ -499,16 +499,12 @@ class Connection(asyncio.Protocol):
             raise ProtocolViolation(PROTOCOL_ERROR, f"RST_STREAM on idle stream {stream_id}")
         if len(payload) != 4:
             raise ProtocolViolation(FRAME_SIZE_ERROR, "RST_STREAM of the wrong size")
-        stream = self._streams.pop(stream_id, None)
-        self._blocked.pop(stream_id, None)
+        stream = self._streams.get(stream_id)
         if stream is None:
             return
-        stream.local_closed = stream.remote_closed = True
-        stream._pending.clear()
-        stream._wake()
+        self._forget(stream)
         if stream.handler is not None:
             stream.handler.closed(int.from_bytes(payload))
-        self._closed_one()
         # Only after the handler heard of it: connection_lost no longer sees this stream.
         self._count_reset()
 
@@ -632,13 +628,19 @@ class Connection(asyncio.Protocol):
 
     def reset(self, stream: Stream, code: int) -> None:
         """RST_STREAM for `stream`, which is forgotten."""
-        if self._streams.pop(stream.id, None) is None:
+        if self._streams.get(stream.id) is not stream:
             return
+        self._forget(stream)
+        self._reset_id(stream.id, code)
+
+    def _forget(self, stream: Stream) -> None:
+        """`stream` ends now, both ways: what it had queued is dropped, a writer waiting on it
+        wakes."""
+        del self._streams[stream.id]
         self._blocked.pop(stream.id, None)
         stream._pending.clear()
         stream.local_closed = stream.remote_closed = True
         stream._wake()
-        self._write(frame(RST_STREAM, 0, stream.id, code.to_bytes(4)))
         self._closed_one()
 
     def _reset_stream(self, stream: Stream, code: int) -> None:
@@ -675,7 +677,7 @@ class Connection(asyncio.Protocol):
         if not stream.remote_closed:
             # The answer is complete before the request: the rest of it is not wanted.
             stream.remote_closed = True
-            self._write(frame(RST_STREAM, 0, stream.id, NO_ERROR.to_bytes(4)))
+            self._reset_id(stream.id, NO_ERROR)
         del self._streams[stream.id]
         self._finished += 1
         self._closed_one()
