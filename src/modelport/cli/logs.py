@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
 import sys
-import time
+import threading
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
@@ -72,21 +73,26 @@ def tail(
     """
     with reported():
         store = open_log(registry, inference_log)
+    # With --follow, Ctrl-C ends the loop between two reads: a KeyboardInterrupt raised in the
+    # middle of the database driver could leave it holding a lock that close() then waits on.
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set()) if follow else None
     try:
         with reported():
             records = latest(store, model, None, count) if count else []
             last = records[-1].id if records else top_id(store)
             _print_records(records, as_json)
-            while follow:
-                time.sleep(FOLLOW_SECONDS)
+            while follow and not stop.wait(FOLLOW_SECONDS):
                 for page in pages(store, model, None, after_id=last):
                     _print_records(page, as_json)
                     last = page[-1].id
     except KeyboardInterrupt:
-        pass  # Ctrl-C is how --follow ends
+        pass  # Ctrl-C without --follow
     except BrokenPipeError:
         reader_gone()
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
         store.close()
 
 
